@@ -1,0 +1,246 @@
+#include "runtime/io/checkpoint.h"
+
+#include <ATen/ATen.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "runtime/core/check.h"
+#include "runtime/io/atomic_file.h"
+#include "runtime/io/gguf.h"
+#include "runtime/io/hf_config.h"
+#include "runtime/io/safetensors.h"
+
+namespace secateur::io {
+
+namespace fs = std::filesystem;
+using model::Family;
+using model::ModelConfig;
+using model::NamedTensors;
+
+namespace {
+
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+// llama.cpp stores q/k rows permuted so RoPE can rotate interleaved pairs; HF rotates halves.
+// GGUF row order within a head is (i, half) with half fastest; HF's is (half, i).
+at::Tensor unpermute_rope_rows(const at::Tensor& w, int64_t heads) {
+  const int64_t rows = w.size(0), cols = w.size(1), hd = rows / heads;
+  return w.reshape({heads, hd / 2, 2, cols}).transpose(1, 2).reshape({rows, cols});
+}
+
+LoadedModel load_gguf(const std::string& path) {
+  const GgufFile g(path);
+  const std::string arch = g.get_string("general.architecture");
+  SECATEUR_CHECK(arch == "llama", "[io/checkpoint] {}: GGUF architecture '{}' is not supported (llama)", path, arch);
+  const auto key = [&](const char* k) { return arch + "." + k; };
+  ModelConfig c;
+  c.family = Family::llama;
+  const int64_t layers = g.get_int(key("block_count"));
+  const int64_t heads = g.get_int(key("attention.head_count"));
+  const int64_t kv = g.get_int(key("attention.head_count_kv"), heads);
+  c.hidden = g.get_int(key("embedding_length"));
+  c.n_heads.assign(layers, heads);
+  c.n_kv_heads.assign(layers, kv);
+  c.d_ff.assign(layers, g.get_int(key("feed_forward_length")));
+  c.head_dim = g.get_int(key("rope.dimension_count"), c.hidden / heads);
+  c.max_positions = g.get_int(key("context_length"), 2048);
+  c.rope_theta = g.get_float(key("rope.freq_base"), 10000.0);
+  c.norm_eps = g.get_float(key("attention.layer_norm_rms_epsilon"), 1e-5);
+  const GgufTensorInfo* embd = g.find("token_embd.weight");
+  SECATEUR_CHECK(embd != nullptr, "[io/checkpoint] {}: no tensor 'token_embd.weight'", path);
+  c.vocab_size = embd->shape.at(0);
+  c.tied_embeddings = g.find("output.weight") == nullptr;
+  c.bos_id = g.get_int("tokenizer.ggml.bos_token_id", -1);
+  c.eos_id = g.get_int("tokenizer.ggml.eos_token_id", -1);
+  c.pad_id = g.get_int("tokenizer.ggml.padding_token_id", -1);
+  c.validate();
+
+  LoadedModel m{c, {}, "gguf"};
+  const auto take = [&](const std::string& from, const std::string& to) {
+    SECATEUR_CHECK(g.find(from) != nullptr, "[io/checkpoint] {}: missing tensor '{}'", path, from);
+    m.tensors.emplace_back(to, g.dequantize(from));
+  };
+  take("token_embd.weight", "model.embed_tokens.weight");
+  for (int64_t l = 0; l < layers; ++l) {
+    const std::string b = fmt::format("blk.{}.", l), p = model::layer_prefix(l);
+    take(b + "attn_norm.weight", p + "input_layernorm.weight");
+    take(b + "attn_q.weight", p + "self_attn.q_proj.weight");
+    m.tensors.back().second = unpermute_rope_rows(m.tensors.back().second, heads);
+    take(b + "attn_k.weight", p + "self_attn.k_proj.weight");
+    m.tensors.back().second = unpermute_rope_rows(m.tensors.back().second, kv);
+    take(b + "attn_v.weight", p + "self_attn.v_proj.weight");
+    take(b + "attn_output.weight", p + "self_attn.o_proj.weight");
+    take(b + "ffn_norm.weight", p + "post_attention_layernorm.weight");
+    take(b + "ffn_gate.weight", p + "mlp.gate_proj.weight");
+    take(b + "ffn_up.weight", p + "mlp.up_proj.weight");
+    take(b + "ffn_down.weight", p + "mlp.down_proj.weight");
+  }
+  take("output_norm.weight", "model.norm.weight");
+  if (!c.tied_embeddings) take("output.weight", "lm_head.weight");
+  return m;
+}
+
+// GPT-2 checkpoints: Conv1D weights are [in, out] and q/k/v share one c_attn.
+NamedTensors gpt2_to_canonical(const SafetensorsCheckpoint& ck, const ModelConfig& c) {
+  const std::string root = ck.has("transformer.wte.weight") ? "transformer." : "";
+  const auto get = [&](const std::string& n) {
+    SECATEUR_CHECK(ck.has(root + n), "[io/checkpoint] GPT-2 checkpoint has no tensor '{}'", root + n);
+    return ck.tensor(root + n);
+  };
+  NamedTensors t;
+  t.emplace_back("model.embed_tokens.weight", get("wte.weight"));
+  t.emplace_back("model.embed_positions.weight", get("wpe.weight"));
+  for (int64_t l = 0; l < c.n_layers(); ++l) {
+    const std::string h = fmt::format("h.{}.", l), p = model::layer_prefix(l);
+    const int64_t q = c.n_heads[l] * c.head_dim, kv = c.n_kv_heads[l] * c.head_dim;
+    const auto qkv_w = get(h + "attn.c_attn.weight").split_with_sizes({q, kv, kv}, 1);
+    const auto qkv_b = get(h + "attn.c_attn.bias").split_with_sizes({q, kv, kv}, 0);
+    t.emplace_back(p + "input_layernorm.weight", get(h + "ln_1.weight"));
+    t.emplace_back(p + "input_layernorm.bias", get(h + "ln_1.bias"));
+    const char* names[3] = {"q_proj", "k_proj", "v_proj"};
+    for (int i = 0; i < 3; ++i) {
+      t.emplace_back(p + "self_attn." + names[i] + ".weight", qkv_w[i].t());
+      t.emplace_back(p + "self_attn." + names[i] + ".bias", qkv_b[i]);
+    }
+    t.emplace_back(p + "self_attn.o_proj.weight", get(h + "attn.c_proj.weight").t());
+    t.emplace_back(p + "self_attn.o_proj.bias", get(h + "attn.c_proj.bias"));
+    t.emplace_back(p + "post_attention_layernorm.weight", get(h + "ln_2.weight"));
+    t.emplace_back(p + "post_attention_layernorm.bias", get(h + "ln_2.bias"));
+    t.emplace_back(p + "mlp.up_proj.weight", get(h + "mlp.c_fc.weight").t());
+    t.emplace_back(p + "mlp.up_proj.bias", get(h + "mlp.c_fc.bias"));
+    t.emplace_back(p + "mlp.down_proj.weight", get(h + "mlp.c_proj.weight").t());
+    t.emplace_back(p + "mlp.down_proj.bias", get(h + "mlp.c_proj.bias"));
+  }
+  t.emplace_back("model.norm.weight", get("ln_f.weight"));
+  t.emplace_back("model.norm.bias", get("ln_f.bias"));
+  if (!c.tied_embeddings) t.emplace_back("lm_head.weight", ck.tensor("lm_head.weight"));
+  return t;
+}
+
+NamedTensors canonical_to_gpt2(const ModelConfig& c, const NamedTensors& in) {
+  std::map<std::string, at::Tensor> m(in.begin(), in.end());
+  NamedTensors t;
+  const auto put = [&](const std::string& n, const at::Tensor& x) { t.emplace_back("transformer." + n, x); };
+  put("wte.weight", m.at("model.embed_tokens.weight"));
+  put("wpe.weight", m.at("model.embed_positions.weight"));
+  for (int64_t l = 0; l < c.n_layers(); ++l) {
+    const std::string h = fmt::format("h.{}.", l), p = model::layer_prefix(l);
+    const auto a = [&](const char* n) { return m.at(p + "self_attn." + n); };
+    put(h + "ln_1.weight", m.at(p + "input_layernorm.weight"));
+    put(h + "ln_1.bias", m.at(p + "input_layernorm.bias"));
+    put(h + "attn.c_attn.weight", at::cat({a("q_proj.weight"), a("k_proj.weight"), a("v_proj.weight")}, 0).t());
+    put(h + "attn.c_attn.bias", at::cat({a("q_proj.bias"), a("k_proj.bias"), a("v_proj.bias")}, 0));
+    put(h + "attn.c_proj.weight", a("o_proj.weight").t());
+    put(h + "attn.c_proj.bias", a("o_proj.bias"));
+    put(h + "ln_2.weight", m.at(p + "post_attention_layernorm.weight"));
+    put(h + "ln_2.bias", m.at(p + "post_attention_layernorm.bias"));
+    put(h + "mlp.c_fc.weight", m.at(p + "mlp.up_proj.weight").t());
+    put(h + "mlp.c_fc.bias", m.at(p + "mlp.up_proj.bias"));
+    put(h + "mlp.c_proj.weight", m.at(p + "mlp.down_proj.weight").t());
+    put(h + "mlp.c_proj.bias", m.at(p + "mlp.down_proj.bias"));
+  }
+  put("ln_f.weight", m.at("model.norm.weight"));
+  put("ln_f.bias", m.at("model.norm.bias"));
+  if (!c.tied_embeddings) t.emplace_back("lm_head.weight", m.at("lm_head.weight"));
+  return t;
+}
+
+LoadedModel load_hf(const std::string& path) {
+  const fs::path dir = fs::is_directory(path) ? fs::path(path) : fs::path(path).parent_path();
+  LoadedModel m{read_hf_config((dir / "config.json").string()), {}, "hf"};
+  const SafetensorsCheckpoint ck(dir.string());
+  if (m.config.family == Family::gpt2) {
+    m.tensors = gpt2_to_canonical(ck, m.config);
+  } else {
+    for (const std::string& n : ck.names()) {
+      if (n == "lm_head.weight" && m.config.tied_embeddings) continue;   // some writers keep the tied copy
+      m.tensors.emplace_back(n, ck.tensor(n));
+    }
+  }
+  return m;
+}
+
+const char* dtype_name(at::ScalarType t) {
+  switch (t) {
+    case at::kFloat: return "float32";
+    case at::kBFloat16: return "bfloat16";
+    case at::kHalf: return "float16";
+    default: SECATEUR_FAIL("[io/checkpoint] cannot save weights as {}", c10::toString(t));
+  }
+}
+
+void write_json(const fs::path& path, const nlohmann::json& j) { write_file_atomic(path.string(), j.dump(2) + "\n"); }
+
+}  // namespace
+
+at::ScalarType parse_dtype(const std::string& name) {
+  if (name == "float32") return at::kFloat;
+  if (name == "bfloat16") return at::kBFloat16;
+  if (name == "float16") return at::kHalf;
+  SECATEUR_FAIL("[io] unknown dtype '{}' (allowed: float32, bfloat16, float16)", name);
+}
+
+LoadedModel load_model(const std::string& path) {
+  SECATEUR_CHECK(fs::exists(path), "[io/checkpoint] model path {} does not exist", path);
+  if (ends_with(path, ".gguf")) return load_gguf(path);
+  const fs::path p(path);
+  SECATEUR_CHECK(fs::is_directory(p) ? fs::exists(p / "config.json") : p.filename() == "config.json",
+                 "[io/checkpoint] {} is neither a .gguf file nor an HF directory with config.json", path);
+  return load_hf(path);
+}
+
+model::Decoder load_decoder(const std::string& path, at::Device device, at::ScalarType dtype) {
+  LoadedModel m = load_model(path);
+  for (auto& [name, t] : m.tensors) t = t.to(device, dtype, /*non_blocking=*/false, /*copy=*/true).contiguous();
+  return model::Decoder(m.config, m.tensors);
+}
+
+text::Tokenizer load_tokenizer(const std::string& path) {
+  if (!ends_with(path, ".gguf")) {
+    const fs::path dir = fs::is_directory(path) ? fs::path(path) : fs::path(path).parent_path();
+    return text::Tokenizer::from_hf_json((dir / "tokenizer.json").string());
+  }
+  const GgufFile g(path);
+  text::TokenizerSpec s;
+  const std::string model = g.get_string("tokenizer.ggml.model");
+  SECATEUR_CHECK(model == "gpt2", "[io/checkpoint] {}: tokenizer model '{}' is not supported (gpt2 byte-level BPE)",
+                 path, model);
+  s.tokens = g.get_string_array("tokenizer.ggml.tokens");
+  s.merges = g.get_string_array("tokenizer.ggml.merges");
+  if (g.has("tokenizer.ggml.token_type")) {
+    for (int64_t t : g.get_int_array("tokenizer.ggml.token_type")) s.token_types.push_back(static_cast<int32_t>(t));
+  }
+  s.pre = g.get_string("tokenizer.ggml.pre", "gpt2");
+  s.bos_id = static_cast<int32_t>(g.get_int("tokenizer.ggml.bos_token_id", -1));
+  s.eos_id = static_cast<int32_t>(g.get_int("tokenizer.ggml.eos_token_id", -1));
+  s.unk_id = static_cast<int32_t>(g.get_int("tokenizer.ggml.unknown_token_id", -1));
+  s.pad_id = static_cast<int32_t>(g.get_int("tokenizer.ggml.padding_token_id", -1));
+  s.add_bos = g.get_bool("tokenizer.ggml.add_bos_token", false);
+  s.chat_template = g.get_string("tokenizer.chat_template", "");
+  return text::Tokenizer(std::move(s));
+}
+
+void save_hf_model(const std::string& dir, const ModelConfig& config, const NamedTensors& tensors,
+                   at::ScalarType dtype, const text::Tokenizer* tokenizer, uint64_t max_shard_bytes) {
+  const fs::path final_dir(dir), tmp_dir = fs::path(dir + ".partial");
+  fs::remove_all(tmp_dir);
+  fs::create_directories(tmp_dir);
+  NamedTensors out;
+  for (const auto& [name, t] : tensors) out.emplace_back(name, t.to(at::kCPU, dtype).contiguous());
+  if (config.family == Family::gpt2) out = canonical_to_gpt2(config, out);
+  write_safetensors_dir(tmp_dir.string(), out, max_shard_bytes, {{"format", "pt"}});
+  write_json(tmp_dir / "config.json", config_to_hf(config, dtype_name(dtype)));
+  nlohmann::json gen = {{"do_sample", false}};
+  if (config.bos_id >= 0) gen["bos_token_id"] = config.bos_id;
+  if (config.eos_id >= 0) gen["eos_token_id"] = config.eos_id;
+  write_json(tmp_dir / "generation_config.json", gen);
+  if (tokenizer) tokenizer->write_hf_files(tmp_dir.string());
+  fs::remove_all(final_dir);
+  fs::rename(tmp_dir, final_dir);
+}
+
+}  // namespace secateur::io

@@ -1,0 +1,39 @@
+// runtime/io/checkpoint.h — whole models in and out: a GGUF file or an HF directory
+// (config.json + safetensors) becomes a ModelConfig plus tensors under Secateur's
+// canonical names (HF LLaMA names; see runtime/model/decoder.h), and back.
+#pragma once
+#include <ATen/core/Tensor.h>
+
+#include <string>
+
+#include "runtime/model/decoder.h"
+#include "runtime/text/tokenizer.h"
+
+namespace secateur::io {
+
+struct LoadedModel {
+  model::ModelConfig config;
+  model::NamedTensors tensors;   // canonical names; CPU; dtype as stored (GGUF: float32 after dequantisation)
+  std::string source;            // "gguf" | "hf"
+};
+
+// "float32" | "bfloat16" | "float16" -> the ATen dtype; Error naming the allowed values otherwise.
+at::ScalarType parse_dtype(const std::string& name);
+
+// path: a .gguf file, or an HF directory / its config.json.
+LoadedModel load_model(const std::string& path);
+
+// A Decoder on `device` in `dtype`, with weights copied out of any file mapping.
+model::Decoder load_decoder(const std::string& path, at::Device device, at::ScalarType dtype);
+
+// The tokenizer of a .gguf file (its metadata) or of an HF directory (tokenizer.json).
+text::Tokenizer load_tokenizer(const std::string& path);
+
+// Writes an HF directory transformers loads: config.json, model.safetensors (sharded past
+// max_shard_bytes), generation_config.json and, if given, tokenizer files. Written into
+// "<dir>.partial" and renamed at the end, so a crash never leaves a complete-looking dir.
+void save_hf_model(const std::string& dir, const model::ModelConfig& config, const model::NamedTensors& tensors,
+                   at::ScalarType dtype, const text::Tokenizer* tokenizer = nullptr,
+                   uint64_t max_shard_bytes = 4ull << 30);
+
+}  // namespace secateur::io

@@ -1,0 +1,216 @@
+#include "runtime/model/decoder.h"
+
+#include <ATen/ATen.h>
+
+#include <cmath>
+#include <map>
+
+#include "runtime/core/check.h"
+
+namespace secateur::model {
+
+std::string layer_prefix(int64_t layer) { return fmt::format("model.layers.{}.", layer); }
+
+namespace {
+
+at::Tensor rotate_half(const at::Tensor& x) {           // [..., D] -> [-x2, x1]
+  const int64_t h = x.size(-1) / 2;
+  return at::cat({-x.narrow(-1, h, h), x.narrow(-1, 0, h)}, -1);
+}
+
+}  // namespace
+
+// The one table of which weights a config has, their names and shapes.
+std::vector<Decoder::Slot> Decoder::slots() {
+  const ModelConfig& c = config_;
+  at::Tensor &embed = embed_, &pos_embed = pos_embed_, &norm_w = norm_w_, &norm_b = norm_b_, &lm_head = lm_head_;
+  std::vector<LayerWeights>& layers = layers_;
+  const bool llama = c.family == Family::llama;
+  const int64_t d = c.hidden, D = c.head_dim;
+  std::vector<Slot> s;
+  s.push_back({"model.embed_tokens.weight", &embed, {c.vocab_size, d}});
+  if (!llama) s.push_back({"model.embed_positions.weight", &pos_embed, {c.max_positions, d}});
+  for (int64_t l = 0; l < c.n_layers(); ++l) {
+    LayerWeights& w = layers[l];
+    const std::string p = layer_prefix(l);
+    const int64_t q = c.n_heads[l] * D, kv = c.n_kv_heads[l] * D, ff = c.d_ff[l];
+    s.push_back({p + "input_layernorm.weight", &w.ln1_w, {d}});
+    if (!llama) s.push_back({p + "input_layernorm.bias", &w.ln1_b, {d}});
+    s.push_back({p + "self_attn.q_proj.weight", &w.q_w, {q, d}});
+    s.push_back({p + "self_attn.k_proj.weight", &w.k_w, {kv, d}});
+    s.push_back({p + "self_attn.v_proj.weight", &w.v_w, {kv, d}});
+    s.push_back({p + "self_attn.o_proj.weight", &w.o_w, {d, q}});
+    if (c.attention_bias) {
+      s.push_back({p + "self_attn.q_proj.bias", &w.q_b, {q}});
+      s.push_back({p + "self_attn.k_proj.bias", &w.k_b, {kv}});
+      s.push_back({p + "self_attn.v_proj.bias", &w.v_b, {kv}});
+      s.push_back({p + "self_attn.o_proj.bias", &w.o_b, {d}});
+    }
+    s.push_back({p + "post_attention_layernorm.weight", &w.ln2_w, {d}});
+    if (!llama) s.push_back({p + "post_attention_layernorm.bias", &w.ln2_b, {d}});
+    if (llama) s.push_back({p + "mlp.gate_proj.weight", &w.gate_w, {ff, d}});
+    s.push_back({p + "mlp.up_proj.weight", &w.up_w, {ff, d}});
+    s.push_back({p + "mlp.down_proj.weight", &w.down_w, {d, ff}});
+    if (c.mlp_bias) {
+      if (llama) s.push_back({p + "mlp.gate_proj.bias", &w.gate_b, {ff}});
+      s.push_back({p + "mlp.up_proj.bias", &w.up_b, {ff}});
+      s.push_back({p + "mlp.down_proj.bias", &w.down_b, {d}});
+    }
+  }
+  s.push_back({"model.norm.weight", &norm_w, {d}});
+  if (!llama) s.push_back({"model.norm.bias", &norm_b, {d}});
+  if (!c.tied_embeddings) s.push_back({"lm_head.weight", &lm_head, {c.vocab_size, d}});
+  return s;
+}
+
+Decoder::Decoder(ModelConfig config, const NamedTensors& tensors) : config_(std::move(config)) {
+  config_.validate();
+  layers_.resize(config_.n_layers());
+  std::map<std::string, const at::Tensor*> by_name;
+  for (const auto& [name, t] : tensors) by_name[name] = &t;
+  for (Slot& s : slots()) {
+    auto it = by_name.find(s.name);
+    SECATEUR_CHECK(it != by_name.end(), "[model] missing weight '{}'", s.name);
+    const at::Tensor& t = *it->second;
+    SECATEUR_CHECK(t.sizes().vec() == s.shape, "[model] weight '{}' has shape {}, the config needs {}", s.name,
+                   fmt::join(t.sizes().vec(), "x"), fmt::join(s.shape, "x"));
+    *s.tensor = t;
+  }
+  const at::ScalarType dt = embed_.scalar_type();
+  for (Slot& s : slots()) {
+    SECATEUR_CHECK(s.tensor->scalar_type() == dt, "[model] weight '{}' is {}, the embedding is {}: cast them alike",
+                   s.name, c10::toString(s.tensor->scalar_type()), c10::toString(dt));
+  }
+}
+
+void Decoder::to(at::Device device, at::ScalarType dtype) {
+  for (Slot& s : slots()) *s.tensor = s.tensor->to(device, dtype).contiguous();
+}
+
+NamedTensors Decoder::named_tensors() const {
+  auto& self = const_cast<Decoder&>(*this);
+  NamedTensors out;
+  for (Slot& s : self.slots()) out.emplace_back(s.name, *s.tensor);
+  return out;
+}
+
+std::vector<at::Tensor*> Decoder::parameters() {
+  std::vector<at::Tensor*> out;
+  for (Slot& s : slots()) out.push_back(s.tensor);
+  return out;
+}
+
+at::Tensor Decoder::norm(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) const {
+  if (config_.family == Family::gpt2) return at::layer_norm(x, {config_.hidden}, w, b, config_.norm_eps);
+  // RMSNorm as HF computes it: statistics in float32, then the weight in the model's dtype.
+  const at::Tensor xf = x.to(at::kFloat);
+  const at::Tensor normed = xf * at::rsqrt(xf.pow(2).mean(-1, /*keepdim=*/true) + config_.norm_eps);
+  return w * normed.to(x.scalar_type());
+}
+
+at::Tensor Decoder::attention(int64_t l, const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
+                              KVCache* cache) const {
+  const LayerWeights& w = layers_[l];
+  const int64_t B = x.size(0), T = x.size(1), H = config_.n_heads[l], KV = config_.n_kv_heads[l];
+  const int64_t D = config_.head_dim;
+  if (H == 0) return w.o_b.defined() ? w.o_b.expand_as(x) : at::zeros_like(x);   // every head pruned
+  at::Tensor q = at::linear(x, w.q_w, w.q_b).view({B, T, H, D}).transpose(1, 2);   // [B, H, T, D]
+  at::Tensor k = at::linear(x, w.k_w, w.k_b).view({B, T, KV, D}).transpose(1, 2);  // [B, KV, T, D]
+  at::Tensor v = at::linear(x, w.v_w, w.v_b).view({B, T, KV, D}).transpose(1, 2);  // [B, KV, T, D]
+  if (config_.family == Family::llama) {
+    q = q * cos + rotate_half(q) * sin;
+    k = k * cos + rotate_half(k) * sin;
+  }
+  int64_t past = 0;
+  if (cache) {
+    past = cache->length;
+    if (past > 0) {
+      k = at::cat({cache->k[l], k}, 2);
+      v = at::cat({cache->v[l], v}, 2);
+    }
+    cache->k[l] = k;
+    cache->v[l] = v;
+  }
+  if (KV != H) {                                      // GQA: each kv-head serves H/KV query heads
+    k = k.repeat_interleave(H / KV, 1);
+    v = v.repeat_interleave(H / KV, 1);
+  }
+  const double scale = 1.0 / std::sqrt(static_cast<double>(D));
+  at::Tensor out;
+  if (past == 0) {
+    out = at::scaled_dot_product_attention(q, k, v, {}, 0.0, /*is_causal=*/T > 1, scale);
+  } else {                                           // query i sees keys 0..past+i
+    const at::Tensor qi = at::arange(T, x.options().dtype(at::kLong)).unsqueeze(1) + past;
+    const at::Tensor kj = at::arange(past + T, x.options().dtype(at::kLong)).unsqueeze(0);
+    out = at::scaled_dot_product_attention(q, k, v, kj <= qi, 0.0, false, scale);
+  }
+  out = out.transpose(1, 2).reshape({B, T, H * D});  // [B, T, H*D]
+  return at::linear(out, w.o_w, w.o_b);
+}
+
+at::Tensor Decoder::mlp(int64_t l, const at::Tensor& x) const {
+  const LayerWeights& w = layers_[l];
+  if (config_.d_ff[l] == 0) return w.down_b.defined() ? w.down_b.expand_as(x) : at::zeros_like(x);
+  at::Tensor h;
+  if (config_.family == Family::llama) {
+    h = at::silu(at::linear(x, w.gate_w, w.gate_b)) * at::linear(x, w.up_w, w.up_b);   // [B, T, d_ff]
+  } else {
+    h = at::gelu(at::linear(x, w.up_w, w.up_b), "tanh");                                 // [B, T, d_ff]
+  }
+  return at::linear(h, w.down_w, w.down_b);
+}
+
+at::Tensor Decoder::hidden_states(const at::Tensor& ids, KVCache* cache) const {
+  SECATEUR_CHECK(ids.dim() == 2, "[model] ids must be [B, T], got {} dims", ids.dim());
+  const int64_t T = ids.size(1);
+  const int64_t past = cache ? cache->length : 0;
+  if (cache && cache->k.empty()) {
+    cache->k.resize(config_.n_layers());
+    cache->v.resize(config_.n_layers());
+  }
+  const at::TensorOptions opt = embed_.options();
+  at::Tensor x = at::embedding(embed_, ids);                             // [B, T, d]
+  at::Tensor cos, sin;
+  if (config_.family == Family::gpt2) {
+    SECATEUR_CHECK(past + T <= config_.max_positions, "[model] {} positions exceed the model's {}", past + T,
+                   config_.max_positions);
+    x = x + pos_embed_.narrow(0, past, T);
+  } else {
+    // RoPE tables as HF builds them: float32 angles, then cast to the model's dtype.
+    const int64_t D = config_.head_dim;
+    const at::Tensor inv_freq =
+        1.0 / at::pow(config_.rope_theta, at::arange(0, D, 2, opt.dtype(at::kLong)).to(at::kFloat) / D);
+    const at::Tensor pos = at::arange(past, past + T, opt.dtype(at::kLong)).to(at::kFloat);
+    const at::Tensor freqs = pos.unsqueeze(1) * inv_freq.unsqueeze(0);   // [T, D/2]
+    const at::Tensor emb = at::cat({freqs, freqs}, -1);                  // [T, D]
+    cos = emb.cos().to(opt.dtype());
+    sin = emb.sin().to(opt.dtype());
+  }
+  for (int64_t l = 0; l < config_.n_layers(); ++l) {
+    const LayerWeights& w = layers_[l];
+    x = x + attention(l, norm(x, w.ln1_w, w.ln1_b), cos, sin, cache);
+    x = x + mlp(l, norm(x, w.ln2_w, w.ln2_b));
+  }
+  if (cache) cache->length = past + T;
+  return norm(x, norm_w_, norm_b_);
+}
+
+at::Tensor Decoder::logits(const at::Tensor& ids, KVCache* cache) const {
+  return at::linear(hidden_states(ids, cache), head_weight());
+}
+
+std::pair<double, int64_t> Decoder::nll(const at::Tensor& ids) const {
+  const at::Tensor h = hidden_states(ids);                                // [B, T, d]
+  const int64_t B = ids.size(0), T = ids.size(1), chunk = 256;
+  double total = 0.0;
+  for (int64_t t0 = 0; t0 < T - 1; t0 += chunk) {
+    const int64_t n = std::min(chunk, T - 1 - t0);
+    const at::Tensor lg = at::linear(h.narrow(1, t0, n), head_weight()).to(at::kFloat);   // [B, n, V]
+    const at::Tensor target = ids.narrow(1, t0 + 1, n).reshape({-1});
+    const at::Tensor loss = at::cross_entropy_loss(lg.reshape({B * n, -1}), target, {}, at::Reduction::Sum);
+    total += loss.item<double>();
+  }
+  return {total, B * (T - 1)};
+}
+
+}  // namespace secateur::model

@@ -1,0 +1,192 @@
+// Decoder: shapes, the KV cache, per-layer widths, the perplexity protocol.
+#include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "runtime/core/check.h"
+#include "runtime/eval/generate.h"
+#include "runtime/eval/perplexity.h"
+#include "runtime/model/decoder.h"
+
+using namespace secateur;
+using model::Family;
+using model::ModelConfig;
+
+namespace {
+
+// Random weights for every slot the config has, found by asking the decoder which names it needs.
+model::NamedTensors random_weights(const ModelConfig& c, uint64_t seed) {
+  at::manual_seed(seed);
+  const int64_t d = c.hidden, D = c.head_dim;
+  model::NamedTensors t;
+  const auto add = [&](const std::string& n, std::vector<int64_t> shape, double scale = 0.08) {
+    t.emplace_back(n, at::randn(shape) * scale);
+  };
+  add("model.embed_tokens.weight", {c.vocab_size, d}, 0.5);
+  if (c.family == Family::gpt2) add("model.embed_positions.weight", {c.max_positions, d}, 0.1);
+  for (int64_t l = 0; l < c.n_layers(); ++l) {
+    const std::string p = model::layer_prefix(l);
+    const int64_t q = c.n_heads[l] * D, kv = c.n_kv_heads[l] * D, ff = c.d_ff[l];
+    t.emplace_back(p + "input_layernorm.weight", 1 + 0.1 * at::randn({d}));
+    t.emplace_back(p + "post_attention_layernorm.weight", 1 + 0.1 * at::randn({d}));
+    if (c.family == Family::gpt2) {
+      add(p + "input_layernorm.bias", {d});
+      add(p + "post_attention_layernorm.bias", {d});
+    }
+    add(p + "self_attn.q_proj.weight", {q, d});
+    add(p + "self_attn.k_proj.weight", {kv, d});
+    add(p + "self_attn.v_proj.weight", {kv, d});
+    add(p + "self_attn.o_proj.weight", {d, q});
+    if (c.attention_bias) {
+      add(p + "self_attn.q_proj.bias", {q});
+      add(p + "self_attn.k_proj.bias", {kv});
+      add(p + "self_attn.v_proj.bias", {kv});
+      add(p + "self_attn.o_proj.bias", {d});
+    }
+    if (c.family == Family::llama) add(p + "mlp.gate_proj.weight", {ff, d});
+    add(p + "mlp.up_proj.weight", {ff, d});
+    add(p + "mlp.down_proj.weight", {d, ff});
+    if (c.mlp_bias) {
+      if (c.family == Family::llama) add(p + "mlp.gate_proj.bias", {ff});
+      add(p + "mlp.up_proj.bias", {ff});
+      add(p + "mlp.down_proj.bias", {d});
+    }
+  }
+  t.emplace_back("model.norm.weight", 1 + 0.1 * at::randn({d}));
+  if (c.family == Family::gpt2) add("model.norm.bias", {d});
+  if (!c.tied_embeddings) add("lm_head.weight", {c.vocab_size, d});
+  return t;
+}
+
+ModelConfig uneven_llama() {
+  auto c = ModelConfig::make(Family::llama, 97, 48, 4, 6, 3, 64);
+  c.head_dim = 8;
+  c.n_heads = {6, 4, 2, 0};       // pruned layers: fewer heads, one with none at all
+  c.n_kv_heads = {3, 2, 1, 0};
+  c.d_ff = {64, 40, 0, 24};       // and one with no MLP
+  c.rope_theta = 10000.0;
+  c.max_positions = 256;
+  return c;
+}
+
+double max_rel(const at::Tensor& a, const at::Tensor& b) {
+  return ((a - b).abs().max() / b.abs().max()).item<double>();
+}
+
+}  // namespace
+
+TEST(Decoder, MissingOrMisshapenWeightIsNamed) {
+  const auto c = uneven_llama();
+  auto w = random_weights(c, 1);
+  w.erase(w.begin() + 3);
+  try {
+    model::Decoder m(c, w);
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_THAT(e.what(), ::testing::HasSubstr("missing weight"));
+  }
+  auto w2 = random_weights(c, 1);
+  w2[0].second = at::zeros({5, 5});
+  EXPECT_THROW(model::Decoder(c, w2), Error);
+}
+
+TEST(Decoder, UnevenLayersRunAndParamsAreCounted) {
+  const auto c = uneven_llama();
+  const auto w = random_weights(c, 2);
+  int64_t numel = 0;
+  for (const auto& [n, t] : w) numel += t.numel();
+  EXPECT_EQ(c.n_params(), numel);
+  const model::Decoder m(c, w);
+  at::NoGradGuard ng;
+  const at::Tensor ids = at::randint(c.vocab_size, {2, 9}, at::kLong);
+  const at::Tensor logits = m.logits(ids);
+  EXPECT_EQ(logits.sizes().vec(), (std::vector<int64_t>{2, 9, c.vocab_size}));
+  EXPECT_TRUE(logits.isfinite().all().item<bool>());
+}
+
+TEST(Decoder, CausalityLaterTokensDoNotChangeEarlierLogits) {
+  for (Family f : {Family::llama, Family::gpt2}) {
+    auto c = f == Family::llama ? uneven_llama() : ModelConfig::make(Family::gpt2, 80, 32, 2, 4, 4, 48);
+    c.max_positions = 64;
+    const model::Decoder m(c, random_weights(c, 3));
+    at::NoGradGuard ng;
+    at::Tensor ids = at::randint(c.vocab_size, {1, 12}, at::kLong);
+    const at::Tensor a = m.logits(ids);
+    ids.index_put_({0, 11}, (ids.index({0, 11}) + 1) % c.vocab_size);
+    const at::Tensor b = m.logits(ids);
+    EXPECT_TRUE(at::allclose(a.narrow(1, 0, 11), b.narrow(1, 0, 11), 1e-5, 1e-6)) << model::family_name(f);
+    EXPECT_FALSE(at::allclose(a.narrow(1, 11, 1), b.narrow(1, 11, 1))) << model::family_name(f);
+  }
+}
+
+TEST(Decoder, KvCacheStepsReproduceTheFullForward) {
+  for (Family f : {Family::llama, Family::gpt2}) {
+    auto c = f == Family::llama ? uneven_llama() : ModelConfig::make(Family::gpt2, 80, 32, 2, 4, 4, 48);
+    c.max_positions = 64;
+    const model::Decoder m(c, random_weights(c, 4));
+    at::NoGradGuard ng;
+    const at::Tensor ids = at::randint(c.vocab_size, {2, 10}, at::kLong);
+    const at::Tensor full = m.logits(ids);
+    model::KVCache cache;
+    std::vector<at::Tensor> parts = {m.logits(ids.narrow(1, 0, 4), &cache), m.logits(ids.narrow(1, 4, 3), &cache)};
+    for (int64_t t = 7; t < 10; ++t) parts.push_back(m.logits(ids.narrow(1, t, 1), &cache));
+    EXPECT_EQ(cache.length, 10);
+    EXPECT_LE(max_rel(at::cat(parts, 1), full), 1e-5) << model::family_name(f);
+  }
+}
+
+TEST(Decoder, BfloatForwardStaysCloseToFloat) {
+  const auto c = uneven_llama();
+  model::Decoder m(c, random_weights(c, 5));
+  at::NoGradGuard ng;
+  const at::Tensor ids = at::randint(c.vocab_size, {1, 16}, at::kLong);
+  const at::Tensor ref = m.logits(ids);
+  m.to(at::kCPU, at::kBFloat16);
+  EXPECT_EQ(m.dtype(), at::kBFloat16);
+  EXPECT_LE(max_rel(m.logits(ids).to(at::kFloat), ref), 5e-2);
+}
+
+TEST(Perplexity, ProtocolIsExpOfMeanNllOverFullWindows) {
+  const auto c = uneven_llama();
+  const model::Decoder m(c, random_weights(c, 6));
+  std::vector<int32_t> ids(70);
+  for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<int32_t>((i * 7 + 3) % c.vocab_size);
+  const auto r = eval::perplexity(m, ids, 16, 3);      // 4 full windows; the 6-token tail is dropped
+  EXPECT_EQ(r.windows, 4);
+  EXPECT_EQ(r.predictions, 4 * 15);
+  // The same number by hand: log-softmax of each window's logits at the next token.
+  at::NoGradGuard ng;
+  double nll = 0;
+  for (int w = 0; w < 4; ++w) {
+    std::vector<int64_t> win(ids.begin() + 16 * w, ids.begin() + 16 * (w + 1));
+    const at::Tensor t = at::tensor(win, at::kLong).view({1, 16});
+    const at::Tensor lp = at::log_softmax(m.logits(t)[0].to(at::kDouble), -1);
+    for (int i = 0; i < 15; ++i) nll -= lp[i][win[i + 1]].item<double>();
+  }
+  EXPECT_NEAR(r.nll, nll, 1e-6 * nll);
+  EXPECT_NEAR(r.ppl, std::exp(nll / 60), 1e-6 * r.ppl);
+  EXPECT_THROW(eval::perplexity(m, std::vector<int32_t>(10, 1), 16, 1), Error);
+}
+
+TEST(Generate, GreedyMatchesArgmaxOfFullForwardAndSamplingIsSeeded) {
+  const auto c = uneven_llama();
+  const model::Decoder m(c, random_weights(c, 7));
+  const std::vector<int32_t> prompt = {5, 17, 33, 2};
+  eval::GenerateOptions opt;
+  opt.max_new_tokens = 6;
+  const auto g = eval::generate(m, prompt, opt);
+  ASSERT_EQ(g.ids.size(), 6u);
+  std::vector<int64_t> seq(prompt.begin(), prompt.end());
+  at::NoGradGuard ng;
+  for (int32_t id : g.ids) {             // recompute without the cache
+    const at::Tensor lg = m.logits(at::tensor(seq, at::kLong).view({1, -1}));
+    EXPECT_EQ(lg[0][-1].argmax().item<int64_t>(), id);
+    seq.push_back(id);
+  }
+  opt.greedy = false;
+  opt.seed = 11;
+  EXPECT_EQ(eval::generate(m, prompt, opt).ids, eval::generate(m, prompt, opt).ids);
+}

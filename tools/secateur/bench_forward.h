@@ -1,0 +1,17 @@
+// tools/secateur/bench_forward.h — `secateur bench forward`: prefill throughput and peak RSS.
+#pragma once
+#include <cstdint>
+#include <string>
+
+namespace secateur::tools {
+
+struct BenchForwardOptions {
+  std::string model;
+  int64_t batch = 1, seq = 512, iters = 3, threads = 0;
+  std::string dtype = "float32";
+  std::string out;                 // JSON; "" = stdout only
+};
+
+int bench_forward(const BenchForwardOptions& opt);
+
+}  // namespace secateur::tools

@@ -1,0 +1,135 @@
+// tools/secateur/main.cpp — the `secateur` executable: parse the command line, resolve the
+// config, run the stages. Every error becomes one line on stderr and exit code 1.
+#include <ATen/Parallel.h>
+#include <torch/version.h>
+
+#include <CLI/CLI.hpp>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+
+#include "parallel/device.h"
+#include "runtime/core/check.h"
+#include "runtime/core/log.h"
+#include "runtime/io/atomic_file.h"
+#include "runtime/io/checkpoint.h"
+#include "runtime/text/source.h"
+#include "tools/secateur/bench_forward.h"
+#include "tools/secateur/pipeline.h"
+
+namespace {
+
+using namespace secateur;
+
+// "config.yaml key.sub=value ..." -> (config path, overrides)
+config::Config resolve(const std::vector<std::string>& args, const std::vector<std::string>& extra) {
+  std::string path;
+  std::vector<std::string> overrides;
+  for (const std::string& a : args) {
+    if (a.find('=') != std::string::npos) {
+      overrides.push_back(a);
+    } else {
+      SECATEUR_CHECK(path.empty(), "[cli] two config files given: {} and {}", path, a);
+      path = a;
+    }
+  }
+  overrides.insert(overrides.end(), extra.begin(), extra.end());
+  return config::Config::load(path, overrides);
+}
+
+void start(const config::Config& cfg, const std::string& command) {
+  const auto [rank, world] = log::rank_from_env();
+  log::init(rank, world, cfg.get<std::string>("logging.level"));
+  const auto threads = cfg.get<int64_t>("run.threads");
+  if (threads > 0) at::set_num_threads(static_cast<int>(threads));
+  spdlog::info("secateur {} | config {} | torch {} | {} threads | world {} (dp 1 x tp 1)", command, cfg.source(),
+               TORCH_VERSION, at::get_num_threads(), world);
+  spdlog::info("{}", parallel::format_report(parallel::describe_devices()));
+}
+
+int run_pipeline(const config::Config& cfg, const std::string& command, const std::vector<std::string>& stages) {
+  start(cfg, command);
+  tools::Pipeline p(cfg, command == "run");
+  for (const std::string& s : stages) p.run_stage(s);
+  p.finish();
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"Secateur: structured pruning of LLaMA/GPT models on a DP x TP grid"};
+  app.require_subcommand(1);
+  std::vector<std::string> args;
+  const std::string args_help = "an optional config.yaml (default: the embedded configs/default.yaml) and key.sub=value overrides";
+
+  auto* run = app.add_subcommand("run", "run the stages listed in run.stages");
+  run->add_option("args", args, args_help);
+
+  std::string in, out;
+  auto* convert = app.add_subcommand("convert", "GGUF or HF checkpoint -> HF directory (config.json, safetensors, tokenizer)");
+  convert->add_option("args", args, args_help);
+  convert->add_option("--in", in, "model to convert (sets model.path)");
+  convert->add_option("--out", out, "HF directory to write (sets convert.out)");
+
+  auto* eval = app.add_subcommand("eval", "perplexity over non-overlapping windows (eval.*)");
+  eval->add_option("args", args, args_help);
+  auto* gen = app.add_subcommand("generate", "generate text from generate.prompt (greedy or top-p)");
+  gen->add_option("args", args, args_help);
+
+  std::string text;
+  auto* tok = app.add_subcommand("tokenize", "write the token ids of a text as little-endian int32");
+  tok->add_option("--tokenizer", in, "a .gguf file or an HF directory")->required();
+  tok->add_option("--text", text, "austen:<novel> or a UTF-8 file")->required();
+  tok->add_option("--out", out, "output file")->required();
+  std::string text_out;
+  tok->add_option("--text-out", text_out, "also write the text exactly as it was tokenized");
+
+  auto* bench = app.add_subcommand("bench", "benchmarks that write JSON");
+  bench->require_subcommand(1);
+  tools::BenchForwardOptions bf;
+  auto* bench_fwd = bench->add_subcommand("forward", "prefill tokens/s and peak RSS of a dense forward pass");
+  bench_fwd->add_option("--model", bf.model, "a .gguf file or an HF directory")->required();
+  bench_fwd->add_option("--batch", bf.batch, "sequences per forward");
+  bench_fwd->add_option("--seq", bf.seq, "tokens per sequence");
+  bench_fwd->add_option("--iters", bf.iters, "timed forward passes (after one warm-up)");
+  bench_fwd->add_option("--threads", bf.threads, "intra-op threads (0 = all cores)");
+  bench_fwd->add_option("--dtype", bf.dtype, "float32 | bfloat16");
+  bench_fwd->add_option("--out", bf.out, "JSON file to write");
+
+  auto* env = app.add_subcommand("env", "print the devices, NCCL and CUDA this build sees");
+
+  CLI11_PARSE(app, argc, argv);
+  try {
+    if (*run) {
+      const auto cfg = resolve(args, {});
+      return run_pipeline(cfg, "run", cfg.get<std::vector<std::string>>("run.stages"));
+    }
+    if (*convert) {
+      std::vector<std::string> extra;
+      if (!in.empty()) extra.push_back("model.path=" + in);
+      if (!out.empty()) extra.push_back("convert.out=" + out);
+      return run_pipeline(resolve(args, extra), "convert", {"convert"});
+    }
+    if (*eval) return run_pipeline(resolve(args, {}), "eval", {"eval"});
+    if (*gen) return run_pipeline(resolve(args, {}), "generate", {"generate"});
+    if (*tok) {
+      const auto cfg = config::Config::load("");
+      const std::string content = text::read_text(text, cfg.get<std::string>("data.austen"));
+      const auto ids = io::load_tokenizer(in).encode(content, /*parse_special=*/false);
+      if (!text_out.empty()) io::write_file_atomic(text_out, content);
+      io::write_file_atomic(out, std::string_view(reinterpret_cast<const char*>(ids.data()), ids.size() * 4));
+      std::cout << ids.size() << " tokens -> " << out << "\n";
+      return 0;
+    }
+    if (*bench_fwd) return tools::bench_forward(bf);
+    if (*env) {
+      std::cout << parallel::format_report(parallel::describe_devices()) << "\n";
+      return 0;
+    }
+  } catch (const std::exception& e) {
+    std::cerr << "secateur: error: " << e.what() << std::endl;
+    return 1;
+  }
+  return 0;
+}

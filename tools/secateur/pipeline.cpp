@@ -1,0 +1,111 @@
+#include "tools/secateur/pipeline.h"
+
+#include <ATen/ATen.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "runtime/core/check.h"
+#include "runtime/core/log.h"
+#include "runtime/eval/generate.h"
+#include "runtime/eval/perplexity.h"
+#include "runtime/io/atomic_file.h"
+#include "runtime/io/checkpoint.h"
+#include "runtime/text/source.h"
+
+namespace secateur::tools {
+
+namespace fs = std::filesystem;
+
+Pipeline::Pipeline(config::Config cfg, bool fresh) : cfg_(std::move(cfg)), dir_(cfg_.get<std::string>("run.dir")) {
+  fs::create_directories(dir_);
+  if (fresh) fs::remove(fs::path(dir_) / "metrics.jsonl");
+  cfg_.write((fs::path(dir_) / "config.resolved.yaml").string());
+  report_["config"] = cfg_.source();
+  report_["model"] = cfg_.get<std::string>("model.path");
+}
+
+const model::Decoder& Pipeline::model() {
+  if (!model_) {
+    const std::string path = cfg_.get<std::string>("model.path");
+    const at::Device device(cfg_.get<std::string>("model.device") == "cuda" ? at::kCUDA : at::kCPU);
+    model_.emplace(io::load_decoder(path, device, io::parse_dtype(cfg_.get<std::string>("model.dtype"))));
+    const auto& c = model_->config();
+    spdlog::info("model {}: {} layers, d={}, heads {}/{} kv, d_ff {}, vocab {}, {:.1f}M parameters, {} on {}", path,
+                 c.n_layers(), c.hidden, c.n_heads[0], c.n_kv_heads[0], c.d_ff[0], c.vocab_size, c.n_params() / 1e6,
+                 cfg_.get<std::string>("model.dtype"), device.str());
+  }
+  return *model_;
+}
+
+const text::Tokenizer& Pipeline::tokenizer() {
+  if (!tokenizer_) tokenizer_.emplace(io::load_tokenizer(cfg_.get<std::string>("model.path")));
+  return *tokenizer_;
+}
+
+void Pipeline::record(const nlohmann::json& metric) {
+  std::ofstream out(fs::path(dir_) / "metrics.jsonl", std::ios::app);
+  out << metric.dump() << "\n";
+  report_["metrics"].push_back(metric);
+}
+
+void Pipeline::run_stage(const std::string& stage) {
+  spdlog::info("stage {}", stage);
+  if (stage == "convert") return convert();
+  if (stage == "eval") return eval();
+  if (stage == "generate") return generate();
+  SECATEUR_FAIL("[pipeline] unknown stage '{}' (allowed: convert, eval, generate)", stage);
+}
+
+void Pipeline::convert() {
+  std::string out = cfg_.get<std::string>("convert.out");
+  if (out.empty()) out = (fs::path(dir_) / "checkpoint").string();
+  const std::string path = cfg_.get<std::string>("model.path");
+  const io::LoadedModel m = io::load_model(path);
+  const text::Tokenizer& tok = tokenizer();
+  io::save_hf_model(out, m.config, m.tensors, io::parse_dtype(cfg_.get<std::string>("convert.dtype")), &tok);
+  spdlog::info("converted {} ({}) -> {} ({} tensors, {:.1f}M parameters)", path, m.source, out, m.tensors.size(),
+               m.config.n_params() / 1e6);
+  record({{"stage", "convert"}, {"out", out}, {"params", m.config.n_params()}});
+}
+
+void Pipeline::eval() {
+  const std::string spec = cfg_.get<std::string>("eval.text");
+  std::vector<int32_t> ids = tokenizer().encode(text::read_text(spec, cfg_.get<std::string>("data.austen")),
+                                                /*parse_special=*/false);
+  const auto max_tokens = cfg_.get<int64_t>("eval.max_tokens");
+  const size_t total = ids.size();
+  if (max_tokens > 0 && static_cast<int64_t>(ids.size()) > max_tokens) ids.resize(max_tokens);
+  spdlog::info("eval text {}: {} tokens, evaluating the first {}", spec, total, ids.size());
+  for (int64_t window : cfg_.get<std::vector<int64_t>>("eval.windows")) {
+    const auto r = eval::perplexity(model(), ids, window, cfg_.get<int64_t>("eval.batch"));
+    spdlog::info("perplexity {:.4f} at window {} ({} windows, {} predicted tokens, {:.0f} tok/s)", r.ppl, window,
+                 r.windows, r.predictions, r.tokens_per_second);
+    record({{"stage", "eval"}, {"metric", "perplexity"}, {"text", spec}, {"tokens", ids.size()},
+            {"window", window}, {"windows", r.windows}, {"predictions", r.predictions}, {"nll", r.nll},
+            {"ppl", r.ppl}, {"seconds", r.seconds}, {"tokens_per_second", r.tokens_per_second}});
+  }
+}
+
+void Pipeline::generate() {
+  const std::string prompt = cfg_.get<std::string>("generate.prompt");
+  eval::GenerateOptions opt;
+  opt.max_new_tokens = cfg_.get<int64_t>("generate.max_new_tokens");
+  opt.greedy = cfg_.get<std::string>("generate.sampling") == "greedy";
+  opt.top_p = cfg_.get<double>("generate.top_p");
+  opt.temperature = cfg_.get<double>("generate.temperature");
+  opt.seed = static_cast<uint64_t>(cfg_.get<int64_t>("run.seed"));
+  opt.stop_id = model().config().eos_id;
+  const auto r = eval::generate(model(), tokenizer().encode(prompt), opt);
+  const std::string text = tokenizer().decode(r.ids, /*skip_special=*/true);
+  spdlog::info("generated {} tokens at {:.1f} tok/s: {}{}", r.ids.size(), r.decode_tokens_per_second, prompt, text);
+  record({{"stage", "generate"}, {"prompt", prompt}, {"completion", text}, {"new_tokens", r.ids.size()},
+          {"decode_tokens_per_second", r.decode_tokens_per_second}});
+}
+
+void Pipeline::finish() {
+  io::write_file_atomic((fs::path(dir_) / "report.json").string(), report_.dump(2) + "\n");
+  spdlog::info("run directory {}: config.resolved.yaml, metrics.jsonl, report.json", dir_);
+}
+
+}  // namespace secateur::tools

@@ -1,0 +1,35 @@
+// tools/secateur/pipeline.h — the stages of one run, driven by one resolved config.
+// `secateur run` executes run.stages in order; each subcommand executes one stage.
+#pragma once
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+
+#include "runtime/config/config.h"
+#include "runtime/model/decoder.h"
+#include "runtime/text/tokenizer.h"
+
+namespace secateur::tools {
+
+class Pipeline {
+ public:
+  Pipeline(config::Config cfg, bool fresh);   // fresh: start metrics.jsonl anew
+  void run_stage(const std::string& stage);    // convert | eval | generate
+  void finish();                               // writes report.json; prints the summary
+
+ private:
+  void convert();
+  void eval();
+  void generate();
+  const model::Decoder& model();
+  const text::Tokenizer& tokenizer();
+  void record(const nlohmann::json& metric);   // one line of metrics.jsonl and the report
+
+  config::Config cfg_;
+  std::string dir_;
+  std::optional<model::Decoder> model_;
+  std::optional<text::Tokenizer> tokenizer_;
+  nlohmann::json report_;
+};
+
+}  // namespace secateur::tools
