@@ -1,0 +1,69 @@
+"""Bad input to the `secateur` executable: each case must give exactly one clear error line
+on stderr that names what is wrong, a non-zero exit, no crash, and no complete-looking output."""
+import argparse, os, shutil, struct, subprocess, sys
+
+
+def run(secateur, args, cwd):
+    return subprocess.run([secateur] + args, cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--secateur", required=True)
+    ap.add_argument("--gguf", required=True)
+    ap.add_argument("--tmp", required=True)
+    a = ap.parse_args()
+    shutil.rmtree(a.tmp, ignore_errors=True)
+    os.makedirs(a.tmp)
+    t = lambda name: os.path.join(a.tmp, name)
+
+    data = open(a.gguf, "rb").read()
+    open(t("truncated.gguf"), "wb").write(data[: len(data) // 2])
+    open(t("header-only.gguf"), "wb").write(data[:100])
+    open(t("badmagic.gguf"), "wb").write(b"GGUX" + data[4:4096])
+    open(t("version9.gguf"), "wb").write(data[:4] + struct.pack("<I", 9) + data[8:4096])
+    header = b'{"w": {"dtype": "F32", "shape": [2, 2], "data_offsets": [0, 16]}}'
+    open(t("long-header.safetensors"), "wb").write(struct.pack("<Q", 10**12) + header)
+    open(t("past-end.safetensors"), "wb").write(struct.pack("<Q", len(header)) + header + b"\0" * 8)
+    bad_dtype = b'{"w": {"dtype": "F7", "shape": [2], "data_offsets": [0, 8]}}'
+    open(t("bad-dtype.safetensors"), "wb").write(struct.pack("<Q", len(bad_dtype)) + bad_dtype + b"\0" * 8)
+    for name in ("long-header", "past-end", "bad-dtype"):
+        os.makedirs(t(name + "-dir"))
+        shutil.copy(t(name + ".safetensors"), os.path.join(t(name + "-dir"), "model.safetensors"))
+        open(os.path.join(t(name + "-dir"), "config.json"), "w").write(
+            '{"model_type": "llama", "vocab_size": 8, "hidden_size": 4, "intermediate_size": 8,'
+            ' "num_hidden_layers": 1, "num_attention_heads": 1}')
+    open(t("malformed.yaml"), "w").write("model:\n  path: [oops\n")
+    open(t("unknown-key.yaml"), "w").write("eval:\n  windowz: [128]\n")
+    open(t("bad-value.yaml"), "w").write("model:\n  dtype: fp8\n")
+
+    out_dir = t("converted")
+    cases = [
+        (["convert", "--in", t("truncated.gguf"), "--out", out_dir], ["truncated.gguf", "past end of file"]),
+        (["convert", "--in", t("header-only.gguf"), "--out", out_dir], ["header-only.gguf"]),
+        (["convert", "--in", t("badmagic.gguf"), "--out", out_dir], ["badmagic.gguf", "magic"]),
+        (["convert", "--in", t("version9.gguf"), "--out", out_dir], ["version9.gguf", "version 9"]),
+        (["convert", "--in", t("long-header-dir"), "--out", out_dir], ["exceeds file size"]),
+        (["convert", "--in", t("past-end-dir"), "--out", out_dir], ["past-end", "'w'"]),
+        (["convert", "--in", t("bad-dtype-dir"), "--out", out_dir], ["F7"]),
+        (["eval", t("malformed.yaml")], ["malformed.yaml", "malformed YAML at line"]),
+        (["eval", t("unknown-key.yaml")], ["unknown key 'eval.windowz'"]),
+        (["eval", t("bad-value.yaml")], ["'model.dtype' = 'fp8' is not allowed"]),
+        (["eval", "eval.max_tokens=many"], ["'eval.max_tokens' must be an integer"]),
+        (["eval", "model.path=" + t("nothing-here.gguf")], ["nothing-here.gguf", "No such file"]),
+        (["eval", "eval.text=austen:hamlet", "model.path=" + a.gguf, "run.dir=" + t("run")], ["hamlet", "persuasion"]),
+    ]
+    ok = True
+    for args, words in cases:
+        r = run(a.secateur, args, a.tmp)
+        errors = [l for l in r.stderr.splitlines() if "error" in l.lower()]
+        good = (r.returncode not in (0,) and r.returncode > 0 and len(errors) == 1
+                and all(w in errors[0] for w in words) and not os.path.exists(out_dir))
+        ok &= good
+        print(f"{'OK  ' if good else 'FAIL'} exit {r.returncode:3d} secateur {' '.join(os.path.basename(x) for x in args)}\n"
+              f"     {errors[0] if errors else r.stderr.strip()[-300:]}")
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()
