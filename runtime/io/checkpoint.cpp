@@ -2,6 +2,9 @@
 
 #include <ATen/ATen.h>
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -11,6 +14,7 @@
 #include "runtime/io/gguf.h"
 #include "runtime/io/hf_config.h"
 #include "runtime/io/safetensors.h"
+#include "parallel/comm.h"
 
 namespace secateur::io {
 
@@ -32,8 +36,8 @@ at::Tensor unpermute_rope_rows(const at::Tensor& w, int64_t heads) {
   return w.reshape({heads, hd / 2, 2, cols}).transpose(1, 2).reshape({rows, cols});
 }
 
-LoadedModel load_gguf(const std::string& path) {
-  const GgufFile g(path);
+ModelConfig gguf_config(const GgufFile& g) {
+  const std::string& path = g.path();
   const std::string arch = g.get_string("general.architecture");
   SECATEUR_CHECK(arch == "llama", "[io/checkpoint] {}: GGUF architecture '{}' is not supported (llama)", path, arch);
   const auto key = [&](const char* k) { return arch + "." + k; };
@@ -58,7 +62,13 @@ LoadedModel load_gguf(const std::string& path) {
   c.eos_id = g.get_int("tokenizer.ggml.eos_token_id", -1);
   c.pad_id = g.get_int("tokenizer.ggml.padding_token_id", -1);
   c.validate();
+  return c;
+}
 
+LoadedModel load_gguf(const std::string& path) {
+  const GgufFile g(path);
+  const ModelConfig c = gguf_config(g);
+  const int64_t layers = c.n_layers(), heads = c.n_heads[0], kv = c.n_kv_heads[0];
   LoadedModel m{c, {}, "gguf"};
   const auto take = [&](const std::string& from, const std::string& to) {
     SECATEUR_CHECK(g.find(from) != nullptr, "[io/checkpoint] {}: missing tensor '{}'", path, from);
@@ -193,10 +203,71 @@ LoadedModel load_model(const std::string& path) {
   return load_hf(path);
 }
 
-model::Decoder load_decoder(const std::string& path, at::Device device, at::ScalarType dtype) {
-  LoadedModel m = load_model(path);
-  for (auto& [name, t] : m.tensors) t = t.to(device, dtype, /*non_blocking=*/false, /*copy=*/true).contiguous();
-  return model::Decoder(m.config, m.tensors);
+namespace {
+
+// Columns [b, e) of a 2-D tensor in a safetensors file, read with pread row by row, so that only
+// those bytes are read (a column slice of a memory mapping would touch every page).
+at::Tensor read_columns(const SafetensorsCheckpoint& ck, const std::string& name, model::Range cols) {
+  const SafetensorsFile& f = ck.file_of(name);
+  const SafetensorsFile::Info& info = ck.info(name);
+  SECATEUR_CHECK(info.shape.size() == 2, "[io/checkpoint] {}: '{}' is not a matrix", f.path(), name);
+  const at::ScalarType st = safetensors_scalar_type(info.dtype);
+  const int64_t rows = info.shape[0], width = info.shape[1], isz = c10::elementSize(st);
+  at::Tensor out = at::empty({rows, cols.size()}, at::TensorOptions(st));
+  const int fd = ::open(f.path().c_str(), O_RDONLY | O_CLOEXEC);
+  SECATEUR_CHECK(fd >= 0, "[io/checkpoint] cannot open {}", f.path());
+  auto* dst = static_cast<char*>(out.data_ptr());
+  const size_t n = static_cast<size_t>(cols.size() * isz);
+  for (int64_t r = 0; r < rows && n > 0; ++r) {
+    const off_t at = static_cast<off_t>(f.data_offset() + info.begin + (r * width + cols.begin) * isz);
+    if (::pread(fd, dst + r * n, n, at) != static_cast<ssize_t>(n)) {
+      ::close(fd);
+      SECATEUR_FAIL("[io/checkpoint] {}: short read of '{}' row {}", f.path(), name, r);
+    }
+  }
+  ::close(fd);
+  return out;
+}
+
+}  // namespace
+
+model::NamedTensors load_shard(const std::string& path, const ModelConfig& config, const model::ShardPlan& plan) {
+  const bool hf_llama = !ends_with(path, ".gguf") && config.family == Family::llama;
+  if (hf_llama && plan.sharded()) {        // read only this rank's slices from the files
+    const fs::path dir = fs::is_directory(path) ? fs::path(path) : fs::path(path).parent_path();
+    const SafetensorsCheckpoint ck(dir.string());
+    NamedTensors out;
+    for (const std::string& n : ck.names()) {
+      if (n == "lm_head.weight" && config.tied_embeddings) continue;
+      const auto s = plan.slice_of(n, config);
+      if (s.dim < 0) out.emplace_back(n, ck.tensor(n));
+      else if (s.dim == 0) out.emplace_back(n, ck.slice(n, 0, s.range.begin, s.range.end));
+      else out.emplace_back(n, read_columns(ck, n, s.range));
+    }
+    return out;
+  }
+  LoadedModel m = load_model(path);        // GGUF (quantised rows) and GPT-2 (fused c_attn): whole, then sliced
+  for (auto& [name, t] : m.tensors) {
+    const auto s = plan.slice_of(name, config);
+    if (s.dim >= 0) t = t.narrow(s.dim, s.range.begin, s.range.size());
+  }
+  return m.tensors;
+}
+
+model::Decoder load_decoder(const std::string& path, at::Device device, at::ScalarType dtype, parallel::Comm* tp) {
+  const ModelConfig config = load_config(path);
+  const int tp_size = tp ? tp->size() : 1;
+  const auto plan = model::ShardPlan::make(config, tp ? tp->rank() : 0, tp_size);
+  model::NamedTensors tensors = load_shard(path, config, plan);
+  for (auto& [name, t] : tensors) t = t.to(device, dtype, /*non_blocking=*/false, /*copy=*/true).contiguous();
+  return model::Decoder(config, tensors, tp);
+}
+
+ModelConfig load_config(const std::string& path) {
+  SECATEUR_CHECK(fs::exists(path), "[io/checkpoint] model path {} does not exist", path);
+  if (ends_with(path, ".gguf")) return gguf_config(GgufFile(path));
+  const fs::path p(path);
+  return read_hf_config(((fs::is_directory(p) ? p : p.parent_path()) / "config.json").string());
 }
 
 text::Tokenizer load_tokenizer(const std::string& path) {

@@ -23,8 +23,18 @@ at::ScalarType parse_dtype(const std::string& name);
 // path: a .gguf file, or an HF directory / its config.json.
 LoadedModel load_model(const std::string& path);
 
-// A Decoder on `device` in `dtype`, with weights copied out of any file mapping.
-model::Decoder load_decoder(const std::string& path, at::Device device, at::ScalarType dtype);
+// The ModelConfig alone.
+model::ModelConfig load_config(const std::string& path);
+
+// This rank's slices of every weight (ShardPlan): from HF safetensors only the slices are read;
+// a GGUF or a GPT-2 checkpoint is read whole and then sliced.
+model::NamedTensors load_shard(const std::string& path, const model::ModelConfig& config,
+                               const model::ShardPlan& plan);
+
+// A Decoder on `device` in `dtype` (this rank's shard when tp has more than one rank), with
+// weights copied out of any file mapping.
+model::Decoder load_decoder(const std::string& path, at::Device device, at::ScalarType dtype,
+                            parallel::Comm* tp = nullptr);
 
 // The tokenizer of a .gguf file (its metadata) or of an HF directory (tokenizer.json).
 text::Tokenizer load_tokenizer(const std::string& path);

@@ -5,7 +5,9 @@
 #include <cmath>
 #include <map>
 
+#include "parallel/comm.h"
 #include "runtime/core/check.h"
+#include "runtime/model/tp_ops.h"
 
 namespace secateur::model {
 
@@ -22,7 +24,7 @@ at::Tensor rotate_half(const at::Tensor& x) {           // [..., D] -> [-x2, x1]
 
 // The one table of which weights a config has, their names and shapes.
 std::vector<Decoder::Slot> Decoder::slots() {
-  const ModelConfig& c = config_;
+  const ModelConfig& c = local_;
   at::Tensor &embed = embed_, &pos_embed = pos_embed_, &norm_w = norm_w_, &norm_b = norm_b_, &lm_head = lm_head_;
   std::vector<LayerWeights>& layers = layers_;
   const bool llama = c.family == Family::llama;
@@ -63,9 +65,35 @@ std::vector<Decoder::Slot> Decoder::slots() {
   return s;
 }
 
-Decoder::Decoder(ModelConfig config, const NamedTensors& tensors) : config_(std::move(config)) {
+Decoder::Decoder(ModelConfig config, parallel::Comm* tp)
+    : config_(std::move(config)), tp_(tp && tp->size() > 1 ? tp : nullptr) {
   config_.validate();
+  plan_ = ShardPlan::make(config_, tp_ ? tp_->rank() : 0, tp_ ? tp_->size() : 1);
+  local_ = plan_.local_config(config_);
   layers_.resize(config_.n_layers());
+}
+
+Decoder Decoder::with_random_weights(const ModelConfig& config, uint64_t seed, parallel::Comm* tp) {
+  Decoder whole(config, nullptr);
+  at::manual_seed(seed);
+  for (Slot& s : whole.slots()) {
+    const bool norm = s.name.find("layernorm.weight") != std::string::npos || s.name == "model.norm.weight";
+    *s.tensor = norm ? 1 + 0.1 * at::randn(s.shape) : 0.08 * at::randn(s.shape);
+  }
+  if (!tp || tp->size() == 1) return whole;
+  std::map<std::string, at::Tensor> by_name;
+  for (const auto& [name, t] : whole.named_tensors()) by_name[name] = t;
+  Decoder shard(config, tp);
+  for (Slot& s : shard.slots()) {
+    const at::Tensor& t = by_name.at(s.name);
+    const auto cut = shard.plan_.slice_of(s.name, config);
+    *s.tensor = cut.dim < 0 ? t.clone() : t.narrow(cut.dim, cut.range.begin, cut.range.size()).clone();
+  }
+  return shard;
+}
+
+Decoder::Decoder(ModelConfig config, const NamedTensors& tensors, parallel::Comm* tp)
+    : Decoder(std::move(config), tp) {
   std::map<std::string, const at::Tensor*> by_name;
   for (const auto& [name, t] : tensors) by_name[name] = &t;
   for (Slot& s : slots()) {
@@ -111,12 +139,17 @@ at::Tensor Decoder::norm(const at::Tensor& x, const at::Tensor& w, const at::Ten
 at::Tensor Decoder::attention(int64_t l, const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
                               KVCache* cache) const {
   const LayerWeights& w = layers_[l];
-  const int64_t B = x.size(0), T = x.size(1), H = config_.n_heads[l], KV = config_.n_kv_heads[l];
+  const int64_t B = x.size(0), T = x.size(1), H = local_.n_heads[l], KV = local_.n_kv_heads[l];
   const int64_t D = config_.head_dim;
-  if (H == 0) return w.o_b.defined() ? w.o_b.expand_as(x) : at::zeros_like(x);   // every head pruned
-  at::Tensor q = at::linear(x, w.q_w, w.q_b).view({B, T, H, D}).transpose(1, 2);   // [B, H, T, D]
-  at::Tensor k = at::linear(x, w.k_w, w.k_b).view({B, T, KV, D}).transpose(1, 2);  // [B, KV, T, D]
-  at::Tensor v = at::linear(x, w.v_w, w.v_b).view({B, T, KV, D}).transpose(1, 2);  // [B, KV, T, D]
+  const auto add_bias = [&](const at::Tensor& y) { return w.o_b.defined() ? y + w.o_b : y; };
+  if (config_.n_heads[l] == 0) return add_bias(at::zeros_like(x));               // every head pruned
+  // No head on this rank: still take part in both collectives (forward sum, and the gradient
+  // sum of copy_to_tp in backward), contributing zeros.
+  if (H == 0) return add_bias(reduce_from_tp(copy_to_tp(x, tp_) * 0, tp_));
+  const at::Tensor xin = copy_to_tp(x, tp_);
+  at::Tensor q = at::linear(xin, w.q_w, w.q_b).view({B, T, H, D}).transpose(1, 2);   // [B, H, T, D]
+  at::Tensor k = at::linear(xin, w.k_w, w.k_b).view({B, T, KV, D}).transpose(1, 2);  // [B, KV, T, D]
+  at::Tensor v = at::linear(xin, w.v_w, w.v_b).view({B, T, KV, D}).transpose(1, 2);  // [B, KV, T, D]
   if (config_.family == Family::llama) {
     q = q * cos + rotate_half(q) * sin;
     k = k * cos + rotate_half(k) * sin;
@@ -145,19 +178,22 @@ at::Tensor Decoder::attention(int64_t l, const at::Tensor& x, const at::Tensor& 
     out = at::scaled_dot_product_attention(q, k, v, kj <= qi, 0.0, false, scale);
   }
   out = out.transpose(1, 2).reshape({B, T, H * D});  // [B, T, H*D]
-  return at::linear(out, w.o_w, w.o_b);
+  return add_bias(reduce_from_tp(at::linear(out, w.o_w), tp_));
 }
 
 at::Tensor Decoder::mlp(int64_t l, const at::Tensor& x) const {
   const LayerWeights& w = layers_[l];
-  if (config_.d_ff[l] == 0) return w.down_b.defined() ? w.down_b.expand_as(x) : at::zeros_like(x);
+  const auto add_bias = [&](const at::Tensor& y) { return w.down_b.defined() ? y + w.down_b : y; };
+  if (config_.d_ff[l] == 0) return add_bias(at::zeros_like(x));                   // every neuron pruned
+  if (local_.d_ff[l] == 0) return add_bias(reduce_from_tp(copy_to_tp(x, tp_) * 0, tp_));   // none here (see attention)
+  const at::Tensor xin = copy_to_tp(x, tp_);
   at::Tensor h;
   if (config_.family == Family::llama) {
-    h = at::silu(at::linear(x, w.gate_w, w.gate_b)) * at::linear(x, w.up_w, w.up_b);   // [B, T, d_ff]
+    h = at::silu(at::linear(xin, w.gate_w, w.gate_b)) * at::linear(xin, w.up_w, w.up_b);   // [B, T, d_ff_local]
   } else {
-    h = at::gelu(at::linear(x, w.up_w, w.up_b), "tanh");                                 // [B, T, d_ff]
+    h = at::gelu(at::linear(xin, w.up_w, w.up_b), "tanh");                                 // [B, T, d_ff_local]
   }
-  return at::linear(h, w.down_w, w.down_b);
+  return add_bias(reduce_from_tp(at::linear(h, w.down_w), tp_));
 }
 
 at::Tensor Decoder::hidden_states(const at::Tensor& ids, KVCache* cache) const {
@@ -169,7 +205,7 @@ at::Tensor Decoder::hidden_states(const at::Tensor& ids, KVCache* cache) const {
     cache->v.resize(config_.n_layers());
   }
   const at::TensorOptions opt = embed_.options();
-  at::Tensor x = at::embedding(embed_, ids);                             // [B, T, d]
+  at::Tensor x = embed(ids);                                             // [B, T, d]
   at::Tensor cos, sin;
   if (config_.family == Family::gpt2) {
     SECATEUR_CHECK(past + T <= config_.max_positions, "[model] {} positions exceed the model's {}", past + T,
@@ -195,22 +231,46 @@ at::Tensor Decoder::hidden_states(const at::Tensor& ids, KVCache* cache) const {
   return norm(x, norm_w_, norm_b_);
 }
 
+at::Tensor Decoder::embed(const at::Tensor& ids) const {
+  if (!tp_) return at::embedding(embed_, ids);
+  // Vocabulary-parallel: each rank looks up the ids in its rows, zeros elsewhere, then one sum.
+  const at::Tensor local = ids - plan_.vocab.begin;
+  const at::Tensor mine = (local >= 0) & (local < plan_.vocab.size());             // [B, T]
+  const at::Tensor x = at::embedding(embed_, local.clamp(0, std::max<int64_t>(plan_.vocab.size() - 1, 0)));
+  return reduce_from_tp(x * mine.unsqueeze(-1).to(x.scalar_type()), tp_);
+}
+
 at::Tensor Decoder::logits(const at::Tensor& ids, KVCache* cache) const {
-  return at::linear(hidden_states(ids, cache), head_weight());
+  return gather_last_dim(at::linear(hidden_states(ids, cache), head_weight()), tp_);
+}
+
+at::Tensor Decoder::loss_sum(const at::Tensor& ids) const {
+  const at::Tensor h = copy_to_tp(hidden_states(ids), tp_);              // [B, T, d]; the head is column-parallel
+  const int64_t B = ids.size(0), T = ids.size(1), chunk = 256;
+  at::Tensor total = at::zeros({}, h.options().dtype(at::kFloat));
+  for (int64_t t0 = 0; t0 < T - 1; t0 += chunk) {
+    const int64_t n = std::min(chunk, T - 1 - t0);
+    const at::Tensor lg = at::linear(h.narrow(1, t0, n), head_weight()).to(at::kFloat).reshape({B * n, -1});
+    const at::Tensor target = ids.narrow(1, t0 + 1, n).reshape({-1});                          // [B*n]
+    if (!tp_) {
+      total = total + at::cross_entropy_loss(lg, target, {}, at::Reduction::Sum);
+      continue;
+    }
+    // Vocabulary-parallel cross-entropy: log-sum-exp and the target's logit from the shards.
+    const at::Tensor m = max_over_tp(std::get<0>(lg.max(-1, true)), tp_);                     // [B*n, 1]
+    const at::Tensor sum_exp = reduce_from_tp((lg - m).exp().sum(-1), tp_);                    // [B*n]
+    const at::Tensor local = target - plan_.vocab.begin;
+    const at::Tensor mine = (local >= 0) & (local < plan_.vocab.size());
+    const at::Tensor index = local.clamp(0, std::max<int64_t>(plan_.vocab.size() - 1, 0)).unsqueeze(1);
+    const at::Tensor picked = lg.gather(1, index).squeeze(1) * mine.to(lg.scalar_type());
+    const at::Tensor target_logit = reduce_from_tp(picked, tp_);                               // [B*n]
+    total = total + (sum_exp.log() + m.squeeze(1) - target_logit).sum();
+  }
+  return total;
 }
 
 std::pair<double, int64_t> Decoder::nll(const at::Tensor& ids) const {
-  const at::Tensor h = hidden_states(ids);                                // [B, T, d]
-  const int64_t B = ids.size(0), T = ids.size(1), chunk = 256;
-  double total = 0.0;
-  for (int64_t t0 = 0; t0 < T - 1; t0 += chunk) {
-    const int64_t n = std::min(chunk, T - 1 - t0);
-    const at::Tensor lg = at::linear(h.narrow(1, t0, n), head_weight()).to(at::kFloat);   // [B, n, V]
-    const at::Tensor target = ids.narrow(1, t0 + 1, n).reshape({-1});
-    const at::Tensor loss = at::cross_entropy_loss(lg.reshape({B * n, -1}), target, {}, at::Reduction::Sum);
-    total += loss.item<double>();
-  }
-  return {total, B * (T - 1)};
+  return {loss_sum(ids).item<double>(), ids.size(0) * (ids.size(1) - 1)};
 }
 
 }  // namespace secateur::model

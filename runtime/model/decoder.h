@@ -10,6 +10,11 @@
 #include <vector>
 
 #include "runtime/model/config.h"
+#include "runtime/model/shard.h"
+
+namespace secateur::parallel {
+class Comm;
+}
 
 namespace secateur::model {
 
@@ -29,12 +34,23 @@ struct KVCache {
   int64_t length = 0;
 };
 
+// With a TP comm of size > 1 the decoder holds this rank's shard (ShardPlan) of every weight and
+// runs Megatron-style: column-parallel q/k/v and gate/up, row-parallel o and down followed by one
+// all-reduce each, vocabulary-parallel embedding, LM head and cross-entropy (the full logits are
+// only gathered by logits(), for generation and tests). Without a comm it is the whole model.
 class Decoder {
  public:
-  // Takes the tensors it needs by canonical name; Error naming any missing or misshapen tensor.
-  Decoder(ModelConfig config, const NamedTensors& tensors);
+  // Takes the tensors it needs by canonical name (this rank's shards when tp is given); Error
+  // naming any missing or misshapen tensor.
+  Decoder(ModelConfig config, const NamedTensors& tensors, parallel::Comm* tp = nullptr);
 
-  const ModelConfig& config() const { return config_; }
+  // Random weights (seeded; the same on every rank) of the right shapes: for tests and benchmarks.
+  static Decoder with_random_weights(const ModelConfig& config, uint64_t seed, parallel::Comm* tp = nullptr);
+
+  const ModelConfig& config() const { return config_; }          // the whole model
+  const ModelConfig& local_config() const { return local_; }     // this rank's widths
+  const ShardPlan& plan() const { return plan_; }
+  parallel::Comm* tp() const { return tp_; }
   at::ScalarType dtype() const { return embed_.scalar_type(); }
   at::Device device() const { return embed_.device(); }
 
@@ -44,10 +60,12 @@ class Decoder {
   // Final hidden states after the last norm: ids [B, T] int64 -> [B, T, d].
   // With a cache, positions continue after cache->length and the cache is extended.
   at::Tensor hidden_states(const at::Tensor& ids, KVCache* cache = nullptr) const;
-  at::Tensor logits(const at::Tensor& ids, KVCache* cache = nullptr) const;   // [B, T, V]
+  at::Tensor logits(const at::Tensor& ids, KVCache* cache = nullptr) const;   // [B, T, V] (gathered over TP)
 
-  // Sum of next-token NLL over ids[:, 1:] (float64 scalar) and the count of predicted tokens;
-  // logits are formed in chunks so a [T, V] float32 matrix is never held whole.
+  // Sum of next-token NLL over ids[:, 1:] as a float32 scalar that autograd can differentiate;
+  // logits are formed in chunks of 256 positions, so without grad a [T, V] matrix is never whole.
+  at::Tensor loss_sum(const at::Tensor& ids) const;
+  // The same as a number, with the count of predicted tokens.
   std::pair<double, int64_t> nll(const at::Tensor& ids) const;
 
   // Every weight under its canonical name, in a stable order (embedding, layers, norm, head).
@@ -55,6 +73,7 @@ class Decoder {
   std::vector<at::Tensor*> parameters();
 
  private:
+  Decoder(ModelConfig config, parallel::Comm* tp);   // shapes and plan only; weights undefined
   struct Slot {
     std::string name;
     at::Tensor* tensor;
@@ -67,8 +86,11 @@ class Decoder {
   at::Tensor mlp(int64_t l, const at::Tensor& x) const;
   at::Tensor norm(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) const;
   at::Tensor head_weight() const { return config_.tied_embeddings ? embed_ : lm_head_; }
+  at::Tensor embed(const at::Tensor& ids) const;
 
-  ModelConfig config_;
+  ModelConfig config_, local_;
+  ShardPlan plan_;
+  parallel::Comm* tp_ = nullptr;
   at::Tensor embed_, pos_embed_, norm_w_, norm_b_, lm_head_;
   std::vector<LayerWeights> layers_;
 };
