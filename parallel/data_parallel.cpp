@@ -3,14 +3,13 @@
 #include <ATen/ATen.h>
 
 #include "runtime/core/check.h"
+#include "runtime/model/shard.h"
 
 namespace secateur::parallel {
 
 std::pair<int64_t, int64_t> dp_share(int64_t n, const Comm& dp) {
-  const int64_t s = dp.size(), r = dp.rank();
-  const int64_t base = n / s, extra = n % s;
-  const int64_t begin = r * base + std::min(r, extra);
-  return {begin, begin + base + (r < extra ? 1 : 0)};
+  const model::Range r = model::split_range(n, dp.rank(), dp.size());
+  return {r.begin, r.end};
 }
 
 void all_reduce_gradients(const std::vector<at::Tensor*>& params, Comm& dp, ReduceOp op, int64_t bucket_bytes) {

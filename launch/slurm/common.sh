@@ -58,7 +58,11 @@ secateur_set_threads() {
   export OMP_NUM_THREADS
 }
 
-secateur_has_pmix() { srun --mpi=list 2>&1 | grep -qw pmix; }
+secateur_has_pmix() {
+  local plugins
+  plugins=$(srun --mpi=list 2>&1) || return 1
+  grep -qw pmix <<<"$plugins"
+}
 
 # secateur_launch ARGS... — run the binary on every task of the allocation.
 secateur_launch() {

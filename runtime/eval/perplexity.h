@@ -9,6 +9,10 @@
 
 #include "runtime/model/decoder.h"
 
+namespace secateur::parallel {
+class Comm;
+}
+
 namespace secateur::eval {
 
 struct PerplexityResult {
@@ -21,7 +25,9 @@ struct PerplexityResult {
   double tokens_per_second = 0.0;
 };
 
+// With a DP comm, each DP rank scores its contiguous share of the windows and the sums are
+// all-reduced, so every rank returns the same result.
 PerplexityResult perplexity(const model::Decoder& model, const std::vector<int32_t>& ids, int64_t window,
-                            int64_t batch);
+                            int64_t batch, parallel::Comm* dp = nullptr);
 
 }  // namespace secateur::eval

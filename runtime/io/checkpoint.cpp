@@ -205,24 +205,46 @@ LoadedModel load_model(const std::string& path) {
 
 namespace {
 
-// Columns [b, e) of a 2-D tensor in a safetensors file, read with pread row by row, so that only
-// those bytes are read (a column slice of a memory mapping would touch every page).
-at::Tensor read_columns(const SafetensorsCheckpoint& ck, const std::string& name, model::Range cols) {
+// A slice of a tensor in a safetensors file, read with pread into fresh memory: whole tensors and
+// row ranges in one read, column ranges row by row. Reading through the memory mapping instead
+// would leave the touched file pages in this rank's resident set (a column slice touches every
+// page), and the point of sharded loading is that a rank holds ~1/TP of the weights.
+at::Tensor read_slice(const SafetensorsCheckpoint& ck, const std::string& name, int dim, model::Range range) {
   const SafetensorsFile& f = ck.file_of(name);
   const SafetensorsFile::Info& info = ck.info(name);
-  SECATEUR_CHECK(info.shape.size() == 2, "[io/checkpoint] {}: '{}' is not a matrix", f.path(), name);
   const at::ScalarType st = safetensors_scalar_type(info.dtype);
-  const int64_t rows = info.shape[0], width = info.shape[1], isz = c10::elementSize(st);
-  at::Tensor out = at::empty({rows, cols.size()}, at::TensorOptions(st));
+  const int64_t isz = c10::elementSize(st);
+  std::vector<int64_t> shape = info.shape;
+  int64_t rows = 1, row_bytes = isz, chunk_offset = 0, chunk_bytes;
+  if (dim < 0) {                                   // whole tensor: one chunk
+    chunk_bytes = isz;
+    for (int64_t d : shape) chunk_bytes *= d;
+  } else {
+    SECATEUR_CHECK(dim < static_cast<int>(shape.size()) && range.end <= shape[dim],
+                   "[io/checkpoint] {}: cannot slice '{}' on dim {} at [{}, {})", f.path(), name, dim, range.begin,
+                   range.end);
+    for (size_t d = dim + 1; d < shape.size(); ++d) row_bytes *= shape[d];   // bytes of one index of `dim`
+    for (int d = 0; d < dim; ++d) rows *= shape[d];                           // outer repetitions
+    chunk_offset = range.begin * row_bytes;
+    chunk_bytes = range.size() * row_bytes;
+    row_bytes *= shape[dim];                                                  // stride of one outer step
+    shape[dim] = range.size();
+  }
+  at::Tensor out = at::empty(shape, at::TensorOptions(st));
   const int fd = ::open(f.path().c_str(), O_RDONLY | O_CLOEXEC);
   SECATEUR_CHECK(fd >= 0, "[io/checkpoint] cannot open {}", f.path());
   auto* dst = static_cast<char*>(out.data_ptr());
-  const size_t n = static_cast<size_t>(cols.size() * isz);
-  for (int64_t r = 0; r < rows && n > 0; ++r) {
-    const off_t at = static_cast<off_t>(f.data_offset() + info.begin + (r * width + cols.begin) * isz);
-    if (::pread(fd, dst + r * n, n, at) != static_cast<ssize_t>(n)) {
-      ::close(fd);
-      SECATEUR_FAIL("[io/checkpoint] {}: short read of '{}' row {}", f.path(), name, r);
+  const uint64_t base = f.data_offset() + info.begin + chunk_offset;
+  for (int64_t r = 0; r < rows && chunk_bytes > 0; ++r) {
+    int64_t done = 0;
+    while (done < chunk_bytes) {
+      const ssize_t got = ::pread(fd, dst + r * chunk_bytes + done, chunk_bytes - done,
+                                  static_cast<off_t>(base + r * row_bytes + done));
+      if (got <= 0) {
+        ::close(fd);
+        SECATEUR_FAIL("[io/checkpoint] {}: short read of '{}'", f.path(), name);
+      }
+      done += got;
     }
   }
   ::close(fd);
@@ -233,16 +255,14 @@ at::Tensor read_columns(const SafetensorsCheckpoint& ck, const std::string& name
 
 model::NamedTensors load_shard(const std::string& path, const ModelConfig& config, const model::ShardPlan& plan) {
   const bool hf_llama = !ends_with(path, ".gguf") && config.family == Family::llama;
-  if (hf_llama && plan.sharded()) {        // read only this rank's slices from the files
+  if (hf_llama) {                          // read only this rank's slices from the files
     const fs::path dir = fs::is_directory(path) ? fs::path(path) : fs::path(path).parent_path();
     const SafetensorsCheckpoint ck(dir.string());
     NamedTensors out;
     for (const std::string& n : ck.names()) {
       if (n == "lm_head.weight" && config.tied_embeddings) continue;
       const auto s = plan.slice_of(n, config);
-      if (s.dim < 0) out.emplace_back(n, ck.tensor(n));
-      else if (s.dim == 0) out.emplace_back(n, ck.slice(n, 0, s.range.begin, s.range.end));
-      else out.emplace_back(n, read_columns(ck, n, s.range));
+      out.emplace_back(n, read_slice(ck, n, s.dim, s.range));
     }
     return out;
   }

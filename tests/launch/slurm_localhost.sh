@@ -139,9 +139,12 @@ stop_procs() { # DIR : stop the daemons one by one (slurmctld first: it shuts do
   kill -KILL "${pids[@]}" 2>/dev/null || true
 }
 for old in "$tmp_base/$NAME".*; do
-  [[ -d "$old" && -f "$old/owner" ]] || continue
-  owner=$(cat "$old/owner")
-  if [[ -r /proc/$owner/cmdline ]] && tr '\0' ' ' <"/proc/$owner/cmdline" | grep -q slurm_localhost; then
+  [[ -d "$old" ]] || continue
+  # No owner yet: another run starting right now, unless the directory is older than a minute.
+  [[ -f "$old/owner" || -n "$(find "$old" -maxdepth 0 -mmin +1)" ]] || continue
+  owner=$(cat "$old/owner" 2>/dev/null || true)
+  if [[ "$owner" =~ ^[0-9]+$ ]] && mapfile -d '' cmd 2>/dev/null <"/proc/$owner/cmdline" &&
+    [[ "${cmd[*]}" == *slurm_localhost* ]]; then
     continue # another run, still going
   fi
   t0=$SECONDS
@@ -283,7 +286,8 @@ for ((i = 0; ; i++)); do
 done
 log "node localhost idle $(($(date +%s) - t_daemons)) s after the daemons started"
 
-if srun --mpi=list 2>&1 | grep -qw pmix; then pmix=1; else pmix=0; fi
+plugins=$(srun --mpi=list 2>&1) || true
+if grep -qw pmix <<<"$plugins"; then pmix=1; else pmix=0; fi
 
 # --- 4. sbatch: secateur.sbatch (both launchers), the TP-per-node check, sweep.sbatch ------------
 check_ranks() { # FILE WHAT
@@ -292,26 +296,28 @@ check_ranks() { # FILE WHAT
     grep -qE "rank $r/2([^0-9]|$)" "$1" || { echo "----- $1" >&2; cat "$1" >&2; fail "$2: no 'rank $r/2' in its output"; }
   done
 }
-submit() { # LAUNCHER SBATCH_ARGS... : submit with the test's environment, print the job id
-  local launcher=$1 id
+# Both set globals rather than print: a long loop inside $(...) would be a subshell that outlives
+# this script if it is killed.
+submit() { # LAUNCHER SBATCH_ARGS... : submit with the test's environment; sets job_id
+  local launcher=$1
   shift
   # From a directory outside the repository: the scripts must find the repository themselves.
-  id=$(cd "$T/job" && SECATEUR_BIN=$binary SECATEUR_SUBCOMMAND='' SECATEUR_LAUNCHER=$launcher TMPDIR=$T/tmp \
+  job_id=$(cd "$T/job" && SECATEUR_BIN=$binary SECATEUR_SUBCOMMAND='' SECATEUR_LAUNCHER=$launcher TMPDIR=$T/tmp \
     timeout 30 sbatch --parsable --nodes=1 --ntasks-per-node=2 --time=2 "$@") || fail "sbatch $* was refused"
-  echo "${id%%;*}"
+  job_id=${job_id%%;*}
 }
-# JOBID WHAT : poll until every record of the job (each array task) has ended; print their states.
-# (Polled: sbatch --wait sleeps up to ~10 s after the job has ended.)
+# WHAT : poll until every record of job $job_id (each array task) has ended; sets job_states to
+# their final states, space-separated. (Polled: sbatch --wait sleeps up to ~10 s after the end.)
 wait_job() {
-  local id=$1 t0=$SECONDS states
+  local t0=$SECONDS
   while :; do
-    states=$(timeout 10 scontrol show job -o "$id" 2>/dev/null | grep -o 'JobState=[A-Z_]*' | cut -d= -f2)
-    if [[ -n "$states" ]] &&
-      ! grep -qvE '^(COMPLETED|FAILED|CANCELLED|TIMEOUT|NODE_FAIL|OUT_OF_MEMORY|PREEMPTED|BOOT_FAIL|DEADLINE)$' <<<"$states"; then
-      echo "$states"
+    job_states=$(timeout 10 scontrol show job -o "$job_id" 2>/dev/null | grep -o 'JobState=[A-Z_]*' | cut -d= -f2 | tr '\n' ' ')
+    job_states=${job_states% }
+    if [[ -n "$job_states" ]] &&
+      ! tr ' ' '\n' <<<"$job_states" | grep -qvE '^(COMPLETED|FAILED|CANCELLED|TIMEOUT|NODE_FAIL|OUT_OF_MEMORY|PREEMPTED|BOOT_FAIL|DEADLINE)$'; then
       return 0
     fi
-    ((SECONDS - t0 < JOB_TIMEOUT)) || fail "$2: job $id not done within $JOB_TIMEOUT s (states: ${states:-none})"
+    ((SECONDS - t0 < JOB_TIMEOUT)) || fail "$1: job $job_id not done within $JOB_TIMEOUT s (states: ${job_states:-none})"
     sleep 0.25
   done
 }
@@ -319,40 +325,40 @@ wait_job() {
 for launcher in auto mpirun; do
   t0=$SECONDS
   out=$T/job/sbatch-$launcher.out
-  id=$(submit "$launcher" --job-name="test-$launcher" --output="$out" "$sbatch_script" "${prog_args[@]}")
-  state=$(wait_job "$id" "sbatch ($launcher)")
-  [[ -f "$out" ]] || fail "sbatch ($launcher): job $id ($state) wrote no output"
-  [[ "$state" == COMPLETED ]] || { cat "$out" >&2; fail "sbatch ($launcher): job $id ended $state"; }
-  check_ranks "$out" "sbatch ($launcher), job $id"
-  log "sbatch ($launcher) job $id: $(grep -m1 -o 'launcher [a-z]*' "$out"), $(grep -cE 'rank [0-9]+/2' "$out") rank lines, $((SECONDS - t0)) s"
+  submit "$launcher" --job-name="test-$launcher" --output="$out" "$sbatch_script" "${prog_args[@]}"
+  wait_job "sbatch ($launcher)"
+  [[ -f "$out" ]] || fail "sbatch ($launcher): job $job_id ($job_states) wrote no output"
+  [[ "$job_states" == COMPLETED ]] || { cat "$out" >&2; fail "sbatch ($launcher): job $job_id ended $job_states"; }
+  check_ranks "$out" "sbatch ($launcher), job $job_id"
+  log "sbatch ($launcher) job $job_id: $(grep -m1 -o 'launcher [a-z]*' "$out"), $(grep -cE 'rank [0-9]+/2' "$out") rank lines, $((SECONDS - t0)) s"
 done
 
 # A TP group must not span nodes: parallel.tp=4 on 2 tasks per node stops before launching.
 t0=$SECONDS
 out=$T/job/sbatch-tp.out
-id=$(submit auto --job-name=test-tp --output="$out" "$sbatch_script" "${prog_args[@]}" parallel.tp=4)
-state=$(wait_job "$id" "sbatch (parallel.tp=4)")
-if [[ "$state" != FAILED ]] || ! grep -q 'parallel.tp=4 does not divide the 2 tasks of a node' "$out"; then
+submit auto --job-name=test-tp --output="$out" "$sbatch_script" "${prog_args[@]}" parallel.tp=4
+wait_job "sbatch (parallel.tp=4)"
+if [[ "$job_states" != FAILED ]] || ! grep -q 'parallel.tp=4 does not divide the 2 tasks of a node' "$out"; then
   cat "$out" >&2
-  fail "sbatch with parallel.tp=4 on 2 tasks per node: expected a failed job and a clear error (got $state)"
+  fail "sbatch with parallel.tp=4 on 2 tasks per node: expected a failed job and a clear error (got $job_states)"
 fi
-log "sbatch (parallel.tp=4, 2 tasks per node) job $id: refused as expected, $((SECONDS - t0)) s"
+log "sbatch (parallel.tp=4, 2 tasks per node) job $job_id: refused as expected, $((SECONDS - t0)) s"
 
 # A sweep: a job array of 2 runs over a sweep file with a comment, a blank line, quotes, and a
 # line without run.dir (which gets runs/sweep-<array job>/<index>).
 t0=$SECONDS
 printf '%s\n' '# a tiny sweep' 'sweep.x=1 run.dir=runs/one' '' "sweep.x=2 'sweep.y=two words'" >"$T/job/sweep.txt"
-id=$(submit auto --job-name=test-sweep --array=0-1 --output="$T/job/sweep-%a.out" \
-  "$root/launch/slurm/sweep.sbatch" "$T/job/sweep.txt" "${prog_args[@]}" common.k=v)
-states=$(wait_job "$id" "sweep.sbatch --array=0-1" | tr '\n' ' ')
-[[ "$states" == "COMPLETED COMPLETED " ]] || { cat "$T"/job/sweep-*.out >&2; fail "sweep job $id: states $states"; }
-want=("common.k=v sweep.x=1 run.dir=runs/one]" "common.k=v sweep.x=2 sweep.y=two words run.dir=runs/sweep-$id/1]")
+submit auto --job-name=test-sweep --array=0-1 --output="$T/job/sweep-%a.out" \
+  "$root/launch/slurm/sweep.sbatch" "$T/job/sweep.txt" "${prog_args[@]}" common.k=v
+wait_job "sweep.sbatch --array=0-1"
+[[ "$job_states" == "COMPLETED COMPLETED" ]] || { cat "$T"/job/sweep-*.out >&2; fail "sweep job $job_id: states $job_states"; }
+want=("common.k=v sweep.x=1 run.dir=runs/one]" "common.k=v sweep.x=2 sweep.y=two words run.dir=runs/sweep-$job_id/1]")
 for a in 0 1; do
   check_ranks "$T/job/sweep-$a.out" "sweep task $a"
   [[ $(grep -E 'rank [01]/2 ' "$T/job/sweep-$a.out" | grep -cF "${want[a]}") == 2 ]] ||
     { cat "$T/job/sweep-$a.out" >&2; fail "sweep task $a: both ranks should end their arguments with '${want[a]}'"; }
 done
-log "sweep.sbatch array job $id: 2 tasks, each with its own line of overrides, $((SECONDS - t0)) s"
+log "sweep.sbatch array job $job_id: 2 tasks, each with its own line of overrides, $((SECONDS - t0)) s"
 
 # --- 5. srun -------------------------------------------------------------------------------------
 out=$T/job/srun.out

@@ -9,11 +9,13 @@
 #include <iostream>
 
 #include "parallel/device.h"
+#include "parallel/grid.h"
 #include "runtime/core/check.h"
 #include "runtime/core/log.h"
 #include "runtime/io/atomic_file.h"
 #include "runtime/io/checkpoint.h"
 #include "runtime/text/source.h"
+#include "tools/secateur/bench_comm.h"
 #include "tools/secateur/bench_forward.h"
 #include "tools/secateur/pipeline.h"
 
@@ -37,21 +39,30 @@ config::Config resolve(const std::vector<std::string>& args, const std::vector<s
   return config::Config::load(path, overrides);
 }
 
-void start(const config::Config& cfg, const std::string& command) {
-  const auto [rank, world] = log::rank_from_env();
-  log::init(rank, world, cfg.get<std::string>("logging.level"));
+// The process grid for a command: MPI (a world of one without a launcher), TP from the config.
+std::unique_ptr<parallel::Grid> start(const config::Config& cfg, const std::string& command, int* argc,
+                                      char*** argv) {
   const auto threads = cfg.get<int64_t>("run.threads");
   if (threads > 0) at::set_num_threads(static_cast<int>(threads));
-  spdlog::info("secateur {} | config {} | torch {} | {} threads | world {} (dp 1 x tp 1)", command, cfg.source(),
-               TORCH_VERSION, at::get_num_threads(), world);
+  const c10::DeviceType device = cfg.get<std::string>("model.device") == "cuda" ? c10::kCUDA : c10::kCPU;
+  auto grid = parallel::Grid::init(argc, argv, static_cast<int>(cfg.get<int64_t>("parallel.tp")), device);
+  log::init(grid->rank(), grid->world_size(), cfg.get<std::string>("logging.level"));
+  spdlog::info("secateur {} | config {} | torch {} | {} threads/rank | world {} = dp {} x tp {}", command,
+               cfg.source(), TORCH_VERSION, at::get_num_threads(), grid->world_size(), grid->dp_size(),
+               grid->tp_size());
+  const std::string table = grid->table();       // collective
+  spdlog::info("grid\n{}", table);
   spdlog::info("{}", parallel::format_report(parallel::describe_devices()));
+  return grid;
 }
 
-int run_pipeline(const config::Config& cfg, const std::string& command, const std::vector<std::string>& stages) {
-  start(cfg, command);
-  tools::Pipeline p(cfg, command == "run");
+int run_pipeline(const config::Config& cfg, const std::string& command, const std::vector<std::string>& stages,
+                 int* argc, char*** argv) {
+  auto grid = start(cfg, command, argc, argv);
+  tools::Pipeline p(cfg, *grid, command == "run");
   for (const std::string& s : stages) p.run_stage(s);
   p.finish();
+  grid->finalize();
   return 0;
 }
 
@@ -97,22 +108,36 @@ int main(int argc, char** argv) {
   bench_fwd->add_option("--dtype", bf.dtype, "float32 | bfloat16");
   bench_fwd->add_option("--out", bf.out, "JSON file to write");
 
+  tools::BenchCommOptions bc;
+  auto* bench_comm = bench->add_subcommand("comm", "all-reduce / all-gather bandwidth over the world, TP and DP groups");
+  bench_comm->add_option("--sizes", bc.sizes_bytes, "message sizes in bytes");
+  bench_comm->add_option("--iters", bc.iters, "timed iterations per size");
+  bench_comm->add_option("--tp", bc.tp, "tensor-parallel size of the grid");
+  bench_comm->add_option("--out", bc.out, "JSON file to write (rank 0)");
+
   auto* env = app.add_subcommand("env", "print the devices, NCCL and CUDA this build sees");
 
   CLI11_PARSE(app, argc, argv);
   try {
     if (*run) {
       const auto cfg = resolve(args, {});
-      return run_pipeline(cfg, "run", cfg.get<std::vector<std::string>>("run.stages"));
+      return run_pipeline(cfg, "run", cfg.get<std::vector<std::string>>("run.stages"), &argc, &argv);
     }
     if (*convert) {
       std::vector<std::string> extra;
       if (!in.empty()) extra.push_back("model.path=" + in);
       if (!out.empty()) extra.push_back("convert.out=" + out);
-      return run_pipeline(resolve(args, extra), "convert", {"convert"});
+      return run_pipeline(resolve(args, extra), "convert", {"convert"}, &argc, &argv);
     }
-    if (*eval) return run_pipeline(resolve(args, {}), "eval", {"eval"});
-    if (*gen) return run_pipeline(resolve(args, {}), "generate", {"generate"});
+    if (*eval) return run_pipeline(resolve(args, {}), "eval", {"eval"}, &argc, &argv);
+    if (*gen) return run_pipeline(resolve(args, {}), "generate", {"generate"}, &argc, &argv);
+    if (*bench_comm) {
+      auto grid = parallel::Grid::init(&argc, &argv, bc.tp > 0 ? bc.tp : 1);
+      log::init(grid->rank(), grid->world_size());
+      const int rc = tools::bench_comm(*grid, bc);
+      grid->finalize();
+      return rc;
+    }
     if (*tok) {
       const auto cfg = config::Config::load("");
       const std::string content = text::read_text(text, cfg.get<std::string>("data.austen"));
@@ -128,6 +153,8 @@ int main(int argc, char** argv) {
       return 0;
     }
   } catch (const std::exception& e) {
+    // One line, and on a multi-rank job the whole job goes down with it (MPI_Abort), never a hang.
+    if (log::rank_from_env().second > 1) parallel::abort_job(std::string("secateur: error: ") + e.what());
     std::cerr << "secateur: error: " << e.what() << std::endl;
     return 1;
   }

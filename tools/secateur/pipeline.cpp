@@ -5,6 +5,9 @@
 #include <filesystem>
 #include <fstream>
 
+#include <sys/resource.h>
+
+#include "parallel/grid.h"
 #include "runtime/core/check.h"
 #include "runtime/core/log.h"
 #include "runtime/eval/generate.h"
@@ -17,10 +20,13 @@ namespace secateur::tools {
 
 namespace fs = std::filesystem;
 
-Pipeline::Pipeline(config::Config cfg, bool fresh) : cfg_(std::move(cfg)), dir_(cfg_.get<std::string>("run.dir")) {
-  fs::create_directories(dir_);
-  if (fresh) fs::remove(fs::path(dir_) / "metrics.jsonl");
-  cfg_.write((fs::path(dir_) / "config.resolved.yaml").string());
+Pipeline::Pipeline(config::Config cfg, parallel::Grid& grid, bool fresh)
+    : cfg_(std::move(cfg)), grid_(grid), dir_(cfg_.get<std::string>("run.dir")) {
+  if (writer()) {
+    fs::create_directories(dir_);
+    if (fresh) fs::remove(fs::path(dir_) / "metrics.jsonl");
+    cfg_.write((fs::path(dir_) / "config.resolved.yaml").string());
+  }
   report_["config"] = cfg_.source();
   report_["model"] = cfg_.get<std::string>("model.path");
 }
@@ -29,11 +35,19 @@ const model::Decoder& Pipeline::model() {
   if (!model_) {
     const std::string path = cfg_.get<std::string>("model.path");
     const at::Device device(cfg_.get<std::string>("model.device") == "cuda" ? at::kCUDA : at::kCPU);
-    model_.emplace(io::load_decoder(path, device, io::parse_dtype(cfg_.get<std::string>("model.dtype"))));
+    model_.emplace(io::load_decoder(path, device, io::parse_dtype(cfg_.get<std::string>("model.dtype")), &grid_.tp()));
     const auto& c = model_->config();
-    spdlog::info("model {}: {} layers, d={}, heads {}/{} kv, d_ff {}, vocab {}, {:.1f}M parameters, {} on {}", path,
-                 c.n_layers(), c.hidden, c.n_heads[0], c.n_kv_heads[0], c.d_ff[0], c.vocab_size, c.n_params() / 1e6,
-                 cfg_.get<std::string>("model.dtype"), device.str());
+    spdlog::info("model {}: {} layers, d={}, heads {}/{} kv, d_ff {}, vocab {}, {:.1f}M parameters, {} on {}, tp {}",
+                 path, c.n_layers(), c.hidden, c.n_heads[0], c.n_kv_heads[0], c.d_ff[0], c.vocab_size,
+                 c.n_params() / 1e6, cfg_.get<std::string>("model.dtype"), device.str(), grid_.tp_size());
+    // Peak resident memory of every rank after loading its shard (ru_maxrss, MiB), in rank order.
+    rusage ru{};
+    getrusage(RUSAGE_SELF, &ru);
+    const at::Tensor rss = grid_.world().all_gather(at::tensor({ru.ru_maxrss / 1024.0}, at::kDouble));
+    std::vector<double> per_rank(rss.data_ptr<double>(), rss.data_ptr<double>() + rss.numel());
+    spdlog::info("peak RSS per rank after loading (MiB): {:.0f}", fmt::join(per_rank, ", "));
+    record({{"stage", "load"}, {"model", path}, {"tp", grid_.tp_size()}, {"dp", grid_.dp_size()},
+            {"peak_rss_mib_per_rank", per_rank}});
   }
   return *model_;
 }
@@ -43,7 +57,10 @@ const text::Tokenizer& Pipeline::tokenizer() {
   return *tokenizer_;
 }
 
+bool Pipeline::writer() const { return grid_.rank() == 0; }
+
 void Pipeline::record(const nlohmann::json& metric) {
+  if (!writer()) return;
   std::ofstream out(fs::path(dir_) / "metrics.jsonl", std::ios::app);
   out << metric.dump() << "\n";
   report_["metrics"].push_back(metric);
@@ -51,13 +68,15 @@ void Pipeline::record(const nlohmann::json& metric) {
 
 void Pipeline::run_stage(const std::string& stage) {
   spdlog::info("stage {}", stage);
-  if (stage == "convert") return convert();
-  if (stage == "eval") return eval();
-  if (stage == "generate") return generate();
-  SECATEUR_FAIL("[pipeline] unknown stage '{}' (allowed: convert, eval, generate)", stage);
+  if (stage == "convert") convert();
+  else if (stage == "eval") eval();
+  else if (stage == "generate") generate();
+  else SECATEUR_FAIL("[pipeline] unknown stage '{}' (allowed: convert, eval, generate)", stage);
+  grid_.world().barrier();                       // every rank leaves a stage together
 }
 
 void Pipeline::convert() {
+  if (!writer()) return;                         // one writer; the other ranks go on to the next stage
   std::string out = cfg_.get<std::string>("convert.out");
   if (out.empty()) out = (fs::path(dir_) / "checkpoint").string();
   const std::string path = cfg_.get<std::string>("model.path");
@@ -78,7 +97,7 @@ void Pipeline::eval() {
   if (max_tokens > 0 && static_cast<int64_t>(ids.size()) > max_tokens) ids.resize(max_tokens);
   spdlog::info("eval text {}: {} tokens, evaluating the first {}", spec, total, ids.size());
   for (int64_t window : cfg_.get<std::vector<int64_t>>("eval.windows")) {
-    const auto r = eval::perplexity(model(), ids, window, cfg_.get<int64_t>("eval.batch"));
+    const auto r = eval::perplexity(model(), ids, window, cfg_.get<int64_t>("eval.batch"), &grid_.dp());
     spdlog::info("perplexity {:.4f} at window {} ({} windows, {} predicted tokens, {:.0f} tok/s)", r.ppl, window,
                  r.windows, r.predictions, r.tokens_per_second);
     record({{"stage", "eval"}, {"metric", "perplexity"}, {"text", spec}, {"tokens", ids.size()},
@@ -104,6 +123,7 @@ void Pipeline::generate() {
 }
 
 void Pipeline::finish() {
+  if (!writer()) return;
   io::write_file_atomic((fs::path(dir_) / "report.json").string(), report_.dump(2) + "\n");
   spdlog::info("run directory {}: config.resolved.yaml, metrics.jsonl, report.json", dir_);
 }

@@ -9,11 +9,16 @@
 #include "runtime/model/decoder.h"
 #include "runtime/text/tokenizer.h"
 
+namespace secateur::parallel {
+class Grid;
+}
+
 namespace secateur::tools {
 
 class Pipeline {
  public:
-  Pipeline(config::Config cfg, bool fresh);   // fresh: start metrics.jsonl anew
+  // fresh: start metrics.jsonl anew. Every rank runs every stage; rank 0 alone writes files.
+  Pipeline(config::Config cfg, parallel::Grid& grid, bool fresh);
   void run_stage(const std::string& stage);    // convert | eval | generate
   void finish();                               // writes report.json; prints the summary
 
@@ -25,7 +30,10 @@ class Pipeline {
   const text::Tokenizer& tokenizer();
   void record(const nlohmann::json& metric);   // one line of metrics.jsonl and the report
 
+  bool writer() const;                         // rank 0 of the world
+
   config::Config cfg_;
+  parallel::Grid& grid_;
   std::string dir_;
   std::optional<model::Decoder> model_;
   std::optional<text::Tokenizer> tokenizer_;
