@@ -59,6 +59,8 @@ void cuda_check(cudaError_t rc, const char* what) {
 
 GridCoords grid_coords(int rank, int world, int tp) {
   SECATEUR_CHECK(tp >= 1, "[parallel/grid] tp must be >= 1, got {}", tp);
+  SECATEUR_CHECK(tp <= world, "[parallel/grid] tp={} is larger than the world of {} rank(s): launch at least {} ranks",
+                 tp, world, tp);
   SECATEUR_CHECK(world % tp == 0,
                  "[parallel/grid] world size {} is not divisible by tp={}: launch a multiple of {} ranks "
                  "(world = dp x tp)", world, tp, tp);

@@ -259,8 +259,11 @@ model::NamedTensors load_shard(const std::string& path, const ModelConfig& confi
     const fs::path dir = fs::is_directory(path) ? fs::path(path) : fs::path(path).parent_path();
     const SafetensorsCheckpoint ck(dir.string());
     NamedTensors out;
-    for (const std::string& n : ck.names()) {
-      if (n == "lm_head.weight" && config.tied_embeddings) continue;
+    // Check the whole shapes against the config first: a slice alone could fit by accident.
+    for (const auto& [n, shape] : model::Decoder::weight_shapes(config)) {
+      SECATEUR_CHECK(ck.has(n), "[io/checkpoint] {}: the config needs tensor '{}', which is missing", path, n);
+      SECATEUR_CHECK(ck.info(n).shape == shape, "[io/checkpoint] {}: '{}' has shape {} in the checkpoint, the config needs {}",
+                     path, n, fmt::join(ck.info(n).shape, "x"), fmt::join(shape, "x"));
       const auto s = plan.slice_of(n, config);
       out.emplace_back(n, read_slice(ck, n, s.dim, s.range));
     }

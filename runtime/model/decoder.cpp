@@ -73,6 +73,13 @@ Decoder::Decoder(ModelConfig config, parallel::Comm* tp)
   layers_.resize(config_.n_layers());
 }
 
+std::vector<std::pair<std::string, std::vector<int64_t>>> Decoder::weight_shapes(const ModelConfig& config) {
+  Decoder whole(config, nullptr);
+  std::vector<std::pair<std::string, std::vector<int64_t>>> out;
+  for (const Slot& s : whole.slots()) out.emplace_back(s.name, s.shape);
+  return out;
+}
+
 Decoder Decoder::with_random_weights(const ModelConfig& config, uint64_t seed, parallel::Comm* tp) {
   Decoder whole(config, nullptr);
   at::manual_seed(seed);
@@ -130,8 +137,8 @@ std::vector<at::Tensor*> Decoder::parameters() {
 
 at::Tensor Decoder::norm(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) const {
   if (config_.family == Family::gpt2) return at::layer_norm(x, {config_.hidden}, w, b, config_.norm_eps);
-  // RMSNorm as HF computes it: statistics in float32, then the weight in the model's dtype.
-  const at::Tensor xf = x.to(at::kFloat);
+  // RMSNorm as HF computes it: statistics in (at least) float32, then the weight in the model's dtype.
+  const at::Tensor xf = x.to(at::promote_types(x.scalar_type(), at::kFloat));
   const at::Tensor normed = xf * at::rsqrt(xf.pow(2).mean(-1, /*keepdim=*/true) + config_.norm_eps);
   return w * normed.to(x.scalar_type());
 }
@@ -212,11 +219,12 @@ at::Tensor Decoder::hidden_states(const at::Tensor& ids, KVCache* cache) const {
                    config_.max_positions);
     x = x + pos_embed_.narrow(0, past, T);
   } else {
-    // RoPE tables as HF builds them: float32 angles, then cast to the model's dtype.
+    // RoPE tables as HF builds them: float32 angles (float64 for a float64 model), then cast.
     const int64_t D = config_.head_dim;
+    const at::ScalarType angle = at::promote_types(opt.dtype().toScalarType(), at::kFloat);
     const at::Tensor inv_freq =
-        1.0 / at::pow(config_.rope_theta, at::arange(0, D, 2, opt.dtype(at::kLong)).to(at::kFloat) / D);
-    const at::Tensor pos = at::arange(past, past + T, opt.dtype(at::kLong)).to(at::kFloat);
+        1.0 / at::pow(config_.rope_theta, at::arange(0, D, 2, opt.dtype(at::kLong)).to(angle) / D);
+    const at::Tensor pos = at::arange(past, past + T, opt.dtype(at::kLong)).to(angle);
     const at::Tensor freqs = pos.unsqueeze(1) * inv_freq.unsqueeze(0);   // [T, D/2]
     const at::Tensor emb = at::cat({freqs, freqs}, -1);                  // [T, D]
     cos = emb.cos().to(opt.dtype());
@@ -247,10 +255,12 @@ at::Tensor Decoder::logits(const at::Tensor& ids, KVCache* cache) const {
 at::Tensor Decoder::loss_sum(const at::Tensor& ids) const {
   const at::Tensor h = copy_to_tp(hidden_states(ids), tp_);              // [B, T, d]; the head is column-parallel
   const int64_t B = ids.size(0), T = ids.size(1), chunk = 256;
-  at::Tensor total = at::zeros({}, h.options().dtype(at::kFloat));
+  at::Tensor total = at::zeros({}, h.options().dtype(at::promote_types(h.scalar_type(), at::kFloat)));
   for (int64_t t0 = 0; t0 < T - 1; t0 += chunk) {
     const int64_t n = std::min(chunk, T - 1 - t0);
-    const at::Tensor lg = at::linear(h.narrow(1, t0, n), head_weight()).to(at::kFloat).reshape({B * n, -1});
+    const at::Tensor lg = at::linear(h.narrow(1, t0, n), head_weight())
+                              .to(at::promote_types(h.scalar_type(), at::kFloat))
+                              .reshape({B * n, -1});                                           // [B*n, V_local]
     const at::Tensor target = ids.narrow(1, t0 + 1, n).reshape({-1});                          // [B*n]
     if (!tp_) {
       total = total + at::cross_entropy_loss(lg, target, {}, at::Reduction::Sum);

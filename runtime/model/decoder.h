@@ -47,6 +47,9 @@ class Decoder {
   // Random weights (seeded; the same on every rank) of the right shapes: for tests and benchmarks.
   static Decoder with_random_weights(const ModelConfig& config, uint64_t seed, parallel::Comm* tp = nullptr);
 
+  // Every weight of a whole (unsharded) model of this config: canonical name and shape.
+  static std::vector<std::pair<std::string, std::vector<int64_t>>> weight_shapes(const ModelConfig& config);
+
   const ModelConfig& config() const { return config_; }          // the whole model
   const ModelConfig& local_config() const { return local_; }     // this rank's widths
   const ShardPlan& plan() const { return plan_; }

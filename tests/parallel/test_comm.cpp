@@ -232,7 +232,7 @@ TEST(Grid, TpAndDpGroupsHaveTheRightMembers) {
 TEST(Grid, WorldNotDivisibleByTpIsRejected) {
   const int n = g_grid->world_size();
   EXPECT_THAT(error_of([&] { Grid::init(nullptr, nullptr, n + 1); }),
-              HasSubstr(fmt::format("world size {} is not divisible by tp={}", n, n + 1)));
+              HasSubstr(fmt::format("tp={} is larger than the world of {} rank(s)", n + 1, n)));
   EXPECT_THAT(error_of([] { grid_coords(0, 4, 3); }), HasSubstr("world size 4 is not divisible by tp=3"));
   EXPECT_THAT(error_of([] { grid_coords(0, 4, 0); }), HasSubstr("tp must be >= 1"));
 }

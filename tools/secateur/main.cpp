@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <thread>
 
 #include "parallel/device.h"
 #include "parallel/grid.h"
@@ -154,7 +155,13 @@ int main(int argc, char** argv) {
     }
   } catch (const std::exception& e) {
     // One line, and on a multi-rank job the whole job goes down with it (MPI_Abort), never a hang.
-    if (log::rank_from_env().second > 1) parallel::abort_job(std::string("secateur: error: ") + e.what());
+    // Errors in the config, the grid or the checkpoint hit every rank alike: ranks other than 0
+    // wait a moment so that rank 0's abort usually ends the job first and its line is the only one.
+    const auto [rank, world] = log::rank_from_env();
+    if (world > 1) {
+      if (rank != 0) std::this_thread::sleep_for(std::chrono::seconds(3));
+      parallel::abort_job(std::string("secateur: error: ") + e.what());
+    }
     std::cerr << "secateur: error: " << e.what() << std::endl;
     return 1;
   }
