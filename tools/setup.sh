@@ -57,7 +57,8 @@ PY
   rm -rf "$tmp"
 fi
 
-# 4. build
+# 4. build (ccache keyed on paths relative to the checkout, so every clone shares the cache)
+export CCACHE_BASEDIR="$root" CCACHE_NOHASHDIR=true
 if [ ! -f build/build.ninja ]; then
   cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
 fi

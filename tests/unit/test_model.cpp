@@ -17,48 +17,8 @@ using model::ModelConfig;
 
 namespace {
 
-// Random weights for every slot the config has, found by asking the decoder which names it needs.
 model::NamedTensors random_weights(const ModelConfig& c, uint64_t seed) {
-  at::manual_seed(seed);
-  const int64_t d = c.hidden, D = c.head_dim;
-  model::NamedTensors t;
-  const auto add = [&](const std::string& n, std::vector<int64_t> shape, double scale = 0.08) {
-    t.emplace_back(n, at::randn(shape) * scale);
-  };
-  add("model.embed_tokens.weight", {c.vocab_size, d}, 0.5);
-  if (c.family == Family::gpt2) add("model.embed_positions.weight", {c.max_positions, d}, 0.1);
-  for (int64_t l = 0; l < c.n_layers(); ++l) {
-    const std::string p = model::layer_prefix(l);
-    const int64_t q = c.n_heads[l] * D, kv = c.n_kv_heads[l] * D, ff = c.d_ff[l];
-    t.emplace_back(p + "input_layernorm.weight", 1 + 0.1 * at::randn({d}));
-    t.emplace_back(p + "post_attention_layernorm.weight", 1 + 0.1 * at::randn({d}));
-    if (c.family == Family::gpt2) {
-      add(p + "input_layernorm.bias", {d});
-      add(p + "post_attention_layernorm.bias", {d});
-    }
-    add(p + "self_attn.q_proj.weight", {q, d});
-    add(p + "self_attn.k_proj.weight", {kv, d});
-    add(p + "self_attn.v_proj.weight", {kv, d});
-    add(p + "self_attn.o_proj.weight", {d, q});
-    if (c.attention_bias) {
-      add(p + "self_attn.q_proj.bias", {q});
-      add(p + "self_attn.k_proj.bias", {kv});
-      add(p + "self_attn.v_proj.bias", {kv});
-      add(p + "self_attn.o_proj.bias", {d});
-    }
-    if (c.family == Family::llama) add(p + "mlp.gate_proj.weight", {ff, d});
-    add(p + "mlp.up_proj.weight", {ff, d});
-    add(p + "mlp.down_proj.weight", {d, ff});
-    if (c.mlp_bias) {
-      if (c.family == Family::llama) add(p + "mlp.gate_proj.bias", {ff});
-      add(p + "mlp.up_proj.bias", {ff});
-      add(p + "mlp.down_proj.bias", {d});
-    }
-  }
-  t.emplace_back("model.norm.weight", 1 + 0.1 * at::randn({d}));
-  if (c.family == Family::gpt2) add("model.norm.bias", {d});
-  if (!c.tied_embeddings) add("lm_head.weight", {c.vocab_size, d});
-  return t;
+  return model::Decoder::with_random_weights(c, seed).named_tensors();
 }
 
 ModelConfig uneven_llama() {

@@ -16,7 +16,7 @@ class Grid;
 namespace secateur::tools {
 
 struct BenchCommOptions {
-  std::vector<int64_t> sizes_bytes = {1 << 20, 16 << 20, 64 << 20};
+  std::vector<int64_t> sizes_bytes = {8, 64, 512, 4 << 10, 32 << 10, 256 << 10, 2 << 20, 16 << 20, 64 << 20, 256 << 20};
   int iters = 5;
   int tp = 0;          // the tp the grid was built with (checked when > 0)
   std::string out;     // JSON; "" = stdout only

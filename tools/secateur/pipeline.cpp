@@ -125,7 +125,19 @@ void Pipeline::generate() {
 void Pipeline::finish() {
   if (!writer()) return;
   io::write_file_atomic((fs::path(dir_) / "report.json").string(), report_.dump(2) + "\n");
-  spdlog::info("run directory {}: config.resolved.yaml, metrics.jsonl, report.json", dir_);
+  // The result, once more, in a few lines at the end of the log.
+  std::string summary;
+  for (const auto& m : report_.value("metrics", nlohmann::json::array())) {
+    const std::string stage = m.value("stage", "");
+    if (stage == "convert") summary += fmt::format("\n  HF checkpoint      {}", m["out"].get<std::string>());
+    if (stage == "eval") {
+      summary += fmt::format("\n  perplexity @{:<5}  {:.4f}  ({}, first {} tokens)", m["window"].get<int64_t>(),
+                             m["ppl"].get<double>(), m["text"].get<std::string>(), m["tokens"].get<int64_t>());
+    }
+    if (stage == "generate") summary += fmt::format("\n  generated          {}{}", m["prompt"].get<std::string>(),
+                                                    m["completion"].get<std::string>());
+  }
+  spdlog::info("results (run directory {}: config.resolved.yaml, metrics.jsonl, report.json):{}", dir_, summary);
 }
 
 }  // namespace secateur::tools
