@@ -18,7 +18,11 @@ const std::map<std::string, std::set<std::string>>& allowed_values() {
       {"model.dtype", {"float32", "bfloat16", "float16"}},
       {"model.device", {"cpu", "cuda"}},
       {"convert.dtype", {"float32", "bfloat16", "float16"}},
-      {"run.stages", {"convert", "eval", "generate"}},
+      {"run.stages", {"convert", "eval", "prune", "generate"}},
+      {"prune.criterion", {"random", "l1", "l2", "taylor_element1", "taylor_element2", "taylor_vector"}},
+      {"prune.aggregate", {"sum", "prod", "max", "last"}},
+      {"prune.scope", {"per_layer", "global", "uniform"}},
+      {"prune.attention", {"none", "kv_group", "query_head"}},
       {"generate.sampling", {"greedy", "top_p"}},
       {"logging.level", {"debug", "info", "warn", "error"}},
   };

@@ -7,10 +7,15 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <functional>
 #include <map>
+#include <set>
 #include <nlohmann/json.hpp>
 
 #include "pruning/apply.h"
+#include "pruning/decision.h"
+#include "pruning/score.h"
+#include "pruning/stats.h"
 #include "pruning/group.h"
 #include "runtime/core/check.h"
 #include "runtime/io/hf_config.h"
@@ -162,4 +167,161 @@ TEST(Apply, PerLayerWidthsRoundTripThroughHfConfig) {
   EXPECT_EQ(back.n_kv_heads, p.config.n_kv_heads);
   EXPECT_EQ(back.d_ff, p.config.d_ff);
   EXPECT_FALSE(back.uniform());
+}
+
+// ---- statistics, criteria, decision ---------------------------------------------------------
+
+namespace {
+
+// Brute force: the full gradient of the mean CE over all samples, by autograd, in float64.
+std::map<std::string, at::Tensor> full_gradients(const ModelConfig& c, const at::Tensor& samples) {
+  model::Decoder m = model::Decoder::with_random_weights(c, 31);
+  m.to(at::kCPU, at::kDouble);
+  for (at::Tensor* p : m.parameters()) p->set_requires_grad(true);
+  (m.loss_sum(samples) / static_cast<double>(samples.size(0) * (samples.size(1) - 1))).backward();
+  std::map<std::string, at::Tensor> g;
+  for (const auto& [n, t] : m.named_tensors()) g[n] = t.grad();
+  return g;
+}
+
+}  // namespace
+
+TEST(Statistics, FirstOrderAndFisherEqualBruteForce) {
+  const auto c = gqa_llama();
+  at::manual_seed(4);
+  const at::Tensor samples = at::randint(c.vocab_size, {3, 8}, at::kLong);
+  model::Decoder m = model::Decoder::with_random_weights(c, 31);
+  m.to(at::kCPU, at::kDouble);
+  const auto stats = pruning::collect_statistics(m, samples, {true, true});
+  const auto g = full_gradients(c, samples);
+  const auto weights = m.named_tensors();
+  // The model is left as it was: no gradients held, nothing requires grad.
+  for (const auto& [n, t] : weights) {
+    EXPECT_FALSE(t.requires_grad()) << n;
+    EXPECT_FALSE(t.grad().defined()) << n;
+  }
+  for (const auto& [n, w] : weights) {
+    const pruning::WeightStats& s = stats.weights.at(n);
+    const at::Tensor wg = w * g.at(n);
+    const at::Tensor rows = w.dim() == 2 ? wg.abs().sum(1) : wg.abs();
+    EXPECT_TRUE(at::allclose(s.abs_wg[0], rows, 1e-9, 1e-14)) << n;
+    if (w.dim() == 2) EXPECT_TRUE(at::allclose(s.wg[1], wg.sum(0), 1e-9, 1e-14)) << n;
+  }
+  // Fisher: mean over samples of the squared per-sample gradient (of that sample's mean CE).
+  const std::string name = "model.layers.1.mlp.up_proj.weight";
+  at::Tensor fisher = at::zeros_like(stats.weights.at(name).w2f[0]);
+  for (int64_t i = 0; i < 3; ++i) {
+    const at::Tensor gi = full_gradients(c, samples.narrow(0, i, 1)).at(name);
+    at::Tensor wt;
+    for (const auto& [n, t] : weights) {
+      if (n == name) wt = t;
+    }
+    fisher += (wt * wt * gi * gi).sum(1) / 3.0;
+  }
+  EXPECT_TRUE(at::allclose(stats.weights.at(name).w2f[0], fisher, 1e-9, 1e-14));
+}
+
+TEST(Score, CriteriaRankGroupsAsTheirFormulasSay) {
+  const auto c = gqa_llama();
+  model::Decoder m = model::Decoder::with_random_weights(c, 5);
+  const auto stats = pruning::collect_statistics(m, at::randint(c.vocab_size, {2, 6}, at::kLong), {true, false});
+  const auto groups = pruning::enumerate_groups(c, GroupKind::neuron);
+  const auto l1 = pruning::score_groups(groups, stats, pruning::Criterion::l1, pruning::Aggregate::sum, 0);
+  // Neuron 0 of layer 0 by hand: |gate row| + |up row| + |down column| (biases are slices too).
+  std::map<std::string, at::Tensor> w;
+  for (const auto& [n, t] : m.named_tensors()) w[n] = t;
+  const std::string p = "model.layers.0.mlp.";
+  const double by_hand = (w[p + "gate_proj.weight"][0].abs().sum() + w[p + "gate_proj.bias"][0].abs() +
+                          w[p + "up_proj.weight"][0].abs().sum() + w[p + "up_proj.bias"][0].abs() +
+                          w[p + "down_proj.weight"].select(1, 0).abs().sum())
+                             .item<double>();
+  EXPECT_NEAR(l1[0], by_hand, 1e-5 * by_hand);
+  const auto mx = pruning::score_groups(groups, stats, pruning::Criterion::l1, pruning::Aggregate::max, 0);
+  EXPECT_LT(mx[0], l1[0]);
+  const auto r1 = pruning::score_groups(groups, stats, pruning::Criterion::random, pruning::Aggregate::sum, 7);
+  EXPECT_EQ(r1, pruning::score_groups(groups, stats, pruning::Criterion::random, pruning::Aggregate::sum, 7));
+  EXPECT_NE(r1, pruning::score_groups(groups, stats, pruning::Criterion::random, pruning::Aggregate::sum, 8));
+  EXPECT_THROW(pruning::score_groups(groups, stats, pruning::Criterion::taylor_element2, pruning::Aggregate::sum, 0),
+               Error);   // no Fisher pass was run
+}
+
+TEST(Decision, PerLayerRemovesTheLowestAndReachesTheRatio) {
+  auto c = gqa_llama();
+  c.n_heads.assign(3, 8);
+  model::Decoder m = model::Decoder::with_random_weights(c, 5);
+  const auto stats = pruning::collect_statistics(m, at::randint(c.vocab_size, {2, 6}, at::kLong), {false, false});
+  pruning::PruneOptions opt;
+  opt.criterion = pruning::Criterion::l2;
+  opt.ratio = 0.2;
+  opt.keep_layers = {0};
+  const auto d = pruning::decide(c, stats, opt);
+  EXPECT_LE(d.achieved_ratio, 0.2);
+  EXPECT_GT(d.achieved_ratio, 0.15);
+  EXPECT_EQ(d.after.d_ff[0], c.d_ff[0]);            // kept dense
+  EXPECT_EQ(d.after.d_ff[1], d.after.d_ff[2]);      // the same in every pruned layer
+  const auto pruned = pruning::apply(c, m.named_tensors(), d.removed);
+  EXPECT_EQ(pruned.config.n_params(), d.params_after);
+  // The removed neurons of layer 1 are the lowest by L2.
+  const auto neurons = pruning::enumerate_groups(c, GroupKind::neuron);
+  const auto s = pruning::score_groups(neurons, stats, pruning::Criterion::l2, pruning::Aggregate::sum, 0);
+  double worst_kept = 1e300, best_removed = -1;
+  std::set<int64_t> gone;
+  for (const auto& g : d.removed) {
+    if (g.kind == GroupKind::neuron && g.layer == 1) gone.insert(g.index);
+  }
+  for (size_t i = 0; i < neurons.size(); ++i) {
+    if (neurons[i].layer != 1) continue;
+    (gone.count(neurons[i].index) ? best_removed : worst_kept) =
+        gone.count(neurons[i].index) ? std::max(best_removed, s[i]) : std::min(worst_kept, s[i]);
+  }
+  EXPECT_LE(best_removed, worst_kept);
+  // query_head mode keeps GQA: the same number of query heads left in every group.
+  auto c3 = c;                       // 3 query heads per kv-group
+  c3.n_heads.assign(3, 12);
+  model::Decoder m3 = model::Decoder::with_random_weights(c3, 6);
+  const auto stats3 = pruning::collect_statistics(m3, at::randint(c.vocab_size, {2, 6}, at::kLong), {false, false});
+  opt.attention = "query_head";
+  opt.mlp = false;
+  opt.keep_layers = {};
+  opt.ratio = 0.2;                    // one query head of each group in every layer, not two
+  const auto q = pruning::decide(c3, stats3, opt);
+  EXPECT_EQ(q.after.n_heads, (std::vector<int64_t>{8, 8, 8}));
+  EXPECT_EQ(q.after.n_kv_heads, c3.n_kv_heads);
+  EXPECT_NO_THROW(pruning::apply(c3, m3.named_tensors(), q.removed));
+  // global keeps min_keep of each kind in every layer.
+  opt.attention = "kv_group";
+  opt.mlp = true;
+  opt.keep_layers = {0};
+  opt.scope = "global";
+  opt.ratio = 0.18;
+  const auto gl = pruning::decide(c, stats, opt);
+  for (int64_t l = 1; l < 3; ++l) EXPECT_GE(gl.after.d_ff[l], 3);
+  EXPECT_NE(gl.hash, d.hash);
+}
+
+TEST(Decision, BadOptionsAreRefusedNamingTheKey) {
+  const auto c = gqa_llama();
+  const pruning::Statistics none;
+  const auto err = [&](const std::function<void(pruning::PruneOptions&)>& edit) {
+    pruning::PruneOptions o;
+    o.criterion = pruning::Criterion::random;
+    edit(o);
+    try {
+      pruning::decide(c, none, o);
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("<no error>");
+  };
+  EXPECT_THAT(err([](auto& o) { o.ratio = 1.0; }), ::testing::HasSubstr("'prune.ratio' = 1 must be in [0, 1)"));
+  EXPECT_THAT(err([](auto& o) { o.ratio = -0.1; }), ::testing::HasSubstr("'prune.ratio'"));
+  EXPECT_THAT(err([](auto& o) { o.scope = "layerwise"; }), ::testing::HasSubstr("'prune.scope'"));
+  EXPECT_THAT(err([](auto& o) { o.keep_layers = {7}; }), ::testing::HasSubstr("'prune.keep_layers' has layer 7"));
+  EXPECT_THAT(err([](auto& o) { o.ratio = 0.95; }), ::testing::HasSubstr("would empty a layer"));
+  EXPECT_THAT(err([](auto& o) {
+                o.scope = "uniform";
+                o.keep_layers = {0};
+              }),
+              ::testing::HasSubstr("must be empty with scope uniform"));
+  EXPECT_THROW(pruning::parse_criterion("taylor"), Error);
 }

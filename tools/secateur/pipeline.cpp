@@ -2,12 +2,17 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <filesystem>
+#include <random>
 #include <fstream>
 
 #include <sys/resource.h>
 
 #include "parallel/grid.h"
+#include "pruning/apply.h"
+#include "pruning/decision.h"
+#include "pruning/stats.h"
 #include "runtime/core/check.h"
 #include "runtime/core/log.h"
 #include "runtime/eval/generate.h"
@@ -27,6 +32,7 @@ Pipeline::Pipeline(config::Config cfg, parallel::Grid& grid, bool fresh)
     if (fresh) fs::remove(fs::path(dir_) / "metrics.jsonl");
     cfg_.write((fs::path(dir_) / "config.resolved.yaml").string());
   }
+  validate();                                     // refuse bad options before any work
   report_["config"] = cfg_.source();
   report_["model"] = cfg_.get<std::string>("model.path");
 }
@@ -71,7 +77,8 @@ void Pipeline::run_stage(const std::string& stage) {
   if (stage == "convert") convert();
   else if (stage == "eval") eval();
   else if (stage == "generate") generate();
-  else SECATEUR_FAIL("[pipeline] unknown stage '{}' (allowed: convert, eval, generate)", stage);
+  else if (stage == "prune") prune();
+  else SECATEUR_FAIL("[pipeline] unknown stage '{}' (allowed: convert, eval, prune, generate)", stage);
   grid_.world().barrier();                       // every rank leaves a stage together
 }
 
@@ -104,6 +111,80 @@ void Pipeline::eval() {
             {"window", window}, {"windows", r.windows}, {"predictions", r.predictions}, {"nll", r.nll},
             {"ppl", r.ppl}, {"seconds", r.seconds}, {"tokens_per_second", r.tokens_per_second}});
   }
+}
+
+pruning::PruneOptions prune_options(const config::Config& cfg) {
+  pruning::PruneOptions o;
+  o.criterion = pruning::parse_criterion(cfg.get<std::string>("prune.criterion"));
+  o.aggregate = pruning::parse_aggregate(cfg.get<std::string>("prune.aggregate"));
+  o.scope = cfg.get<std::string>("prune.scope");
+  o.ratio = cfg.get<double>("prune.ratio");
+  o.attention = cfg.get<std::string>("prune.attention");
+  o.mlp = cfg.get<bool>("prune.mlp");
+  o.keep_layers = cfg.get<std::vector<int64_t>>("prune.keep_layers");
+  o.min_keep = cfg.get<double>("prune.min_keep");
+  o.seed = static_cast<uint64_t>(cfg.get<int64_t>("run.seed"));
+  return o;
+}
+
+void Pipeline::validate() {
+  const auto stages = cfg_.get<std::vector<std::string>>("run.stages");
+  if (std::find(stages.begin(), stages.end(), "prune") == stages.end()) return;
+  pruning::validate(prune_options(cfg_), io::load_config(cfg_.get<std::string>("model.path")));
+  SECATEUR_CHECK(grid_.tp_size() == 1, "[config] pruning with 'parallel.tp' = {} is not supported yet: run the prune "
+                 "stage with tp 1 (DP ranks split the calibration samples)", grid_.tp_size());
+}
+
+void Pipeline::prune() {
+  const pruning::PruneOptions opt = prune_options(cfg_);
+  const model::ModelConfig& before = model().config();
+  pruning::validate(opt, before);
+  SECATEUR_CHECK(grid_.tp_size() == 1, "[pipeline] pruning with tp {} is not supported yet", grid_.tp_size());
+  // Calibration: `samples` windows of `seq_len` tokens at seeded random offsets of the text.
+  const std::string spec = cfg_.get<std::string>("calibration.text");
+  const std::vector<int32_t> ids = tokenizer().encode(text::read_text(spec, cfg_.get<std::string>("data.austen")),
+                                                      /*parse_special=*/false);
+  const int64_t n = cfg_.get<int64_t>("calibration.samples"), t = cfg_.get<int64_t>("calibration.seq_len");
+  SECATEUR_CHECK(n > 0 && t > 1 && static_cast<int64_t>(ids.size()) > t,
+                 "[config] calibration needs samples > 0 and 1 < seq_len < the text's {} tokens", ids.size());
+  std::mt19937_64 rng(opt.seed);
+  std::uniform_int_distribution<int64_t> start(0, static_cast<int64_t>(ids.size()) - t);
+  std::vector<int64_t> flat;
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t s = start(rng);
+    flat.insert(flat.end(), ids.begin() + s, ids.begin() + s + t);
+  }
+  const at::Tensor samples = at::tensor(flat, at::kLong).view({n, t});
+  pruning::CalibrationOptions copt;
+  copt.first_order = pruning::needs_gradients(opt.criterion);
+  copt.fisher = pruning::needs_fisher(opt.criterion);
+  const pruning::Statistics stats = pruning::collect_statistics(*model_, samples, copt, &grid_.dp());
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  const pruning::Decision d = pruning::decide(before, stats, opt);
+  // One decision everywhere: every rank compares the hash of its own.
+  parallel::Comm& world = grid_.world();
+  SECATEUR_CHECK(world.all_reduce_min(d.hash) == world.all_reduce_max(d.hash),
+                 "[pruning] ranks reached different decisions (hash {:016x} on rank {}): scores differ between ranks",
+                 d.hash, grid_.rank());
+  const nlohmann::json dj = d.to_json(opt);
+  if (writer()) io::write_file_atomic((fs::path(dir_) / "decision.json").string(), dj.dump(2) + "\n");
+  const pruning::Pruned pruned = pruning::apply(before, model_->named_tensors(), d.removed);
+  std::string out = cfg_.get<std::string>("prune.out");
+  if (out.empty()) out = (fs::path(dir_) / "pruned").string();
+  if (writer()) {
+    io::save_hf_model(out, pruned.config, pruned.tensors, io::parse_dtype(cfg_.get<std::string>("convert.dtype")),
+                      &tokenizer());
+  }
+  model_.emplace(pruned.config, pruned.tensors, nullptr);
+  spdlog::info("pruned with {} ({} scope): {:.1f}M -> {:.1f}M parameters, {:.2f}% removed (target {:.2f}%), "
+               "scoring {:.1f} s, decision {:016x} -> {}", pruning::criterion_name(opt.criterion), opt.scope,
+               d.params_before / 1e6, d.params_after / 1e6, 100 * d.achieved_ratio, 100 * opt.ratio, stats.seconds,
+               d.hash, out);
+  record({{"stage", "prune"}, {"criterion", pruning::criterion_name(opt.criterion)}, {"scope", opt.scope},
+          {"ratio_target", opt.ratio}, {"ratio_achieved", d.achieved_ratio}, {"params_before", d.params_before},
+          {"params_after", d.params_after}, {"scoring_seconds", stats.seconds},
+          {"peak_rss_mib_after_scoring", ru.ru_maxrss / 1024.0}, {"hash", dj["hash"]}, {"out", out}});
 }
 
 void Pipeline::generate() {

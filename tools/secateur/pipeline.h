@@ -19,18 +19,20 @@ class Pipeline {
  public:
   // fresh: start metrics.jsonl anew. Every rank runs every stage; rank 0 alone writes files.
   Pipeline(config::Config cfg, parallel::Grid& grid, bool fresh);
-  void run_stage(const std::string& stage);    // convert | eval | generate
+  void run_stage(const std::string& stage);    // convert | eval | prune | generate
   void finish();                               // writes report.json; prints the summary
 
  private:
   void convert();
   void eval();
   void generate();
+  void prune();
   const model::Decoder& model();
   const text::Tokenizer& tokenizer();
   void record(const nlohmann::json& metric);   // one line of metrics.jsonl and the report
 
   bool writer() const;                         // rank 0 of the world
+  void validate();                             // options of the listed stages, before any work
 
   config::Config cfg_;
   parallel::Grid& grid_;

@@ -1,0 +1,52 @@
+// pruning/decision.h — from group scores to one decision: which groups go.
+// The ratio is the fraction of ALL parameters of the model to remove (embeddings included in the
+// total); the achieved fraction is reported. Scopes:
+//   per_layer  the same fraction of MLP neurons and of attention units in every prunable layer
+//              (LLM-Pruner's local mode), layers in keep_layers untouched; when the attention units
+//              are too coarse to follow the fraction, the MLPs take up the rest of the budget evenly;
+//   uniform    per_layer with no kept layers: every layer ends with the same widths, so a stock HF
+//              config describes the result;
+//   global     every candidate ranked together after dividing its score by the mean score of its
+//              kind in its layer; each layer keeps at least min_keep of each kind.
+// Attention units: none, kv_group (a GQA group with its query heads) or query_head (the same number
+// of query heads from every kv-group; per_layer/uniform only). head_dim never changes.
+// Ties break on (score, layer, index), so every rank that holds the same scores decides the same.
+#pragma once
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "pruning/group.h"
+#include "pruning/score.h"
+
+namespace secateur::pruning {
+
+struct PruneOptions {
+  Criterion criterion = Criterion::taylor_element1;
+  Aggregate aggregate = Aggregate::sum;
+  std::string scope = "per_layer";       // per_layer | global | uniform
+  double ratio = 0.2;                    // fraction of all parameters removed, in [0, 1)
+  std::string attention = "kv_group";    // none | kv_group | query_head
+  bool mlp = true;
+  std::vector<int64_t> keep_layers;      // dense layers (not with uniform)
+  double min_keep = 0.1;                 // global: fraction of each kind a layer keeps at least
+  uint64_t seed = 0;
+};
+
+struct Decision {
+  std::vector<Group> removed;
+  model::ModelConfig before, after;
+  int64_t params_before = 0, params_after = 0;
+  double target_ratio = 0, achieved_ratio = 0;
+  uint64_t hash = 0;                     // FNV-1a of the removed (kind, layer, index) list
+  nlohmann::json to_json(const PruneOptions& opt) const;
+};
+
+// Checks the options against the model before any work; Error naming the key otherwise.
+void validate(const PruneOptions& opt, const model::ModelConfig& config);
+
+// The statistics are only read for the criterion's needs (none for random).
+Decision decide(const model::ModelConfig& config, const Statistics& stats, const PruneOptions& opt);
+
+}  // namespace secateur::pruning

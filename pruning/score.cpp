@@ -1,0 +1,97 @@
+#include "pruning/score.h"
+
+#include <ATen/ATen.h>
+
+#include <random>
+
+#include "runtime/core/check.h"
+
+namespace secateur::pruning {
+
+namespace {
+constexpr std::pair<Criterion, const char*> kCriteria[] = {
+    {Criterion::random, "random"},
+    {Criterion::l1, "l1"},
+    {Criterion::l2, "l2"},
+    {Criterion::taylor_element1, "taylor_element1"},
+    {Criterion::taylor_element2, "taylor_element2"},
+    {Criterion::taylor_vector, "taylor_vector"},
+};
+}  // namespace
+
+const char* criterion_name(Criterion c) {
+  for (const auto& [k, n] : kCriteria) {
+    if (k == c) return n;
+  }
+  return "?";
+}
+
+Criterion parse_criterion(const std::string& name) {
+  for (const auto& [k, n] : kCriteria) {
+    if (name == n) return k;
+  }
+  SECATEUR_FAIL("[pruning] unknown criterion '{}' (allowed: random, l1, l2, taylor_element1, taylor_element2, "
+                "taylor_vector)", name);
+}
+
+Aggregate parse_aggregate(const std::string& name) {
+  if (name == "sum") return Aggregate::sum;
+  if (name == "prod") return Aggregate::prod;
+  if (name == "max") return Aggregate::max;
+  if (name == "last") return Aggregate::last;
+  SECATEUR_FAIL("[pruning] unknown aggregation '{}' (allowed: sum, prod, max, last)", name);
+}
+
+bool needs_gradients(Criterion c) {
+  return c == Criterion::taylor_element1 || c == Criterion::taylor_vector;
+}
+bool needs_fisher(Criterion c) { return c == Criterion::taylor_element2; }
+
+std::vector<double> score_groups(const std::vector<Group>& groups, const Statistics& stats, Criterion criterion,
+                                 Aggregate aggregate, uint64_t seed) {
+  std::vector<double> out;
+  out.reserve(groups.size());
+  if (criterion == Criterion::random) {
+    std::mt19937_64 rng(seed);
+    std::uniform_real_distribution<double> u(0.0, 1.0);
+    for (size_t i = 0; i < groups.size(); ++i) out.push_back(u(rng));
+    return out;
+  }
+  for (const Group& g : groups) {
+    std::vector<double> deps;
+    for (const Slice& s : g.slices) {
+      auto it = stats.weights.find(s.tensor);
+      SECATEUR_CHECK(it != stats.weights.end(), "[pruning/score] no statistics for '{}'", s.tensor);
+      const WeightStats& ws = it->second;
+      const int dim = std::max(s.dim, 0);
+      const std::array<at::Tensor, 2>* source = nullptr;
+      switch (criterion) {
+        case Criterion::l1: source = &ws.l1; break;
+        case Criterion::l2: source = &ws.l2; break;
+        case Criterion::taylor_element1: source = &ws.abs_wg; break;
+        case Criterion::taylor_element2: source = &ws.w2f; break;
+        case Criterion::taylor_vector: source = &ws.wg; break;
+        case Criterion::random: break;
+      }
+      const at::Tensor& v = (*source)[dim];
+      SECATEUR_CHECK(v.defined(), "[pruning/score] criterion {} has no statistics for '{}' (was calibration run?)",
+                     criterion_name(criterion), s.tensor);
+      at::Tensor part = s.dim < 0 ? v : v.narrow(0, s.begin, s.end - s.begin);
+      if (criterion == Criterion::taylor_vector) part = part.abs();
+      double dep = part.sum().item<double>();
+      if (criterion == Criterion::taylor_element2) dep *= 0.5;
+      deps.push_back(dep);
+    }
+    double score = deps.empty() ? 0.0 : deps.front();
+    switch (aggregate) {
+      case Aggregate::sum: score = 0; for (double d : deps) score += d; break;
+      case Aggregate::prod: score = 1; for (double d : deps) score *= d; break;
+      case Aggregate::max: for (double d : deps) score = std::max(score, d); break;
+      case Aggregate::last: score = deps.empty() ? 0.0 : deps.back(); break;
+    }
+    out.push_back(score);
+  }
+  return out;
+}
+
+}  // namespace secateur::pruning

@@ -1,0 +1,32 @@
+// pruning/score.h — criteria: statistics -> one importance per group (higher = keep).
+// A group's importance aggregates its dependencies (one per coupled slice): each dependency
+// is the sum, over the slice's indices, of the per-index statistic of that tensor.
+//   random           seeded uniform
+//   l1, l2           Σ|W|, ΣW²                         (LLM-Pruner's magnitude baselines)
+//   taylor_element1  Σ|W⊙g|                            (LLM-Pruner "Element¹", param_first)
+//   taylor_element2  Σ W²⊙F / 2                         (second-order term, param_second)
+//   taylor_vector    Σ_c |Σ_j (W⊙g)[c, j]|              (LLM-Pruner "Vector", vectorize)
+// Aggregation over dependencies: sum (LLM-Pruner's default), prod, max, last.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "pruning/group.h"
+#include "pruning/stats.h"
+
+namespace secateur::pruning {
+
+enum class Criterion { random, l1, l2, taylor_element1, taylor_element2, taylor_vector };
+enum class Aggregate { sum, prod, max, last };
+
+Criterion parse_criterion(const std::string& name);   // Error naming the allowed values
+Aggregate parse_aggregate(const std::string& name);
+const char* criterion_name(Criterion c);
+bool needs_gradients(Criterion c);
+bool needs_fisher(Criterion c);
+
+std::vector<double> score_groups(const std::vector<Group>& groups, const Statistics& stats, Criterion criterion,
+                                 Aggregate aggregate, uint64_t seed);
+
+}  // namespace secateur::pruning
