@@ -97,14 +97,15 @@ Decision decide(const ModelConfig& c, const Statistics& stats, const PruneOption
 
   // Candidates per (layer, kind), scored together so random draws do not depend on the layout.
   std::vector<Group> all;
+  const GroupMaker make_group(c);
   for (int64_t l = 0; l < c.n_layers(); ++l) {
     if (keep.count(l)) continue;
     if (opt.mlp) {
-      for (int64_t i = 0; i < c.d_ff[l]; ++i) all.push_back(make_group(c, GroupKind::neuron, l, i));
+      for (int64_t i = 0; i < c.d_ff[l]; ++i) all.push_back(make_group(GroupKind::neuron, l, i));
     }
     if (opt.attention != "none") {
       const int64_t n = attn_kind == GroupKind::kv_group ? c.n_kv_heads[l] : c.n_heads[l];
-      for (int64_t i = 0; i < n; ++i) all.push_back(make_group(c, attn_kind, l, i));
+      for (int64_t i = 0; i < n; ++i) all.push_back(make_group(attn_kind, l, i));
     }
   }
   const std::vector<double> scores = score_groups(all, stats, opt.criterion, opt.aggregate, opt.seed);

@@ -34,10 +34,10 @@ namespace {
 
 struct Builder {
   const ModelConfig& c;
-  std::vector<std::string> names;   // every weight the model has
+  const std::vector<std::string>& names;   // every weight the model has, sorted
   Group g;
 
-  bool has(const std::string& n) const { return std::find(names.begin(), names.end(), n) != names.end(); }
+  bool has(const std::string& n) const { return std::binary_search(names.begin(), names.end(), n); }
   // Adds the slice if the model has that tensor (biases are optional).
   void add(const std::string& tensor, int dim, int64_t begin, int64_t end) {
     if (has(tensor)) g.slices.push_back({tensor, dim, begin, end});
@@ -57,14 +57,23 @@ int64_t count(const ModelConfig& c, GroupKind kind, int64_t layer) {
 
 }  // namespace
 
+GroupMaker::GroupMaker(const ModelConfig& config) : config_(config) {
+  for (const auto& [name, shape] : model::Decoder::weight_shapes(config)) names_.push_back(name);
+  std::sort(names_.begin(), names_.end());
+}
+
 Group make_group(const ModelConfig& c, GroupKind kind, int64_t layer, int64_t index) {
+  return GroupMaker(c)(kind, layer, index);
+}
+
+Group GroupMaker::operator()(GroupKind kind, int64_t layer, int64_t index) const {
+  const ModelConfig& c = config_;
   const bool model_wide = kind == GroupKind::hidden_channel;
   SECATEUR_CHECK(model_wide || (layer >= 0 && layer < c.n_layers()), "[pruning] layer {} out of range (0..{})", layer,
                  c.n_layers() - 1);
   SECATEUR_CHECK(index >= 0 && index < count(c, kind, model_wide ? 0 : layer),
                  "[pruning] {} {} out of range in layer {}", kind_name(kind), index, layer);
-  Builder b{c, {}, {kind, model_wide ? -1 : layer, index, {}}};
-  for (const auto& [name, shape] : model::Decoder::weight_shapes(c)) b.names.push_back(name);
+  Builder b{c, names_, {kind, model_wide ? -1 : layer, index, {}}};
   const int64_t D = c.head_dim;
   const std::string p = model_wide ? "" : model::layer_prefix(layer);
   const auto attn = [&](const char* proj, const char* what) { return p + "self_attn." + proj + "_proj." + what; };
@@ -125,13 +134,14 @@ Group make_group(const ModelConfig& c, GroupKind kind, int64_t layer, int64_t in
 }
 
 std::vector<Group> enumerate_groups(const ModelConfig& c, GroupKind kind) {
+  const GroupMaker make(c);
   std::vector<Group> out;
   if (kind == GroupKind::hidden_channel) {
-    for (int64_t i = 0; i < c.hidden; ++i) out.push_back(make_group(c, kind, -1, i));
+    for (int64_t i = 0; i < c.hidden; ++i) out.push_back(make(kind, -1, i));
     return out;
   }
   for (int64_t l = 0; l < c.n_layers(); ++l) {
-    for (int64_t i = 0; i < count(c, kind, l); ++i) out.push_back(make_group(c, kind, l, i));
+    for (int64_t i = 0; i < count(c, kind, l); ++i) out.push_back(make(kind, l, i));
   }
   return out;
 }

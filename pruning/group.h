@@ -39,6 +39,17 @@ struct Group {
 // Every group of one kind in a model of this config, in (layer, index) order.
 std::vector<Group> enumerate_groups(const model::ModelConfig& config, GroupKind kind);
 
+// Builds groups of one model: the model's weight names are listed once, not per group.
+class GroupMaker {
+ public:
+  explicit GroupMaker(const model::ModelConfig& config);
+  Group operator()(GroupKind kind, int64_t layer, int64_t index) const;   // Error if out of range
+
+ private:
+  const model::ModelConfig& config_;
+  std::vector<std::string> names_;
+};
+
 // The group of one kind at (layer, index); Error if out of range.
 Group make_group(const model::ModelConfig& config, GroupKind kind, int64_t layer, int64_t index);
 

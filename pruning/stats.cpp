@@ -17,10 +17,11 @@ namespace {
 
 enum class Pass { first_order, fisher };
 
-// Per-index sums of x over the other dim: {rows, cols} for a matrix, {x} for a vector.
+// Per-index sums of x over the other dim, accumulated in float64 without a float64 copy of x:
+// {rows, cols} for a matrix, {x} for a vector.
 std::array<at::Tensor, 2> reduce_both(const at::Tensor& x) {
-  if (x.dim() == 1) return {x, at::Tensor()};
-  return {x.sum(1), x.sum(0)};
+  if (x.dim() == 1) return {x.to(at::kDouble), at::Tensor()};
+  return {x.sum({1}, false, at::kDouble), x.sum({0}, false, at::kDouble)};
 }
 
 void add_to(std::array<at::Tensor, 2>& acc, const std::array<at::Tensor, 2>& v) {
@@ -43,11 +44,15 @@ struct StatsHook : torch::autograd::PostAccumulateGradHook {
   void operator()(const torch::autograd::Variable& weight) override {
     at::Tensor g = weight.grad();
     if (!g.defined()) return;
-    const at::Tensor w = weight.detach().to(at::kDouble);
-    at::Tensor gd = g.to(at::kDouble);
+    const at::Tensor w = weight.detach();
+    at::Tensor gd = g;
     WeightStats& s = c_->stats->weights[name_];
     if (c_->pass == Pass::first_order) {
-      if (c_->dp && c_->dp->size() > 1) c_->dp->all_reduce(gd, parallel::ReduceOp::sum);   // g of all samples
+      if (c_->dp && c_->dp->size() > 1) {                    // g of all samples; summed in float64
+        gd = g.to(at::kDouble);
+        c_->dp->all_reduce(gd, parallel::ReduceOp::sum);
+        gd = gd.to(g.scalar_type());
+      }
       const at::Tensor wg = w * gd;
       add_to(s.abs_wg, reduce_both(wg.abs()));
       add_to(s.wg, reduce_both(wg));
@@ -75,7 +80,7 @@ Statistics collect_statistics(model::Decoder& model, const at::Tensor& samples, 
   Collector collector{&stats, dp};
   const auto named = model.named_tensors();
   for (const auto& [name, t] : named) {                       // magnitudes need no data
-    const at::Tensor w = t.detach().to(at::kDouble);
+    const at::Tensor w = t.detach();
     stats.weights[name].l1 = reduce_both(w.abs());
     stats.weights[name].l2 = reduce_both(w * w);
   }

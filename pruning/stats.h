@@ -1,5 +1,6 @@
 // pruning/stats.h — what the criteria need, collected over calibration samples.
-// For every weight W (per index of each dim, the other dim summed, float64):
+// For every weight W (per index of each dim, the other dim summed; products in the model's dtype,
+// sums accumulated in float64):
 //   l1 = Σ|W|, l2 = ΣW²                                   (magnitude)
 //   abs_wg = Σ|W⊙g|, wg = ΣW⊙g, g = ∇W of the mean CE      (Taylor first order: element-wise, vector-wise)
 //   w2f = Σ W²⊙F, F = (1/N) Σ_n g_n², g_n per sample        (Taylor second order, empirical Fisher)

@@ -51,6 +51,10 @@ def main():
         (["eval", t("bad-value.yaml")], ["'model.dtype' = 'fp8' is not allowed"]),
         (["eval", "eval.max_tokens=many"], ["'eval.max_tokens' must be an integer"]),
         (["eval", "model.path=" + t("nothing-here.gguf")], ["nothing-here.gguf", "No such file"]),
+        (["run", "prune.ratio=1.5", "model.path=" + a.gguf, "run.dir=" + t("run")], ["'prune.ratio' = 1.5 must be in [0, 1)"]),
+        (["run", "prune.criterion=magic", "run.dir=" + t("run")], ["'prune.criterion' = 'magic' is not allowed"]),
+        (["run", "prune.keep_layers=[40]", "model.path=" + a.gguf, "run.dir=" + t("run")], ["'prune.keep_layers' has layer 40"]),
+        (["run", "prune.ratio=0.9", "model.path=" + a.gguf, "run.dir=" + t("run"), "run.stages=[prune]"], ["would empty a layer"]),
         (["eval", "eval.text=austen:hamlet", "model.path=" + a.gguf, "run.dir=" + t("run")], ["hamlet", "persuasion"]),
     ]
     ok = True

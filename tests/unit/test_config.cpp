@@ -2,6 +2,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <fstream>
@@ -105,4 +106,14 @@ TEST(HfConfig, UnsupportedModelTypeAndRopeScalingAreRejected) {
   auto k = secateur::io::config_to_hf(c, "float32");
   k["rope_scaling"] = {{"rope_type", "llama3"}, {"factor", 8.0}};
   EXPECT_THAT(error_of([&] { secateur::io::config_from_hf(k, "x/config.json"); }), HasSubstr("'llama3'"));
+}
+
+TEST(Config, EveryShippedConfigIsValid) {
+  int n = 0;
+  for (const auto& e : std::filesystem::directory_iterator(SECATEUR_CONFIGS_DIR)) {
+    if (e.path().extension() != ".yaml") continue;
+    EXPECT_NO_THROW(Config::load(e.path().string())) << e.path();
+    ++n;
+  }
+  EXPECT_GE(n, 7);
 }

@@ -9,6 +9,7 @@ struct BenchForwardOptions {
   std::string model;
   int64_t batch = 1, seq = 512, iters = 3, threads = 0;
   std::string dtype = "float32";
+  bool backward = false;           // forward + backward of the summed NLL (the floor of gradient scoring)
   std::string out;                 // JSON; "" = stdout only
 };
 

@@ -61,6 +61,7 @@ int run_pipeline(const config::Config& cfg, const std::string& command, const st
                  int* argc, char*** argv) {
   auto grid = start(cfg, command, argc, argv);
   tools::Pipeline p(cfg, *grid, command == "run");
+  p.validate(stages);
   for (const std::string& s : stages) p.run_stage(s);
   p.finish();
   grid->finalize();
@@ -108,6 +109,7 @@ int main(int argc, char** argv) {
   bench_fwd->add_option("--threads", bf.threads, "intra-op threads (0 = all cores)");
   bench_fwd->add_option("--dtype", bf.dtype, "float32 | bfloat16");
   bench_fwd->add_option("--out", bf.out, "JSON file to write");
+  bench_fwd->add_flag("--backward", bf.backward, "also run backward of the summed NLL (weights require grad)");
 
   tools::BenchCommOptions bc;
   auto* bench_comm = bench->add_subcommand("comm", "all-reduce / all-gather bandwidth over the world, TP and DP groups");

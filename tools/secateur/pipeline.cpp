@@ -7,6 +7,7 @@
 #include <random>
 #include <fstream>
 
+#include <malloc.h>
 #include <sys/resource.h>
 
 #include "parallel/grid.h"
@@ -32,7 +33,6 @@ Pipeline::Pipeline(config::Config cfg, parallel::Grid& grid, bool fresh)
     if (fresh) fs::remove(fs::path(dir_) / "metrics.jsonl");
     cfg_.write((fs::path(dir_) / "config.resolved.yaml").string());
   }
-  validate();                                     // refuse bad options before any work
   report_["config"] = cfg_.source();
   report_["model"] = cfg_.get<std::string>("model.path");
 }
@@ -113,6 +113,9 @@ void Pipeline::eval() {
   }
 }
 
+ScopedMmapThreshold::ScopedMmapThreshold() { mallopt(M_MMAP_THRESHOLD, 1 << 20); }
+ScopedMmapThreshold::~ScopedMmapThreshold() { mallopt(M_MMAP_THRESHOLD, 32 << 20); }   // glibc's dynamic maximum
+
 pruning::PruneOptions prune_options(const config::Config& cfg) {
   pruning::PruneOptions o;
   o.criterion = pruning::parse_criterion(cfg.get<std::string>("prune.criterion"));
@@ -127,10 +130,13 @@ pruning::PruneOptions prune_options(const config::Config& cfg) {
   return o;
 }
 
-void Pipeline::validate() {
-  const auto stages = cfg_.get<std::vector<std::string>>("run.stages");
+void Pipeline::validate(const std::vector<std::string>& stages) {
   if (std::find(stages.begin(), stages.end(), "prune") == stages.end()) return;
-  pruning::validate(prune_options(cfg_), io::load_config(cfg_.get<std::string>("model.path")));
+  // A dry run with random scores: the same budget arithmetic, so a ratio that would empty a layer
+  // is refused here, before the model is loaded or calibrated.
+  pruning::PruneOptions dry = prune_options(cfg_);
+  dry.criterion = pruning::Criterion::random;
+  (void)pruning::decide(io::load_config(cfg_.get<std::string>("model.path")), pruning::Statistics{}, dry);
   SECATEUR_CHECK(grid_.tp_size() == 1, "[config] pruning with 'parallel.tp' = {} is not supported yet: run the prune "
                  "stage with tp 1 (DP ranks split the calibration samples)", grid_.tp_size());
 }
@@ -158,9 +164,13 @@ void Pipeline::prune() {
   pruning::CalibrationOptions copt;
   copt.first_order = pruning::needs_gradients(opt.criterion);
   copt.fisher = pruning::needs_fisher(opt.criterion);
-  const pruning::Statistics stats = pruning::collect_statistics(*model_, samples, copt, &grid_.dp());
   rusage ru{};
-  getrusage(RUSAGE_SELF, &ru);
+  pruning::Statistics stats;
+  {
+    ScopedMmapThreshold own_mappings;
+    stats = pruning::collect_statistics(*model_, samples, copt, &grid_.dp());
+    getrusage(RUSAGE_SELF, &ru);
+  }
   const pruning::Decision d = pruning::decide(before, stats, opt);
   // One decision everywhere: every rank compares the hash of its own.
   parallel::Comm& world = grid_.world();
