@@ -225,6 +225,12 @@ void Pipeline::finish() {
       summary += fmt::format("\n  perplexity @{:<5}  {:.4f}  ({}, first {} tokens)", m["window"].get<int64_t>(),
                              m["ppl"].get<double>(), m["text"].get<std::string>(), m["tokens"].get<int64_t>());
     }
+    if (stage == "prune") {
+      summary += fmt::format("\n  pruned ({}, {})  {:.1f}M -> {:.1f}M parameters ({:.2f}% removed) -> {}",
+                             m["criterion"].get<std::string>(), m["scope"].get<std::string>(),
+                             m["params_before"].get<int64_t>() / 1e6, m["params_after"].get<int64_t>() / 1e6,
+                             100 * m["ratio_achieved"].get<double>(), m["out"].get<std::string>());
+    }
     if (stage == "generate") summary += fmt::format("\n  generated          {}{}", m["prompt"].get<std::string>(),
                                                     m["completion"].get<std::string>());
   }
