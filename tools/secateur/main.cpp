@@ -87,6 +87,8 @@ int main(int argc, char** argv) {
 
   auto* eval = app.add_subcommand("eval", "perplexity over non-overlapping windows (eval.*)");
   eval->add_option("args", args, args_help);
+  auto* prune = app.add_subcommand("prune", "score, decide, remove and export (prune.*, calibration.*)");
+  prune->add_option("args", args, args_help);
   auto* gen = app.add_subcommand("generate", "generate text from generate.prompt (greedy or top-p)");
   gen->add_option("args", args, args_help);
 
@@ -134,6 +136,7 @@ int main(int argc, char** argv) {
     }
     if (*eval) return run_pipeline(resolve(args, {}), "eval", {"eval"}, &argc, &argv);
     if (*gen) return run_pipeline(resolve(args, {}), "generate", {"generate"}, &argc, &argv);
+    if (*prune) return run_pipeline(resolve(args, {}), "prune", {"prune"}, &argc, &argv);
     if (*bench_comm) {
       auto grid = parallel::Grid::init(&argc, &argv, bc.tp > 0 ? bc.tp : 1);
       log::init(grid->rank(), grid->world_size());
