@@ -8,6 +8,8 @@ the ratio secateur / transformers for tokens/s and peak RSS.
 """
 import argparse, json, os, resource, subprocess, sys, time
 
+from results_file import write_json
+
 HF_CHILD = r"""
 import json, resource, sys, time, torch, transformers
 model_dir, batch, seq, iters, threads, dtype = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6]
@@ -51,11 +53,7 @@ def main():
               "machine": {"cpus": os.cpu_count(), "when": time.strftime("%Y-%m-%d")}}
     print(json.dumps(result, indent=2))
     if a.out:
-        os.makedirs(os.path.dirname(a.out) or ".", exist_ok=True)
-        with open(a.out + ".tmp", "w") as f:
-            json.dump(result, f, indent=2)
-            f.write("\n")
-        os.replace(a.out + ".tmp", a.out)
+        write_json(a.out, result)
 
 
 if __name__ == "__main__":

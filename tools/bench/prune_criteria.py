@@ -10,6 +10,8 @@ Each criterion runs `secateur run run.stages=[prune,eval]` with the default conf
 """
 import argparse, json, os, subprocess, time
 
+from results_file import write_json
+
 CRITERIA = ["random", "l2", "taylor_element1", "taylor_element2", "taylor_vector"]
 
 
@@ -37,10 +39,7 @@ def main():
                      "wall_seconds": time.time() - t0})
         print(f"{crit:>16}: {100 * p['ratio_achieved']:.2f}% removed, ppl@128 {e['ppl']:.2f}, "
               f"scoring {p['scoring_seconds']:.1f} s", flush=True)
-    with open(a.out + ".tmp", "w") as f:
-        json.dump(rows, f, indent=2)
-        f.write("\n")
-    os.replace(a.out + ".tmp", a.out)
+    write_json(a.out, rows)
 
 
 if __name__ == "__main__":

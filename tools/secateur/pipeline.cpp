@@ -143,9 +143,7 @@ void Pipeline::validate(const std::vector<std::string>& stages) {
 
 void Pipeline::prune() {
   const pruning::PruneOptions opt = prune_options(cfg_);
-  const model::ModelConfig& before = model().config();
-  pruning::validate(opt, before);
-  SECATEUR_CHECK(grid_.tp_size() == 1, "[pipeline] pruning with tp {} is not supported yet", grid_.tp_size());
+  const model::ModelConfig& before = model().config();   // options and tp were checked by validate()
   // Calibration: `samples` windows of `seq_len` tokens at seeded random offsets of the text.
   const std::string spec = cfg_.get<std::string>("calibration.text");
   const std::vector<int32_t> ids = tokenizer().encode(text::read_text(spec, cfg_.get<std::string>("data.austen")),
