@@ -28,7 +28,8 @@ std::string renumber(const std::string& name, int64_t to) {
 
 }  // namespace
 
-Pruned apply(const ModelConfig& config, const model::NamedTensors& tensors, const std::vector<Group>& remove) {
+Pruned apply(const ModelConfig& config, const model::NamedTensors& tensors, const std::vector<Group>& remove,
+             const model::ShardPlan* plan) {
   Pruned out{config, {}};
   ModelConfig& c = out.config;
   std::map<std::string, std::map<int, std::set<int64_t>>> drop;   // tensor -> dim -> indices
@@ -93,18 +94,32 @@ Pruned apply(const ModelConfig& config, const model::NamedTensors& tensors, cons
   for (const auto& [name, t] : tensors) {
     const int64_t l = layer_of(name);
     if (l >= 0 && dead_layers.count(l)) continue;
+    const auto cut = plan ? plan->slice_of(name, config) : model::ShardPlan::TensorSlice{};
+    model::ShardPlan::TensorSlice place;
     at::Tensor kept = t;
     auto it = drop.find(name);
-    if (it != drop.end()) {
-      for (const auto& [dim, gone] : it->second) {
+    for (int dim = 0; dim < t.dim(); ++dim) {
+      const bool sharded = dim == cut.dim;
+      const int64_t first = sharded ? cut.range.begin : 0;             // index in the whole tensor of local 0
+      const std::set<int64_t>* gone = nullptr;
+      if (it != drop.end() && it->second.count(dim)) gone = &it->second.at(dim);
+      if (sharded) {                                                   // kept indices before this shard
+        int64_t before = first;
+        if (gone) before -= std::distance(gone->begin(), gone->lower_bound(first));
+        place.dim = dim;
+        place.range.begin = before;
+      }
+      if (gone) {
         std::vector<int64_t> keep;
         for (int64_t i = 0; i < kept.size(dim); ++i) {
-          if (!gone.count(i)) keep.push_back(i);
+          if (!gone->count(first + i)) keep.push_back(i);
         }
         kept = kept.index_select(dim, at::tensor(keep, at::kLong).to(kept.device()));
       }
+      if (sharded) place.range.end = place.range.begin + kept.size(dim);
     }
     out.tensors.emplace_back(l >= 0 ? renumber(name, new_index.at(l)) : name, kept.contiguous());
+    out.placement.push_back(place);
   }
   return out;
 }

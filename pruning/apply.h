@@ -9,13 +9,18 @@
 namespace secateur::pruning {
 
 struct Pruned {
-  model::ModelConfig config;
+  model::ModelConfig config;     // the whole smaller model
   model::NamedTensors tensors;   // canonical names; layers renumbered when whole layers go
+  // Per tensor, where it lies in the whole smaller tensor: dim -1 = it is the whole tensor; else
+  // it is the range of that dim (a TP shard keeps its place: the kept indices before its own).
+  std::vector<model::ShardPlan::TensorSlice> placement;
 };
 
 // Errors (before any slicing) when the removal would break the model: query heads removed
 // unevenly across a layer's kv-groups (GQA needs the same number per group), or all hidden
-// channels removed.
-Pruned apply(const model::ModelConfig& config, const model::NamedTensors& tensors, const std::vector<Group>& remove);
+// channels removed. Group indices are those of the whole model; with a plan, `tensors` are this
+// rank's shards of `config` (ShardPlan::slice_of) and each shard keeps its kept indices.
+Pruned apply(const model::ModelConfig& config, const model::NamedTensors& tensors, const std::vector<Group>& remove,
+             const model::ShardPlan* plan = nullptr);
 
 }  // namespace secateur::pruning

@@ -65,18 +65,21 @@ uint64_t fnv1a(const std::vector<Group>& removed) {
 
 void validate(const PruneOptions& opt, const ModelConfig& c) {
   SECATEUR_CHECK(opt.ratio >= 0.0 && opt.ratio < 1.0, "[config] 'prune.ratio' = {} must be in [0, 1)", opt.ratio);
-  SECATEUR_CHECK(opt.scope == "per_layer" || opt.scope == "global" || opt.scope == "uniform",
-                 "[config] 'prune.scope' = '{}' is not allowed (allowed: per_layer, global, uniform)", opt.scope);
+  SECATEUR_CHECK(opt.scope == "per_layer" || opt.scope == "global" || opt.scope == "uniform" ||
+                     opt.scope == "channel" || opt.scope == "layer",
+                 "[config] 'prune.scope' = '{}' is not allowed (allowed: per_layer, global, uniform, channel, layer)",
+                 opt.scope);
   SECATEUR_CHECK(opt.attention == "none" || opt.attention == "kv_group" || opt.attention == "query_head",
                  "[config] 'prune.attention' = '{}' is not allowed (allowed: none, kv_group, query_head)",
                  opt.attention);
   SECATEUR_CHECK(!(opt.scope == "global" && opt.attention == "query_head"),
                  "[config] 'prune.attention' = query_head needs scope per_layer or uniform (GQA keeps the same "
                  "number of query heads per group); use kv_group with global");
-  SECATEUR_CHECK(!(opt.scope == "uniform" && !opt.keep_layers.empty()),
-                 "[config] 'prune.keep_layers' must be empty with scope uniform (every layer gets the same widths)");
-  SECATEUR_CHECK(opt.mlp || opt.attention != "none", "[config] 'prune.mlp' is false and 'prune.attention' is none: "
-                 "nothing to prune");
+  SECATEUR_CHECK(!((opt.scope == "uniform" || opt.scope == "channel") && !opt.keep_layers.empty()),
+                 "[config] 'prune.keep_layers' must be empty with scope {} (every layer gets the same widths)",
+                 opt.scope);
+  SECATEUR_CHECK(opt.mlp || opt.attention != "none" || opt.scope == "channel" || opt.scope == "layer",
+                 "[config] 'prune.mlp' is false and 'prune.attention' is none: nothing to prune");
   SECATEUR_CHECK(opt.min_keep > 0.0 && opt.min_keep <= 1.0, "[config] 'prune.min_keep' = {} must be in (0, 1]",
                  opt.min_keep);
   for (int64_t l : opt.keep_layers) {
@@ -95,116 +98,144 @@ Decision decide(const ModelConfig& c, const Statistics& stats, const PruneOption
   const std::set<int64_t> keep(opt.keep_layers.begin(), opt.keep_layers.end());
   const GroupKind attn_kind = opt.attention == "query_head" ? GroupKind::query_head : GroupKind::kv_group;
 
-  // Candidates per (layer, kind), scored together so random draws do not depend on the layout.
-  std::vector<Group> all;
-  const GroupMaker make_group(c);
-  for (int64_t l = 0; l < c.n_layers(); ++l) {
-    if (keep.count(l)) continue;
-    if (opt.mlp) {
-      for (int64_t i = 0; i < c.d_ff[l]; ++i) all.push_back(make_group(GroupKind::neuron, l, i));
-    }
-    if (opt.attention != "none") {
-      const int64_t n = attn_kind == GroupKind::kv_group ? c.n_kv_heads[l] : c.n_heads[l];
-      for (int64_t i = 0; i < n; ++i) all.push_back(make_group(attn_kind, l, i));
-    }
-  }
-  const std::vector<double> scores = score_groups(all, stats, opt.criterion, opt.aggregate, opt.seed);
-  std::map<std::pair<int64_t, int>, std::vector<Candidate>> by_layer_kind;
-  for (size_t i = 0; i < all.size(); ++i) {
-    by_layer_kind[{all[i].layer, static_cast<int>(all[i].kind)}].push_back(
-        {all[i], scores[i], group_params(all[i], shapes)});
-  }
   const int64_t total = c.n_params();
   const double budget = opt.ratio * static_cast<double>(total);
   std::vector<Group> removed;
-
-  if (opt.scope == "global") {
-    std::vector<Candidate> pool;
-    std::map<std::pair<int64_t, int>, int64_t> left, floor_of;
-    for (auto& [key, cands] : by_layer_kind) {
-      double mean = 0;
-      for (const auto& x : cands) mean += x.score;
-      mean /= static_cast<double>(cands.size());
-      for (auto x : cands) {
-        x.score = mean > 0 ? x.score / mean : x.score;
-        pool.push_back(x);
+  if (opt.scope == "channel" || opt.scope == "layer") {
+    // One kind, ranked over the whole model; the lowest go while they fit in the budget.
+    std::vector<Group> all;
+    if (opt.scope == "channel") {
+      all = enumerate_groups(c, GroupKind::hidden_channel);
+    } else {
+      const GroupMaker make_group(c);
+      for (int64_t l = 0; l < c.n_layers(); ++l) {
+        if (!keep.count(l)) all.push_back(make_group(GroupKind::layer, l, 0));
       }
-      left[key] = static_cast<int64_t>(cands.size());
-      floor_of[key] = std::max<int64_t>(1, static_cast<int64_t>(std::ceil(opt.min_keep * cands.size())));
     }
-    rank(pool);
+    const std::vector<double> scores = score_groups(all, stats, opt.criterion, opt.aggregate, opt.seed);
+    std::vector<Candidate> ranked;
+    for (size_t i = 0; i < all.size(); ++i) ranked.push_back({all[i], scores[i], group_params(all[i], shapes)});
+    rank(ranked);
+    const int64_t most = opt.scope == "channel" ? c.hidden - 1 : c.n_layers() - 1;   // something must stay
     double taken = 0;
-    for (const auto& x : pool) {
-      const auto key = std::make_pair(x.group.layer, static_cast<int>(x.group.kind));
-      if (left[key] <= floor_of[key] || taken + x.params > budget) continue;
+    for (const auto& x : ranked) {
+      if (static_cast<int64_t>(removed.size()) >= most || taken + x.params > budget) break;
       taken += x.params;
-      --left[key];
       removed.push_back(x.group);
     }
+    SECATEUR_CHECK(opt.ratio == 0.0 || !removed.empty(), "[config] 'prune.ratio' = {} is below one {} ({:.4f} of the "
+                   "parameters) under scope {}: nothing would be removed", opt.ratio, opt.scope,
+                   ranked.empty() ? 0.0 : static_cast<double>(ranked.front().params) / total, opt.scope);
   } else {
-    // per_layer / uniform: the largest fraction f whose floors stay within the budget.
-    const auto count_for = [&](const std::vector<Candidate>& cands, GroupKind kind, double f, int64_t layer) {
-      if (kind == GroupKind::query_head) {                   // the same number from every kv-group
-        const int64_t per = c.n_heads[layer] / c.n_kv_heads[layer];
-        return static_cast<int64_t>(std::floor(f * per)) * c.n_kv_heads[layer];
+    // Candidates per (layer, kind), scored together so random draws do not depend on the layout.
+    std::vector<Group> all;
+    const GroupMaker make_group(c);
+    for (int64_t l = 0; l < c.n_layers(); ++l) {
+      if (keep.count(l)) continue;
+      if (opt.mlp) {
+        for (int64_t i = 0; i < c.d_ff[l]; ++i) all.push_back(make_group(GroupKind::neuron, l, i));
       }
-      return static_cast<int64_t>(std::floor(f * static_cast<double>(cands.size())));
-    };
-    const auto removed_params = [&](double f) {
-      double p = 0;
-      for (const auto& [key, cands] : by_layer_kind) {
-        p += static_cast<double>(count_for(cands, static_cast<GroupKind>(key.second), f, key.first)) *
-             static_cast<double>(cands.front().params);
-      }
-      return p;
-    };
-    double lo = 0.0, hi = 1.0;                               // f = 1 would empty the layers
-    for (int it = 0; it < 60; ++it) {
-      const double mid = 0.5 * (lo + hi);
-      (removed_params(mid) <= budget ? lo : hi) = mid;
-    }
-    double max_f = 1.0 - 1e-12;
-    for (const auto& [key, cands] : by_layer_kind) {        // keep at least one unit of each kind
-      const double n = static_cast<double>(static_cast<GroupKind>(key.second) == GroupKind::query_head
-                                               ? c.n_heads[key.first] / c.n_kv_heads[key.first]
-                                               : cands.size());
-      max_f = std::min(max_f, (n - 1) / n + 1e-12);
-    }
-    SECATEUR_CHECK(opt.ratio == 0.0 || removed_params(max_f) >= budget,
-                   "[config] 'prune.ratio' = {} would empty a layer: under scope {} at most {:.4f} of the parameters "
-                   "can go", opt.ratio, opt.scope, removed_params(max_f) / total);
-    const double f = std::min(lo, max_f);
-    // Attention units are coarse (SmolLM2 has 3 kv-groups a layer), so f alone can stop well short
-    // of the budget: the MLP of every prunable layer then takes the same number of extra neurons.
-    int64_t extra = 0;
-    if (opt.mlp) {
-      int64_t mlp_layers = 0, neuron_params = 0, room = INT64_MAX;
-      for (const auto& [key, cands] : by_layer_kind) {
-        if (static_cast<GroupKind>(key.second) != GroupKind::neuron) continue;
-        ++mlp_layers;
-        neuron_params = cands.front().params;
-        room = std::min(room, static_cast<int64_t>(cands.size()) - 1 - count_for(cands, GroupKind::neuron, f, key.first));
-      }
-      if (mlp_layers > 0) {
-        const double left = budget - removed_params(f);
-        extra = std::clamp<int64_t>(static_cast<int64_t>(left / (static_cast<double>(neuron_params) * mlp_layers)),
-                                    0, std::max<int64_t>(room, 0));
+      if (opt.attention != "none") {
+        const int64_t n = attn_kind == GroupKind::kv_group ? c.n_kv_heads[l] : c.n_heads[l];
+        for (int64_t i = 0; i < n; ++i) all.push_back(make_group(attn_kind, l, i));
       }
     }
-    for (auto& [key, cands] : by_layer_kind) {
-      const auto kind = static_cast<GroupKind>(key.second);
-      const int64_t n = count_for(cands, kind, f, key.first) + (kind == GroupKind::neuron ? extra : 0);
-      if (kind == GroupKind::query_head) {                   // lowest heads within each kv-group
-        const int64_t per = c.n_heads[key.first] / c.n_kv_heads[key.first];
-        for (int64_t g = 0; g < c.n_kv_heads[key.first]; ++g) {
-          std::vector<Candidate> in_group(cands.begin() + g * per, cands.begin() + (g + 1) * per);
-          rank(in_group);
-          for (int64_t i = 0; i < n / c.n_kv_heads[key.first]; ++i) removed.push_back(in_group[i].group);
+    const std::vector<double> scores = score_groups(all, stats, opt.criterion, opt.aggregate, opt.seed);
+    std::map<std::pair<int64_t, int>, std::vector<Candidate>> by_layer_kind;
+    for (size_t i = 0; i < all.size(); ++i) {
+      by_layer_kind[{all[i].layer, static_cast<int>(all[i].kind)}].push_back(
+          {all[i], scores[i], group_params(all[i], shapes)});
+    }
+
+    if (opt.scope == "global") {
+      std::vector<Candidate> pool;
+      std::map<std::pair<int64_t, int>, int64_t> left, floor_of;
+      for (auto& [key, cands] : by_layer_kind) {
+        double mean = 0;
+        for (const auto& x : cands) mean += x.score;
+        mean /= static_cast<double>(cands.size());
+        for (auto x : cands) {
+          x.score = mean > 0 ? x.score / mean : x.score;
+          pool.push_back(x);
         }
-      } else {
-        std::vector<Candidate> sorted = cands;
-        rank(sorted);
-        for (int64_t i = 0; i < n; ++i) removed.push_back(sorted[i].group);
+        left[key] = static_cast<int64_t>(cands.size());
+        floor_of[key] = std::max<int64_t>(1, static_cast<int64_t>(std::ceil(opt.min_keep * cands.size())));
+      }
+      rank(pool);
+      double taken = 0;
+      for (const auto& x : pool) {
+        const auto key = std::make_pair(x.group.layer, static_cast<int>(x.group.kind));
+        if (left[key] <= floor_of[key] || taken + x.params > budget) continue;
+        taken += x.params;
+        --left[key];
+        removed.push_back(x.group);
+      }
+    } else {
+      // per_layer / uniform: the largest fraction f whose floors stay within the budget.
+      const auto count_for = [&](const std::vector<Candidate>& cands, GroupKind kind, double f, int64_t layer) {
+        if (kind == GroupKind::query_head) {                   // the same number from every kv-group
+          const int64_t per = c.n_heads[layer] / c.n_kv_heads[layer];
+          return static_cast<int64_t>(std::floor(f * per)) * c.n_kv_heads[layer];
+        }
+        return static_cast<int64_t>(std::floor(f * static_cast<double>(cands.size())));
+      };
+      const auto removed_params = [&](double f) {
+        double p = 0;
+        for (const auto& [key, cands] : by_layer_kind) {
+          p += static_cast<double>(count_for(cands, static_cast<GroupKind>(key.second), f, key.first)) *
+               static_cast<double>(cands.front().params);
+        }
+        return p;
+      };
+      double lo = 0.0, hi = 1.0;                               // f = 1 would empty the layers
+      for (int it = 0; it < 60; ++it) {
+        const double mid = 0.5 * (lo + hi);
+        (removed_params(mid) <= budget ? lo : hi) = mid;
+      }
+      double max_f = 1.0 - 1e-12;
+      for (const auto& [key, cands] : by_layer_kind) {        // keep at least one unit of each kind
+        const double n = static_cast<double>(static_cast<GroupKind>(key.second) == GroupKind::query_head
+                                                 ? c.n_heads[key.first] / c.n_kv_heads[key.first]
+                                                 : cands.size());
+        max_f = std::min(max_f, (n - 1) / n + 1e-12);
+      }
+      SECATEUR_CHECK(opt.ratio == 0.0 || removed_params(max_f) >= budget,
+                     "[config] 'prune.ratio' = {} would empty a layer: under scope {} at most {:.4f} of the parameters "
+                     "can go", opt.ratio, opt.scope, removed_params(max_f) / total);
+      const double f = std::min(lo, max_f);
+      // Attention units are coarse (SmolLM2 has 3 kv-groups a layer), so f alone can stop well short
+      // of the budget: the MLP of every prunable layer then takes the same number of extra neurons.
+      int64_t extra = 0;
+      if (opt.mlp) {
+        int64_t mlp_layers = 0, neuron_params = 0, room = INT64_MAX;
+        for (const auto& [key, cands] : by_layer_kind) {
+          if (static_cast<GroupKind>(key.second) != GroupKind::neuron) continue;
+          ++mlp_layers;
+          neuron_params = cands.front().params;
+          room = std::min(room, static_cast<int64_t>(cands.size()) - 1 -
+                                    count_for(cands, GroupKind::neuron, f, key.first));
+        }
+        if (mlp_layers > 0) {
+          const double left = budget - removed_params(f);
+          extra = std::clamp<int64_t>(static_cast<int64_t>(left / (static_cast<double>(neuron_params) * mlp_layers)),
+                                      0, std::max<int64_t>(room, 0));
+        }
+      }
+      for (auto& [key, cands] : by_layer_kind) {
+        const auto kind = static_cast<GroupKind>(key.second);
+        const int64_t n = count_for(cands, kind, f, key.first) + (kind == GroupKind::neuron ? extra : 0);
+        if (kind == GroupKind::query_head) {                   // lowest heads within each kv-group
+          const int64_t per = c.n_heads[key.first] / c.n_kv_heads[key.first];
+          for (int64_t g = 0; g < c.n_kv_heads[key.first]; ++g) {
+            std::vector<Candidate> in_group(cands.begin() + g * per, cands.begin() + (g + 1) * per);
+            rank(in_group);
+            for (int64_t i = 0; i < n / c.n_kv_heads[key.first]; ++i) removed.push_back(in_group[i].group);
+          }
+        } else {
+          std::vector<Candidate> sorted = cands;
+          rank(sorted);
+          for (int64_t i = 0; i < n; ++i) removed.push_back(sorted[i].group);
+        }
       }
     }
   }
@@ -223,6 +254,13 @@ Decision decide(const ModelConfig& c, const Statistics& stats, const PruneOption
       --d.after.n_kv_heads[g.layer];
     }
     if (g.kind == GroupKind::query_head) --d.after.n_heads[g.layer];
+    if (g.kind == GroupKind::hidden_channel) --d.after.hidden;
+  }
+  for (auto it = removed.rbegin(); it != removed.rend(); ++it) {   // layers last, from the back
+    if (it->kind != GroupKind::layer) continue;
+    d.after.n_heads.erase(d.after.n_heads.begin() + it->layer);
+    d.after.n_kv_heads.erase(d.after.n_kv_heads.begin() + it->layer);
+    d.after.d_ff.erase(d.after.d_ff.begin() + it->layer);
   }
   d.params_before = total;
   d.params_after = d.after.n_params();
@@ -234,11 +272,22 @@ Decision decide(const ModelConfig& c, const Statistics& stats, const PruneOption
 
 nlohmann::json Decision::to_json(const PruneOptions& opt) const {
   nlohmann::json layers = nlohmann::json::array();
-  for (int64_t l = 0; l < before.n_layers(); ++l) {
+  std::vector<int64_t> channels;
+  std::set<int64_t> dead;
+  for (const Group& g : removed) {
+    if (g.kind == GroupKind::hidden_channel) channels.push_back(g.index);
+    if (g.kind == GroupKind::layer) dead.insert(g.layer);
+  }
+  for (int64_t l = 0, k = 0; l < before.n_layers(); ++l) {
+    if (dead.count(l)) {
+      layers.push_back({{"layer", l}, {"removed", true}});
+      continue;
+    }
     nlohmann::json entry = {{"layer", l},
-                            {"heads", {before.n_heads[l], after.n_heads[l]}},
-                            {"kv_heads", {before.n_kv_heads[l], after.n_kv_heads[l]}},
-                            {"d_ff", {before.d_ff[l], after.d_ff[l]}}};
+                            {"heads", {before.n_heads[l], after.n_heads[k]}},
+                            {"kv_heads", {before.n_kv_heads[l], after.n_kv_heads[k]}},
+                            {"d_ff", {before.d_ff[l], after.d_ff[k]}}};
+    ++k;
     for (const char* kind : {"neuron", "kv_group", "query_head"}) {
       std::vector<int64_t> idx;
       for (const Group& g : removed) {
@@ -262,6 +311,8 @@ nlohmann::json Decision::to_json(const PruneOptions& opt) const {
           {"params_before", params_before},
           {"params_after", params_after},
           {"groups_removed", removed.size()},
+          {"hidden", {before.hidden, after.hidden}},
+          {"removed_hidden_channels", channels},
           {"hash", fmt::format("{:016x}", hash)},
           {"layers", layers}};
 }

@@ -7,7 +7,10 @@
 //   uniform    per_layer with no kept layers: every layer ends with the same widths, so a stock HF
 //              config describes the result;
 //   global     every candidate ranked together after dividing its score by the mean score of its
-//              kind in its layer; each layer keeps at least min_keep of each kind.
+//              kind in its layer; each layer keeps at least min_keep of each kind;
+//   channel    hidden channels (LLM-Pruner's channel-wise mode): the lowest-scored channels of the
+//              residual stream go from every layer at once, as many as the budget allows;
+//   layer      whole layers, lowest score first, as many as fit in the budget (keep_layers stay).
 // Attention units: none, kv_group (a GQA group with its query heads) or query_head (the same number
 // of query heads from every kv-group; per_layer/uniform only). head_dim never changes.
 // Ties break on (score, layer, index), so every rank that holds the same scores decides the same.
@@ -25,11 +28,11 @@ namespace secateur::pruning {
 struct PruneOptions {
   Criterion criterion = Criterion::taylor_element1;
   Aggregate aggregate = Aggregate::sum;
-  std::string scope = "per_layer";       // per_layer | global | uniform
+  std::string scope = "per_layer";       // per_layer | global | uniform | channel | layer
   double ratio = 0.2;                    // fraction of all parameters removed, in [0, 1)
   std::string attention = "kv_group";    // none | kv_group | query_head
   bool mlp = true;
-  std::vector<int64_t> keep_layers;      // dense layers (not with uniform)
+  std::vector<int64_t> keep_layers;      // dense layers (not with uniform or channel)
   double min_keep = 0.1;                 // global: fraction of each kind a layer keeps at least
   uint64_t seed = 0;
 };

@@ -16,6 +16,8 @@ constexpr std::pair<Criterion, const char*> kCriteria[] = {
     {Criterion::taylor_element1, "taylor_element1"},
     {Criterion::taylor_element2, "taylor_element2"},
     {Criterion::taylor_vector, "taylor_vector"},
+    {Criterion::taylor_mixed, "taylor_mixed"},
+    {Criterion::activation, "activation"},
 };
 }  // namespace
 
@@ -30,8 +32,9 @@ Criterion parse_criterion(const std::string& name) {
   for (const auto& [k, n] : kCriteria) {
     if (name == n) return k;
   }
-  SECATEUR_FAIL("[pruning] unknown criterion '{}' (allowed: random, l1, l2, taylor_element1, taylor_element2, "
-                "taylor_vector)", name);
+  std::string allowed;
+  for (const auto& [k, n] : kCriteria) allowed += (allowed.empty() ? "" : ", ") + std::string(n);
+  SECATEUR_FAIL("[pruning] unknown criterion '{}' (allowed: {})", name, allowed);
 }
 
 Aggregate parse_aggregate(const std::string& name) {
@@ -42,10 +45,14 @@ Aggregate parse_aggregate(const std::string& name) {
   SECATEUR_FAIL("[pruning] unknown aggregation '{}' (allowed: sum, prod, max, last)", name);
 }
 
-bool needs_gradients(Criterion c) {
-  return c == Criterion::taylor_element1 || c == Criterion::taylor_vector;
+CalibrationOptions calibration_for(Criterion c) {
+  CalibrationOptions o;
+  o.first_order = c == Criterion::taylor_element1 || c == Criterion::taylor_vector;
+  o.fisher = c == Criterion::taylor_element2;
+  o.mixed = c == Criterion::taylor_mixed;
+  o.activations = c == Criterion::activation;
+  return o;
 }
-bool needs_fisher(Criterion c) { return c == Criterion::taylor_element2; }
 
 std::vector<double> score_groups(const std::vector<Group>& groups, const Statistics& stats, Criterion criterion,
                                  Aggregate aggregate, uint64_t seed) {
@@ -63,7 +70,8 @@ std::vector<double> score_groups(const std::vector<Group>& groups, const Statist
       auto it = stats.weights.find(s.tensor);
       SECATEUR_CHECK(it != stats.weights.end(), "[pruning/score] no statistics for '{}'", s.tensor);
       const WeightStats& ws = it->second;
-      const int dim = std::max(s.dim, 0);
+      // A whole tensor (a layer's) counts its input columns for activation, its rows otherwise.
+      const int dim = s.dim >= 0 ? s.dim : criterion == Criterion::activation ? 1 : 0;
       const std::array<at::Tensor, 2>* source = nullptr;
       switch (criterion) {
         case Criterion::l1: source = &ws.l1; break;
@@ -71,18 +79,24 @@ std::vector<double> score_groups(const std::vector<Group>& groups, const Statist
         case Criterion::taylor_element1: source = &ws.abs_wg; break;
         case Criterion::taylor_element2: source = &ws.w2f; break;
         case Criterion::taylor_vector: source = &ws.wg; break;
+        case Criterion::taylor_mixed: source = &ws.mix; break;
+        case Criterion::activation: source = &ws.act; break;
         case Criterion::random: break;
       }
       const at::Tensor& v = (*source)[dim];
+      if (criterion == Criterion::activation && !v.defined()) continue;   // not an input column
       SECATEUR_CHECK(v.defined(), "[pruning/score] criterion {} has no statistics for '{}' (was calibration run?)",
                      criterion_name(criterion), s.tensor);
       at::Tensor part = s.dim < 0 ? v : v.narrow(0, s.begin, s.end - s.begin);
       if (criterion == Criterion::taylor_vector) part = part.abs();
+      if (criterion == Criterion::activation) part = part.sqrt();
       double dep = part.sum().item<double>();
       if (criterion == Criterion::taylor_element2) dep *= 0.5;
       deps.push_back(dep);
     }
-    double score = deps.empty() ? 0.0 : deps.front();
+    SECATEUR_CHECK(!deps.empty(), "[pruning/score] criterion {} has no statistics for {} {} of layer {} (was "
+                   "calibration run?)", criterion_name(criterion), kind_name(g.kind), g.index, g.layer);
+    double score = deps.front();
     switch (aggregate) {
       case Aggregate::sum: score = 0; for (double d : deps) score += d; break;
       case Aggregate::prod: score = 1; for (double d : deps) score *= d; break;

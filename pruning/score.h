@@ -6,6 +6,11 @@
 //   taylor_element1  Σ|W⊙g|                            (LLM-Pruner "Element¹", param_first)
 //   taylor_element2  Σ W²⊙F / 2                         (second-order term, param_second)
 //   taylor_vector    Σ_c |Σ_j (W⊙g)[c, j]|              (LLM-Pruner "Vector", vectorize)
+//   taylor_mixed     Σ |W⊙g − ½ W²⊙F|                   (LLM-Pruner param_mix: both orders per element)
+//   activation       Σ_c ‖x_c‖₂ over the group's input columns of linear layers (Minitron-style
+//                    activation magnitude: a neuron's output, a head's attention output, a hidden
+//                    channel's normalised input to every projection and the head; L2 over all
+//                    calibration tokens); output rows and norms carry no activation and do not count
 // Aggregation over dependencies: sum (LLM-Pruner's default), prod, max, last.
 #pragma once
 #include <cstdint>
@@ -17,14 +22,13 @@
 
 namespace secateur::pruning {
 
-enum class Criterion { random, l1, l2, taylor_element1, taylor_element2, taylor_vector };
+enum class Criterion { random, l1, l2, taylor_element1, taylor_element2, taylor_vector, taylor_mixed, activation };
 enum class Aggregate { sum, prod, max, last };
 
 Criterion parse_criterion(const std::string& name);   // Error naming the allowed values
 Aggregate parse_aggregate(const std::string& name);
 const char* criterion_name(Criterion c);
-bool needs_gradients(Criterion c);
-bool needs_fisher(Criterion c);
+CalibrationOptions calibration_for(Criterion c);   // the statistics the criterion reads
 
 std::vector<double> score_groups(const std::vector<Group>& groups, const Statistics& stats, Criterion criterion,
                                  Aggregate aggregate, uint64_t seed);

@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 #include <torch/csrc/autograd/function_hook.h>
+#include <ATen/core/grad_mode.h>
 #include <torch/csrc/autograd/variable.h>
 
 #include <chrono>
@@ -15,27 +16,37 @@ namespace secateur::pruning {
 
 namespace {
 
+using Pair = std::array<at::Tensor, 2>;
 enum class Pass { first_order, fisher };
 
 // Per-index sums of x over the other dim, accumulated in float64 without a float64 copy of x:
 // {rows, cols} for a matrix, {x} for a vector.
-std::array<at::Tensor, 2> reduce_both(const at::Tensor& x) {
+Pair reduce_both(const at::Tensor& x) {
   if (x.dim() == 1) return {x.to(at::kDouble), at::Tensor()};
   return {x.sum({1}, false, at::kDouble), x.sum({0}, false, at::kDouble)};
 }
 
-void add_to(std::array<at::Tensor, 2>& acc, const std::array<at::Tensor, 2>& v) {
+void add_to(Pair& acc, const Pair& v) {
   for (int d = 0; d < 2; ++d) {
-    if (!v[d].defined()) continue;
-    acc[d] = acc[d].defined() ? acc[d] + v[d] : v[d].clone();
+    if (v[d].defined()) acc[d] += v[d];
   }
+}
+
+Pair zeros_like(const Pair& p) {
+  Pair z;
+  for (int d = 0; d < 2; ++d) {
+    if (p[d].defined()) z[d] = at::zeros_like(p[d]);
+  }
+  return z;
 }
 
 struct Collector {
   Statistics* stats;
   parallel::Comm* dp;
+  bool mixed = false;
   Pass pass = Pass::first_order;
-  double fisher_scale = 1.0;   // 1 / N
+  double fisher_scale = 1.0;                  // 1 / N
+  std::map<std::string, at::Tensor> fisher;   // element-wise F, for mix only
 };
 
 // Runs once the weight's gradient is accumulated: fold it into the statistics, then drop it.
@@ -45,9 +56,9 @@ struct StatsHook : torch::autograd::PostAccumulateGradHook {
     at::Tensor g = weight.grad();
     if (!g.defined()) return;
     const at::Tensor w = weight.detach();
-    at::Tensor gd = g;
     WeightStats& s = c_->stats->weights[name_];
     if (c_->pass == Pass::first_order) {
+      at::Tensor gd = g;
       if (c_->dp && c_->dp->size() > 1) {                    // g of all samples; summed in float64
         gd = g.to(at::kDouble);
         c_->dp->all_reduce(gd, parallel::ReduceOp::sum);
@@ -56,11 +67,17 @@ struct StatsHook : torch::autograd::PostAccumulateGradHook {
       const at::Tensor wg = w * gd;
       add_to(s.abs_wg, reduce_both(wg.abs()));
       add_to(s.wg, reduce_both(wg));
-    } else {
-      const auto f = reduce_both(w * w * gd * gd * c_->fisher_scale);
-      for (int d = 0; d < 2; ++d) {
-        if (f[d].defined()) s.w2f[d] += f[d];
+      if (c_->mixed) {
+        auto it = c_->fisher.find(name_);
+        if (it != c_->fisher.end()) {
+          add_to(s.mix, reduce_both((wg - 0.5 * w * w * it->second).abs()));
+          c_->fisher.erase(it);                              // this weight's F is no longer needed
+        }
       }
+    } else {
+      const at::Tensor g2 = g * g * c_->fisher_scale;
+      add_to(s.w2f, reduce_both(w * w * g2));
+      if (c_->mixed) c_->fisher[name_] += g2;
     }
     const_cast<torch::autograd::Variable&>(weight).mutable_grad().reset();
   }
@@ -68,48 +85,109 @@ struct StatsHook : torch::autograd::PostAccumulateGradHook {
   std::string name_;
 };
 
+// The canonical weights that read each activation tap, and the tap's input columns.
+std::vector<std::string> readers(const model::Decoder& m, int64_t layer, model::Decoder::Tap tap) {
+  using Tap = model::Decoder::Tap;
+  const std::string p = layer >= 0 ? model::layer_prefix(layer) : "";
+  const bool llama = m.config().family == model::Family::llama;
+  switch (tap) {
+    case Tap::attn_in:
+      return {p + "self_attn.q_proj.weight", p + "self_attn.k_proj.weight", p + "self_attn.v_proj.weight"};
+    case Tap::attn_out: return {p + "self_attn.o_proj.weight"};
+    case Tap::mlp_in:
+      return llama ? std::vector<std::string>{p + "mlp.gate_proj.weight", p + "mlp.up_proj.weight"}
+                   : std::vector<std::string>{p + "mlp.up_proj.weight"};
+    case Tap::mlp_hidden: return {p + "mlp.down_proj.weight"};
+    case Tap::head_in: return {m.config().tied_embeddings ? "model.embed_tokens.weight" : "lm_head.weight"};
+  }
+  return {};
+}
+
+// Every field that sums over the other dim: made whole over TP as described in the header.
+void make_whole_over_tp(Statistics& stats, const model::Decoder& model) {
+  parallel::Comm* tp = model.tp();
+  if (!tp || tp->size() == 1) return;
+  for (auto& [name, s] : stats.weights) {                     // the same names, in the same order, on every rank
+    const int sharded = model.plan().slice_of(name, model.config()).dim;
+    if (sharded < 0) continue;                                // replicated: already whole and equal
+    for (Pair* field : {&s.l1, &s.l2, &s.abs_wg, &s.wg, &s.w2f, &s.mix}) {
+      for (int d = 0; d < 2; ++d) {
+        at::Tensor& v = (*field)[d];
+        if (!v.defined()) continue;
+        if (d == sharded) v = tp->all_gather_v(v);
+        else tp->all_reduce(v, parallel::ReduceOp::sum);
+      }
+    }
+    if (s.act[1].defined() && sharded == 1) s.act[1] = tp->all_gather_v(s.act[1]);   // inputs of row-parallel layers
+  }
+}
+
 }  // namespace
 
-Statistics collect_statistics(model::Decoder& model, const at::Tensor& samples, const CalibrationOptions& opt,
+Statistics collect_statistics(model::Decoder& model, const at::Tensor& samples, const CalibrationOptions& opt_in,
                               parallel::Comm* dp) {
   SECATEUR_CHECK(samples.dim() == 2 && samples.size(0) > 0 && samples.size(1) > 1,
                  "[pruning/stats] calibration samples must be [N, T] with N >= 1, T >= 2");
+  CalibrationOptions opt = opt_in;
+  if (opt.mixed) opt.first_order = opt.fisher = true;
   const auto t0 = std::chrono::steady_clock::now();
   Statistics stats;
   stats.samples = samples.size(0);
-  Collector collector{&stats, dp};
+  Collector collector{&stats, dp, opt.mixed};
   const auto named = model.named_tensors();
-  for (const auto& [name, t] : named) {                       // magnitudes need no data
+  // Every field defined on every rank before any pass (zeros where a rank sees no gradient, e.g.
+  // an empty TP shard), so that the DP and TP sums below line up.
+  for (const auto& [name, t] : named) {
     const at::Tensor w = t.detach();
-    stats.weights[name].l1 = reduce_both(w.abs());
-    stats.weights[name].l2 = reduce_both(w * w);
-  }
-  for (auto& [name, t] : named) {
-    at::Tensor leaf = t;
-    leaf.set_requires_grad(true);
-    torch::autograd::impl::set_post_acc_grad_hooks(leaf, std::make_unique<StatsHook>(&collector, name));
+    WeightStats& s = stats.weights[name];
+    s.l1 = reduce_both(w.abs());
+    s.l2 = reduce_both(w * w);
+    if (opt.first_order) s.abs_wg = zeros_like(s.l1), s.wg = zeros_like(s.l1);
+    if (opt.fisher) s.w2f = zeros_like(s.l1);
+    if (opt.mixed) s.mix = zeros_like(s.l1), collector.fisher[name] = at::zeros_like(w);
   }
   const model::Range mine = dp ? model::split_range(samples.size(0), dp->rank(), dp->size())
                                : model::Range{0, samples.size(0)};
   const at::Tensor local = samples.narrow(0, mine.begin, mine.size()).to(model.device());
-  const double tokens = static_cast<double>(samples.size(0) * (samples.size(1) - 1));   // predictions, all ranks
-  if (opt.first_order) {
-    // g = ∇ of the mean CE over all N samples, in one backward (LLM-Pruner's batch loss); a rank
-    // without samples runs a zero-weighted pass so that it joins the DP sums in the hooks.
-    collector.pass = Pass::first_order;
-    Progress progress("calibration (first order)", samples.size(0), "samples");
-    const at::Tensor batch = local.size(0) > 0 ? local : samples.narrow(0, 0, 1).to(model.device());
-    const double weight = local.size(0) > 0 ? 1.0 / tokens : 0.0;
-    (model.loss_sum(batch) * weight).backward();
-    progress.add(samples.size(0));
-  }
-  if (opt.fisher) {
-    collector.pass = Pass::fisher;
-    for (auto& [name, ws] : stats.weights) {                 // defined on every rank, for the DP sum
-      for (int d = 0; d < 2; ++d) {
-        if (ws.l1[d].defined()) ws.w2f[d] = at::zeros_like(ws.l1[d]);
+  const auto dp_sum = [&](at::Tensor& v) {
+    if (v.defined() && dp && dp->size() > 1) dp->all_reduce(v, parallel::ReduceOp::sum);
+  };
+
+  if (opt.activations) {
+    for (int64_t l = -1; l < model.config().n_layers(); ++l) {
+      for (auto tap : {model::Decoder::Tap::attn_in, model::Decoder::Tap::attn_out, model::Decoder::Tap::mlp_in,
+                       model::Decoder::Tap::mlp_hidden, model::Decoder::Tap::head_in}) {
+        if ((l < 0) != (tap == model::Decoder::Tap::head_in)) continue;
+        for (const std::string& n : readers(model, l, tap)) {
+          const auto& w = stats.weights.at(n).l1[1];
+          stats.weights.at(n).act[1] = at::zeros_like(w);
+        }
       }
     }
+    model.set_observer([&](int64_t layer, model::Decoder::Tap tap, const at::Tensor& x) {
+      const at::Tensor energy = x.detach().square().reshape({-1, x.size(-1)}).sum({0}, false, at::kDouble);
+      for (const std::string& n : readers(model, layer, tap)) stats.weights.at(n).act[1] += energy;
+    });
+    at::NoGradGuard no_grad;
+    Progress progress("calibration (activations)", std::max<int64_t>(local.size(0), 1), "samples");
+    for (int64_t i = 0; i < local.size(0); i += 8) {
+      const int64_t n = std::min<int64_t>(8, local.size(0) - i);
+      (void)model.loss_sum(local.narrow(0, i, n));
+      progress.add(n);
+    }
+    model.set_observer(nullptr);
+    for (auto& [name, s] : stats.weights) dp_sum(s.act[1]);
+  }
+
+  if (opt.first_order || opt.fisher) {
+    for (auto& [name, t] : named) {
+      at::Tensor leaf = t;
+      leaf.set_requires_grad(true);
+      torch::autograd::impl::set_post_acc_grad_hooks(leaf, std::make_unique<StatsHook>(&collector, name));
+    }
+  }
+  if (opt.fisher) {                                          // before the first-order pass, which mix needs F for
+    collector.pass = Pass::fisher;
     collector.fisher_scale = 1.0 / static_cast<double>(samples.size(0));
     Progress progress("calibration (Fisher)", std::max<int64_t>(local.size(0), 1), "samples");
     for (int64_t i = 0; i < local.size(0); ++i) {
@@ -117,21 +195,30 @@ Statistics collect_statistics(model::Decoder& model, const at::Tensor& samples, 
       loss.backward();
       progress.add(1);
     }
-    if (dp && dp->size() > 1) {
-      for (auto& [name, s] : stats.weights) {
-        for (at::Tensor& v : s.w2f) {
-          if (!v.defined()) continue;
-          dp->all_reduce(v, parallel::ReduceOp::sum);
-        }
-      }
+    for (auto& [name, s] : stats.weights) {
+      for (at::Tensor& v : s.w2f) dp_sum(v);
     }
+    for (auto& [name, f] : collector.fisher) dp_sum(f);
+  }
+  if (opt.first_order) {
+    // g = ∇ of the mean CE over all N samples, in one backward (LLM-Pruner's batch loss); a rank
+    // without samples runs a zero-weighted pass so that it joins the DP sums in the hooks.
+    collector.pass = Pass::first_order;
+    Progress progress("calibration (first order)", samples.size(0), "samples");
+    const double tokens = static_cast<double>(samples.size(0) * (samples.size(1) - 1));   // predictions, all ranks
+    const at::Tensor batch = local.size(0) > 0 ? local : samples.narrow(0, 0, 1).to(model.device());
+    const double weight = local.size(0) > 0 ? 1.0 / tokens : 0.0;
+    (model.loss_sum(batch) * weight).backward();
+    progress.add(samples.size(0));
   }
   for (auto& [name, t] : named) {
+    if (!(opt.first_order || opt.fisher)) break;
     torch::autograd::impl::set_post_acc_grad_hooks(t, nullptr);
     at::Tensor leaf = t;
     leaf.mutable_grad().reset();
     leaf.set_requires_grad(false);
   }
+  make_whole_over_tp(stats, model);
   stats.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return stats;
 }

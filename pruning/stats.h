@@ -4,9 +4,15 @@
 //   l1 = Σ|W|, l2 = ΣW²                                   (magnitude)
 //   abs_wg = Σ|W⊙g|, wg = ΣW⊙g, g = ∇W of the mean CE      (Taylor first order: element-wise, vector-wise)
 //   w2f = Σ W²⊙F, F = (1/N) Σ_n g_n², g_n per sample        (Taylor second order, empirical Fisher)
+//   mix = Σ|W⊙g − ½ W²⊙F|                                  (LLM-Pruner's param_mix: both orders)
+//   act = Σ_t x_t² per input column of a linear layer        (activation energy over calibration tokens)
 // Gradients are consumed by a post-accumulate hook as each weight's gradient is ready and then
-// dropped, so a full set of gradients is never held. With a DP comm the samples are split over
-// the DP ranks: g is summed over DP inside the hook, the Fisher sums after the last sample.
+// dropped, so a full set of gradients is never held (mix alone keeps the element-wise F, one
+// weight-sized buffer, until the first-order pass has used it). With a DP comm the samples are
+// split over the DP ranks: g is summed over DP inside the hook, the other sums at the end.
+// On a TP-sharded model every rank computes its shard's statistics, then they are made whole:
+// the sharded dim's vectors are gathered over TP, the other dim's partial sums are summed, so
+// every rank ends with the statistics of the whole model (as at TP = 1).
 #pragma once
 #include <ATen/core/Tensor.h>
 
@@ -23,11 +29,12 @@ class Comm;
 namespace secateur::pruning {
 
 struct WeightStats {
-  std::array<at::Tensor, 2> l1, l2, abs_wg, wg, w2f;   // [dim]: per-index vectors (1-D weights: dim 0 only)
+  std::array<at::Tensor, 2> l1, l2, abs_wg, wg, w2f, mix;   // [dim]: per-index vectors (1-D weights: dim 0 only)
+  std::array<at::Tensor, 2> act;                            // [1] only, for linear layers' input columns
 };
 
 struct Statistics {
-  std::map<std::string, WeightStats> weights;   // canonical name -> stats of this rank's shard
+  std::map<std::string, WeightStats> weights;   // canonical name -> stats of the whole weight
   int64_t samples = 0;                          // calibration samples over all DP ranks
   double seconds = 0.0;
 };
@@ -35,6 +42,8 @@ struct Statistics {
 struct CalibrationOptions {
   bool first_order = true;   // one backward over this rank's samples (LLM-Pruner: the loss of the whole batch)
   bool fisher = false;       // one backward per sample
+  bool mixed = false;        // mix: implies first_order and fisher
+  bool activations = false;  // act: one forward without gradients
 };
 
 // samples: [N, T] token ids, the same on every rank.

@@ -65,6 +65,14 @@ void AtomicFile::write(const void* p, size_t n) {
   }
 }
 
+void AtomicFile::skip(uint64_t n) {
+  SECATEUR_CHECK(fd_ >= 0 && !committed_, "[io/atomic] {}: write after commit", path_);
+  SECATEUR_CHECK(::ftruncate(fd_, static_cast<off_t>(written_ + n)) == 0 &&
+                     ::lseek(fd_, static_cast<off_t>(written_ + n), SEEK_SET) >= 0,
+                 "[io/atomic] {}: cannot extend to {} bytes: {}", path_, written_ + n, std::strerror(errno));
+  written_ += n;
+}
+
 void AtomicFile::commit() {
   SECATEUR_CHECK(fd_ >= 0 && !committed_, "[io/atomic] {}: commit called twice", path_);
   SECATEUR_CHECK(::fsync(fd_) == 0, "[io/atomic] {}: fsync failed: {}", path_, std::strerror(errno));

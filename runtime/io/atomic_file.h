@@ -25,6 +25,7 @@ class AtomicFile {
 
   void write(const void* p, size_t n);
   void write(std::string_view s) { write(s.data(), s.size()); }
+  void skip(uint64_t n);   // n zero bytes without writing them (a sparse extension), for others to fill in
   void commit();  // fsync, close, rename over path, fsync the directory
 
   const std::string& path() const { return path_; }

@@ -3,7 +3,11 @@
 #include <ATen/ATen.h>
 
 #include <fcntl.h>
+#include <fmt/ranges.h>
 #include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 
 #include <filesystem>
 #include <fstream>
@@ -318,6 +322,34 @@ text::Tokenizer load_tokenizer(const std::string& path) {
   return text::Tokenizer(std::move(s));
 }
 
+namespace {
+
+// Everything of an HF directory but the weights.
+void write_side_files(const fs::path& dir, const ModelConfig& config, at::ScalarType dtype,
+                      const text::Tokenizer* tokenizer) {
+  write_json(dir / "config.json", config_to_hf(config, dtype_name(dtype)));
+  nlohmann::json gen = {{"do_sample", false}};
+  if (config.bos_id >= 0) gen["bos_token_id"] = config.bos_id;
+  if (config.eos_id >= 0) gen["eos_token_id"] = config.eos_id;
+  write_json(dir / "generation_config.json", gen);
+  if (tokenizer) tokenizer->write_hf_files(dir.string());
+}
+
+// pwrite all of n bytes at offset, or throw naming the file.
+void write_at(int fd, const std::string& path, const char* p, uint64_t n, uint64_t offset) {
+  while (n > 0) {
+    const ssize_t w = ::pwrite(fd, p, std::min<uint64_t>(n, 1ull << 30), static_cast<off_t>(offset));
+    if (w < 0 && errno == EINTR) continue;
+    SECATEUR_CHECK(w > 0, "[io/checkpoint] {}: write at offset {} failed: {}", path, offset,
+                   w < 0 ? std::strerror(errno) : "no progress");
+    p += w;
+    n -= static_cast<uint64_t>(w);
+    offset += static_cast<uint64_t>(w);
+  }
+}
+
+}  // namespace
+
 void save_hf_model(const std::string& dir, const ModelConfig& config, const NamedTensors& tensors,
                    at::ScalarType dtype, const text::Tokenizer* tokenizer, uint64_t max_shard_bytes) {
   const fs::path final_dir(dir), tmp_dir = fs::path(dir + ".partial");
@@ -327,14 +359,81 @@ void save_hf_model(const std::string& dir, const ModelConfig& config, const Name
   for (const auto& [name, t] : tensors) out.emplace_back(name, t.to(at::kCPU, dtype).contiguous());
   if (config.family == Family::gpt2) out = canonical_to_gpt2(config, out);
   write_safetensors_dir(tmp_dir.string(), out, max_shard_bytes, {{"format", "pt"}});
-  write_json(tmp_dir / "config.json", config_to_hf(config, dtype_name(dtype)));
-  nlohmann::json gen = {{"do_sample", false}};
-  if (config.bos_id >= 0) gen["bos_token_id"] = config.bos_id;
-  if (config.eos_id >= 0) gen["eos_token_id"] = config.eos_id;
-  write_json(tmp_dir / "generation_config.json", gen);
-  if (tokenizer) tokenizer->write_hf_files(tmp_dir.string());
+  write_side_files(tmp_dir, config, dtype, tokenizer);
   fs::remove_all(final_dir);
   fs::rename(tmp_dir, final_dir);
+}
+
+void save_hf_model_parallel(const std::string& dir, const ModelConfig& config, const NamedTensors& parts,
+                            const std::vector<model::ShardPlan::TensorSlice>& placement, at::ScalarType dtype,
+                            const text::Tokenizer* tokenizer, parallel::Comm& world, uint64_t max_shard_bytes) {
+  SECATEUR_CHECK(config.family == Family::llama, "[io/checkpoint] {}: a GPT-2 checkpoint is written by one rank "
+                 "(save_hf_model), not in parallel", dir);
+  SECATEUR_CHECK(parts.size() == placement.size(), "[io/checkpoint] {}: {} parts but {} placements", dir,
+                 parts.size(), placement.size());
+  const fs::path final_dir(dir), tmp_dir = fs::path(dir + ".partial");
+  if (world.rank() == 0) {
+    fs::remove_all(tmp_dir);
+    fs::create_directories(tmp_dir);
+    NamedTensors layout;
+    for (const auto& [name, shape] : model::Decoder::weight_shapes(config)) {
+      layout.emplace_back(name, at::empty(shape, at::TensorOptions().dtype(dtype).device(at::kMeta)));
+    }
+    write_safetensors_dir(tmp_dir.string(), layout, max_shard_bytes, {{"format", "pt"}}, /*data=*/false);
+    write_side_files(tmp_dir, config, dtype, tokenizer);
+  }
+  world.barrier();
+  const SafetensorsCheckpoint ck(tmp_dir.string());
+  std::map<std::string, int> fds;                      // file -> descriptor, opened once
+  try {
+    for (size_t i = 0; i < parts.size(); ++i) {
+      const auto& [name, t] = parts[i];
+      const SafetensorsFile& file = ck.file_of(name);
+      const SafetensorsFile::Info& info = file.info(name);
+      const auto& place = placement[i];
+      std::vector<int64_t> expect = info.shape;
+      if (place.dim >= 0) expect[place.dim] = place.range.size();
+      SECATEUR_CHECK(t.sizes().vec() == expect && (place.dim < 0 || place.range.end <= info.shape[place.dim]),
+                     "[io/checkpoint] {}: part of '{}' has shape [{}], its place in [{}] wants [{}]", dir, name,
+                     fmt::join(t.sizes(), ", "), fmt::join(info.shape, ", "), fmt::join(expect, ", "));
+      if (t.numel() == 0) continue;
+      const at::Tensor c = t.to(at::kCPU, dtype).contiguous();
+      auto [it, fresh] = fds.emplace(file.path(), -1);
+      if (fresh) {
+        it->second = ::open(file.path().c_str(), O_WRONLY | O_CLOEXEC);
+        SECATEUR_CHECK(it->second >= 0, "[io/checkpoint] {}: cannot open for writing: {}", file.path(),
+                       std::strerror(errno));
+      }
+      const uint64_t base = file.data_offset() + info.begin, item = c.element_size();
+      const char* p = static_cast<const char*>(c.const_data_ptr());
+      if (place.dim <= 0) {                            // whole, or a block of rows: one contiguous run
+        const uint64_t row = place.dim < 0 ? 0 : static_cast<uint64_t>(c.numel() / c.size(0)) * item;
+        write_at(it->second, file.path(), p, c.numel() * item, base + (place.dim < 0 ? 0 : place.range.begin * row));
+      } else {                                         // a block of columns: one run per row
+        const uint64_t cols = info.shape[1], mine = c.size(1);
+        for (int64_t r = 0; r < c.size(0); ++r) {
+          write_at(it->second, file.path(), p + r * mine * item, mine * item,
+                   base + (r * cols + place.range.begin) * item);
+        }
+      }
+    }
+    for (auto& [path, fd] : fds) {
+      SECATEUR_CHECK(::fsync(fd) == 0, "[io/checkpoint] {}: fsync failed: {}", path, std::strerror(errno));
+      ::close(fd);
+      fd = -1;
+    }
+  } catch (...) {
+    for (auto& [path, fd] : fds) {
+      if (fd >= 0) ::close(fd);
+    }
+    throw;
+  }
+  world.barrier();
+  if (world.rank() == 0) {
+    fs::remove_all(final_dir);
+    fs::rename(tmp_dir, final_dir);
+  }
+  world.barrier();
 }
 
 }  // namespace secateur::io

@@ -46,4 +46,14 @@ void save_hf_model(const std::string& dir, const model::ModelConfig& config, con
                    at::ScalarType dtype, const text::Tokenizer* tokenizer = nullptr,
                    uint64_t max_shard_bytes = 4ull << 30);
 
+// The same directory written by all ranks of `world` at once, each writing only the parts it is
+// given (`placement[i]` says where parts[i] lies in the whole tensor; dim -1 = the whole tensor):
+// rank 0 writes the files' layout and the small files, then every rank writes its parts in place,
+// then rank 0 renames "<dir>.partial" to dir. Together the ranks must cover every tensor of
+// `config` (LLaMA family only: GPT-2 fuses q/k/v into one tensor). Collective over world.
+void save_hf_model_parallel(const std::string& dir, const model::ModelConfig& config, const model::NamedTensors& parts,
+                            const std::vector<model::ShardPlan::TensorSlice>& placement, at::ScalarType dtype,
+                            const text::Tokenizer* tokenizer, parallel::Comm& world,
+                            uint64_t max_shard_bytes = 4ull << 30);
+
 }  // namespace secateur::io

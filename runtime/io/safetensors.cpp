@@ -71,7 +71,7 @@ std::vector<Planned> plan(const std::string& where, const std::vector<std::pair<
 }
 
 void write_planned(const std::string& path, const std::vector<Planned>& tensors,
-                   const std::map<std::string, std::string>& metadata) {
+                   const std::map<std::string, std::string>& metadata, bool data = true) {
   ordered_json header = ordered_json::object();
   if (!metadata.empty()) {
     ordered_json meta = ordered_json::object();
@@ -98,6 +98,10 @@ void write_planned(const std::string& path, const std::vector<Planned>& tensors,
   out.write(text);
   for (const Planned& p : tensors) {
     if (p.nbytes == 0) continue;
+    if (!data) {
+      out.skip(p.nbytes);
+      continue;
+    }
     at::Tensor c = p.tensor->detach().cpu().contiguous();
     out.write(c.const_data_ptr(), p.nbytes);
   }
@@ -338,7 +342,8 @@ void write_safetensors(const std::string& path, const std::vector<std::pair<std:
 }
 
 void write_safetensors_dir(const std::string& dir, const std::vector<std::pair<std::string, at::Tensor>>& tensors,
-                           uint64_t max_shard_bytes, const std::map<std::string, std::string>& metadata) {
+                           uint64_t max_shard_bytes, const std::map<std::string, std::string>& metadata,
+                           bool data) {
   const std::vector<Planned> all = plan(dir, tensors);
   std::error_code ec;
   fs::create_directories(dir, ec);
@@ -350,7 +355,7 @@ void write_safetensors_dir(const std::string& dir, const std::vector<std::pair<s
 
   std::set<std::string> written;
   if (total <= max_shard_bytes) {
-    write_planned((d / "model.safetensors").string(), all, metadata);
+    write_planned((d / "model.safetensors").string(), all, metadata, data);
     written.insert("model.safetensors");
     remove_quietly(d / "model.safetensors.index.json");
   } else {
@@ -367,7 +372,7 @@ void write_safetensors_dir(const std::string& dir, const std::vector<std::pair<s
     ordered_json weight_map = ordered_json::object();
     for (size_t i = 0; i < shards.size(); ++i) {
       const std::string name = shard_name(i, shards.size());
-      write_planned((d / name).string(), shards[i], metadata);
+      write_planned((d / name).string(), shards[i], metadata, data);
       written.insert(name);
       for (const Planned& p : shards[i]) weight_map[*p.name] = name;
     }

@@ -96,7 +96,10 @@ void write_safetensors(const std::string& path, const std::vector<std::pair<std:
 // "__metadata__". Stale files of the other layout (model.safetensors, the index, model-*-of-*
 // shards not written now) are removed after the new files are in place. Each file is written
 // atomically; the directory as a whole is not (a crash midway can leave old and new files mixed).
+// With data = false only the layout is written: headers, and data areas of the right size left as
+// zeros, for ranks to fill in place (pwrite); the tensors may then be meta tensors (shape, dtype).
 void write_safetensors_dir(const std::string& dir, const std::vector<std::pair<std::string, at::Tensor>>& tensors,
-                           uint64_t max_shard_bytes, const std::map<std::string, std::string>& metadata = {});
+                           uint64_t max_shard_bytes, const std::map<std::string, std::string>& metadata = {},
+                           bool data = true);
 
 }  // namespace secateur::io

@@ -154,6 +154,7 @@ at::Tensor Decoder::attention(int64_t l, const at::Tensor& x, const at::Tensor& 
   // sum of copy_to_tp in backward), contributing zeros.
   if (H == 0) return add_bias(reduce_from_tp(copy_to_tp(x, tp_) * 0, tp_));
   const at::Tensor xin = copy_to_tp(x, tp_);
+  tap(l, Tap::attn_in, xin);
   at::Tensor q = at::linear(xin, w.q_w, w.q_b).view({B, T, H, D}).transpose(1, 2);   // [B, H, T, D]
   at::Tensor k = at::linear(xin, w.k_w, w.k_b).view({B, T, KV, D}).transpose(1, 2);  // [B, KV, T, D]
   at::Tensor v = at::linear(xin, w.v_w, w.v_b).view({B, T, KV, D}).transpose(1, 2);  // [B, KV, T, D]
@@ -185,6 +186,7 @@ at::Tensor Decoder::attention(int64_t l, const at::Tensor& x, const at::Tensor& 
     out = at::scaled_dot_product_attention(q, k, v, kj <= qi, 0.0, false, scale);
   }
   out = out.transpose(1, 2).reshape({B, T, H * D});  // [B, T, H*D]
+  tap(l, Tap::attn_out, out);
   return add_bias(reduce_from_tp(at::linear(out, w.o_w), tp_));
 }
 
@@ -194,12 +196,14 @@ at::Tensor Decoder::mlp(int64_t l, const at::Tensor& x) const {
   if (config_.d_ff[l] == 0) return add_bias(at::zeros_like(x));                   // every neuron pruned
   if (local_.d_ff[l] == 0) return add_bias(reduce_from_tp(copy_to_tp(x, tp_) * 0, tp_));   // none here (see attention)
   const at::Tensor xin = copy_to_tp(x, tp_);
+  tap(l, Tap::mlp_in, xin);
   at::Tensor h;
   if (config_.family == Family::llama) {
     h = at::silu(at::linear(xin, w.gate_w, w.gate_b)) * at::linear(xin, w.up_w, w.up_b);   // [B, T, d_ff_local]
   } else {
     h = at::gelu(at::linear(xin, w.up_w, w.up_b), "tanh");                                 // [B, T, d_ff_local]
   }
+  tap(l, Tap::mlp_hidden, h);
   return add_bias(reduce_from_tp(at::linear(h, w.down_w), tp_));
 }
 
@@ -254,6 +258,7 @@ at::Tensor Decoder::logits(const at::Tensor& ids, KVCache* cache) const {
 
 at::Tensor Decoder::loss_sum(const at::Tensor& ids) const {
   const at::Tensor h = copy_to_tp(hidden_states(ids), tp_);              // [B, T, d]; the head is column-parallel
+  tap(-1, Tap::head_in, h);
   const int64_t B = ids.size(0), T = ids.size(1), chunk = 256;
   at::Tensor total = at::zeros({}, h.options().dtype(at::promote_types(h.scalar_type(), at::kFloat)));
   for (int64_t t0 = 0; t0 < T - 1; t0 += chunk) {

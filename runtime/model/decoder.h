@@ -5,6 +5,7 @@
 #pragma once
 #include <ATen/core/Tensor.h>
 
+#include <functional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -71,6 +72,14 @@ class Decoder {
   // The same as a number, with the count of predicted tokens.
   std::pair<double, int64_t> nll(const at::Tensor& ids) const;
 
+  // Activation taps, for activation-based importance: while set, every forward pass hands the
+  // observer the input of each group of linear layers (this rank's columns of it):
+  //   attn_in  -> q, k, v     attn_out -> o     mlp_in -> gate, up     mlp_hidden -> down
+  //   head_in  -> the LM head (layer -1)
+  enum class Tap { attn_in, attn_out, mlp_in, mlp_hidden, head_in };
+  using Observer = std::function<void(int64_t layer, Tap tap, const at::Tensor& input)>;
+  void set_observer(Observer observer) { observer_ = std::move(observer); }
+
   // Every weight under its canonical name, in a stable order (embedding, layers, norm, head).
   NamedTensors named_tensors() const;
   std::vector<at::Tensor*> parameters();
@@ -90,12 +99,16 @@ class Decoder {
   at::Tensor norm(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) const;
   at::Tensor head_weight() const { return config_.tied_embeddings ? embed_ : lm_head_; }
   at::Tensor embed(const at::Tensor& ids) const;
+  void tap(int64_t layer, Tap t, const at::Tensor& x) const {
+    if (observer_) observer_(layer, t, x);
+  }
 
   ModelConfig config_, local_;
   ShardPlan plan_;
   parallel::Comm* tp_ = nullptr;
   at::Tensor embed_, pos_embed_, norm_w_, norm_b_, lm_head_;
   std::vector<LayerWeights> layers_;
+  Observer observer_;
 };
 
 // Canonical tensor names of one layer's weights, e.g. "model.layers.3.self_attn.q_proj.weight".

@@ -3,7 +3,9 @@
     match Secateur's on the same checkpoint (max|d|/max|ref| <= 1e-4);
   * scope per_layer (uneven layers): the export round-trips exactly (convert it again: every
     tensor and the per-layer widths come back bit for bit);
-  * the decision is byte-identical with the calibration split over DP=2 ranks and on one rank.
+  * the decision.json and the pruned checkpoint are byte-identical for (DP, TP) = (1,1), (2,1),
+    (1,2), (2,2): with TP the statistics are made whole over the TP ranks and every rank writes
+    its own slices of the pruned weights into the checkpoint.
 """
 import argparse, json, os, subprocess, sys
 
@@ -14,8 +16,9 @@ import transformers
 MPI_ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", OMP_NUM_THREADS="1")
 
 
-def prune(secateur, model, run_dir, *extra, ranks=1):
-    cmd = [secateur, "run", "run.stages=[prune]", f"model.path={model}", f"run.dir={run_dir}", *extra]
+def prune(secateur, model, run_dir, *extra, ranks=1, tp=1):
+    cmd = [secateur, "run", "run.stages=[prune]", f"model.path={model}", f"run.dir={run_dir}",
+           f"parallel.tp={tp}", *extra]
     if ranks > 1:
         cmd = ["mpirun", "--oversubscribe", "--bind-to", "none", "-np", str(ranks)] + cmd
     subprocess.run(cmd, check=True, env=MPI_ENV, stdout=subprocess.DEVNULL)
@@ -64,12 +67,18 @@ def main():
           f"{len(t1)} tensors round-trip exactly: {same}")
     ok &= same
 
-    # 3. the same decision on 1 and 2 DP ranks
-    one = open(os.path.join(a.tmp, "uneven", "decision.json"), "rb").read()
-    prune(a.secateur, a.model, os.path.join(a.tmp, "dp2"), ranks=2)
-    two = open(os.path.join(a.tmp, "dp2", "decision.json"), "rb").read()
-    print(f"decision.json DP=1 vs DP=2: {'byte-identical' if one == two else 'DIFFERENT'}")
-    ok &= one == two
+    # 3. the same decision and checkpoint on every grid
+    def outputs(run_dir):
+        return [open(os.path.join(run_dir, *f), "rb").read()
+                for f in (("decision.json",), ("pruned", "model.safetensors"), ("pruned", "config.json"))]
+    one = outputs(os.path.join(a.tmp, "uneven"))
+    for dp, tp in ((2, 1), (1, 2), (2, 2)):
+        run_dir = os.path.join(a.tmp, f"dp{dp}tp{tp}")
+        prune(a.secateur, a.model, run_dir, ranks=dp * tp, tp=tp)
+        same = outputs(run_dir) == one
+        print(f"(DP, TP) = ({dp}, {tp}) vs (1, 1): decision.json and pruned checkpoint "
+              f"{'byte-identical' if same else 'DIFFERENT'}")
+        ok &= same
     sys.exit(0 if ok else 1)
 
 

@@ -221,6 +221,72 @@ TEST(Statistics, FirstOrderAndFisherEqualBruteForce) {
   EXPECT_TRUE(at::allclose(stats.weights.at(name).w2f[0], fisher, 1e-9, 1e-14));
 }
 
+TEST(Statistics, MixedAndActivationEqualBruteForce) {
+  const auto c = gqa_llama();
+  at::manual_seed(4);
+  const at::Tensor samples = at::randint(c.vocab_size, {3, 8}, at::kLong);
+  model::Decoder m = model::Decoder::with_random_weights(c, 31);
+  m.to(at::kCPU, at::kDouble);
+  pruning::CalibrationOptions opt;
+  opt.mixed = opt.activations = true;
+  const auto stats = pruning::collect_statistics(m, samples, opt);
+  std::map<std::string, at::Tensor> w;
+  for (const auto& [n, t] : m.named_tensors()) w[n] = t;
+  // mix: Σ_j |W⊙g − ½ W²⊙F| per row, g of the batch, F the mean squared per-sample gradient.
+  const std::string name = "model.layers.1.mlp.up_proj.weight";
+  const at::Tensor g = full_gradients(c, samples).at(name);
+  at::Tensor fisher = at::zeros_like(g);
+  for (int64_t i = 0; i < 3; ++i) fisher += full_gradients(c, samples.narrow(0, i, 1)).at(name).square() / 3.0;
+  const at::Tensor want = (w[name] * g - 0.5 * w[name].square() * fisher).abs().sum(1);
+  EXPECT_TRUE(at::allclose(stats.weights.at(name).mix[0], want, 1e-9, 1e-14));
+  // act: Σ_t x² per input column; layer 0's attention input is the normed embedding.
+  const at::Tensor x = at::embedding(w["model.embed_tokens.weight"], samples).reshape({-1, c.hidden});
+  const at::Tensor normed = x * at::rsqrt(x.square().mean(-1, true) + c.norm_eps) *
+                            w["model.layers.0.input_layernorm.weight"];
+  const auto& s0 = stats.weights.at("model.layers.0.self_attn.q_proj.weight");
+  EXPECT_TRUE(at::allclose(s0.act[1], normed.square().sum(0), 1e-9, 1e-14));
+  EXPECT_TRUE(at::equal(stats.weights.at("model.layers.0.self_attn.v_proj.weight").act[1], s0.act[1]));
+  EXPECT_EQ(stats.weights.at("model.layers.2.mlp.down_proj.weight").act[1].size(0), c.d_ff[2]);
+  EXPECT_FALSE(stats.weights.at("model.layers.2.mlp.down_proj.weight").act[0].defined());   // rows carry none
+  // The activation score of a neuron is the L2 norm of its output over the calibration tokens.
+  const auto groups = pruning::enumerate_groups(c, GroupKind::neuron);
+  const auto a = pruning::score_groups(groups, stats, pruning::Criterion::activation, pruning::Aggregate::sum, 0);
+  EXPECT_NEAR(a[0], std::sqrt(stats.weights.at("model.layers.0.mlp.down_proj.weight").act[1][0].item<double>()), 1e-12);
+}
+
+TEST(Apply, TpShardsPruneToTheirPlaceInTheWholeSmallerModel) {
+  const auto c = gqa_llama();
+  const auto dense = model::Decoder::with_random_weights(c, 3).named_tensors();
+  const std::vector<Group> remove = {
+      pruning::make_group(c, GroupKind::neuron, 0, 0), pruning::make_group(c, GroupKind::neuron, 0, 13),
+      pruning::make_group(c, GroupKind::neuron, 2, 23), pruning::make_group(c, GroupKind::kv_group, 1, 1),
+      pruning::make_group(c, GroupKind::hidden_channel, -1, 7)};
+  const pruning::Pruned whole = pruning::apply(c, dense, remove);
+  std::map<std::string, at::Tensor> want(whole.tensors.begin(), whole.tensors.end());
+  for (int size : {2, 3}) {
+    std::map<std::string, std::pair<int, int64_t>> covered;   // sharded tensor -> (dim, indices placed)
+    for (int r = 0; r < size; ++r) {
+      const auto plan = model::ShardPlan::make(c, r, size);
+      model::NamedTensors local;
+      for (const auto& [n, t] : dense) {
+        const auto cut = plan.slice_of(n, c);
+        local.emplace_back(n, cut.dim < 0 ? t : t.narrow(cut.dim, cut.range.begin, cut.range.size()));
+      }
+      const pruning::Pruned part = pruning::apply(c, local, remove, &plan);
+      EXPECT_EQ(part.config.n_params(), whole.config.n_params());
+      for (size_t i = 0; i < part.tensors.size(); ++i) {
+        const auto& [n, t] = part.tensors[i];
+        const auto& place = part.placement[i];
+        const at::Tensor expect =
+            place.dim < 0 ? want.at(n) : want.at(n).narrow(place.dim, place.range.begin, place.range.size());
+        EXPECT_TRUE(at::equal(t, expect)) << n << " rank " << r << " of " << size;
+        if (place.dim >= 0) covered[n] = {place.dim, covered[n].second + place.range.size()};
+      }
+    }
+    for (const auto& [n, k] : covered) EXPECT_EQ(k.second, want.at(n).size(k.first)) << n;   // tiled exactly
+  }
+}
+
 TEST(Score, CriteriaRankGroupsAsTheirFormulasSay) {
   const auto c = gqa_llama();
   model::Decoder m = model::Decoder::with_random_weights(c, 5);
@@ -299,6 +365,48 @@ TEST(Decision, PerLayerRemovesTheLowestAndReachesTheRatio) {
   EXPECT_NE(gl.hash, d.hash);
 }
 
+TEST(Decision, ChannelAndLayerScopesTakeTheLowestWithinTheBudget) {
+  const auto c = gqa_llama();
+  model::Decoder m = model::Decoder::with_random_weights(c, 5);
+  const auto stats = pruning::collect_statistics(m, at::randint(c.vocab_size, {2, 6}, at::kLong), {true, false});
+  pruning::PruneOptions opt;
+  opt.keep_layers = {};
+  opt.scope = "channel";
+  opt.ratio = 0.25;
+  const auto ch = pruning::decide(c, stats, opt);
+  const auto channels = pruning::enumerate_groups(c, GroupKind::hidden_channel);
+  const auto s = pruning::score_groups(channels, stats, opt.criterion, opt.aggregate, 0);
+  std::set<int64_t> gone;
+  for (const auto& g : ch.removed) {
+    EXPECT_EQ(g.kind, GroupKind::hidden_channel);
+    gone.insert(g.index);
+  }
+  EXPECT_EQ(ch.after.hidden, c.hidden - static_cast<int64_t>(gone.size()));
+  const double per_channel = static_cast<double>(c.n_params() - ch.params_after) / static_cast<double>(gone.size());
+  EXPECT_LE(ch.achieved_ratio, 0.25);
+  EXPECT_GT(ch.achieved_ratio, 0.25 - per_channel / c.n_params());   // one more channel would not fit
+  double worst_kept = 1e300, best_removed = -1;
+  for (size_t i = 0; i < channels.size(); ++i) {
+    if (gone.count(channels[i].index)) best_removed = std::max(best_removed, s[i]);
+    else worst_kept = std::min(worst_kept, s[i]);
+  }
+  EXPECT_LE(best_removed, worst_kept);
+  EXPECT_EQ(pruning::apply(c, m.named_tensors(), ch.removed).config.n_params(), ch.params_after);
+  EXPECT_EQ(ch.to_json(opt)["removed_hidden_channels"].size(), gone.size());
+  // layer: whole layers, never a kept one, never all of them.
+  opt.scope = "layer";
+  opt.keep_layers = {1};
+  opt.ratio = 0.6;
+  const auto ly = pruning::decide(c, stats, opt);
+  EXPECT_EQ(ly.removed.size(), 2u);
+  for (const auto& g : ly.removed) EXPECT_NE(g.layer, 1);
+  EXPECT_EQ(ly.after.n_layers(), 1);
+  EXPECT_EQ(pruning::apply(c, m.named_tensors(), ly.removed).config.n_params(), ly.params_after);
+  EXPECT_TRUE(ly.to_json(opt)["layers"][0]["removed"].get<bool>());
+  opt.ratio = 0.3;                                             // one layer is 27% of this model
+  EXPECT_EQ(pruning::decide(c, stats, opt).removed.size(), 1u);
+}
+
 TEST(Decision, BadOptionsAreRefusedNamingTheKey) {
   const auto c = gqa_llama();
   const pruning::Statistics none;
@@ -323,5 +431,15 @@ TEST(Decision, BadOptionsAreRefusedNamingTheKey) {
                 o.keep_layers = {0};
               }),
               ::testing::HasSubstr("must be empty with scope uniform"));
+  EXPECT_THAT(err([](auto& o) {
+                o.scope = "channel";
+                o.keep_layers = {0};
+              }),
+              ::testing::HasSubstr("must be empty with scope channel"));
+  EXPECT_THAT(err([](auto& o) {
+                o.scope = "layer";
+                o.ratio = 0.01;
+              }),
+              ::testing::HasSubstr("nothing would be removed"));
   EXPECT_THROW(pruning::parse_criterion("taylor"), Error);
 }

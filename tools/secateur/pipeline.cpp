@@ -136,9 +136,10 @@ void Pipeline::validate(const std::vector<std::string>& stages) {
   // is refused here, before the model is loaded or calibrated.
   pruning::PruneOptions dry = prune_options(cfg_);
   dry.criterion = pruning::Criterion::random;
-  (void)pruning::decide(io::load_config(cfg_.get<std::string>("model.path")), pruning::Statistics{}, dry);
-  SECATEUR_CHECK(grid_.tp_size() == 1, "[config] pruning with 'parallel.tp' = {} is not supported yet: run the prune "
-                 "stage with tp 1 (DP ranks split the calibration samples)", grid_.tp_size());
+  const model::ModelConfig config = io::load_config(cfg_.get<std::string>("model.path"));
+  (void)pruning::decide(config, pruning::Statistics{}, dry);
+  SECATEUR_CHECK(grid_.tp_size() == 1 || config.family == model::Family::llama, "[config] pruning a GPT-2 model "
+                 "needs 'parallel.tp' = 1 (its checkpoint fuses q/k/v and is written by one rank)");
 }
 
 void Pipeline::prune() {
@@ -159,9 +160,7 @@ void Pipeline::prune() {
     flat.insert(flat.end(), ids.begin() + s, ids.begin() + s + t);
   }
   const at::Tensor samples = at::tensor(flat, at::kLong).view({n, t});
-  pruning::CalibrationOptions copt;
-  copt.first_order = pruning::needs_gradients(opt.criterion);
-  copt.fisher = pruning::needs_fisher(opt.criterion);
+  const pruning::CalibrationOptions copt = pruning::calibration_for(opt.criterion);
   rusage ru{};
   pruning::Statistics stats;
   {
@@ -177,14 +176,33 @@ void Pipeline::prune() {
                  d.hash, grid_.rank());
   const nlohmann::json dj = d.to_json(opt);
   if (writer()) io::write_file_atomic((fs::path(dir_) / "decision.json").string(), dj.dump(2) + "\n");
-  const pruning::Pruned pruned = pruning::apply(before, model_->named_tensors(), d.removed);
   std::string out = cfg_.get<std::string>("prune.out");
   if (out.empty()) out = (fs::path(dir_) / "pruned").string();
-  if (writer()) {
-    io::save_hf_model(out, pruned.config, pruned.tensors, io::parse_dtype(cfg_.get<std::string>("convert.dtype")),
-                      &tokenizer());
+  const at::ScalarType out_dtype = io::parse_dtype(cfg_.get<std::string>("convert.dtype"));
+  if (grid_.tp_size() == 1) {
+    pruning::Pruned pruned = pruning::apply(before, model_->named_tensors(), d.removed);
+    if (writer()) io::save_hf_model(out, pruned.config, pruned.tensors, out_dtype, &tokenizer());
+    model_.emplace(pruned.config, pruned.tensors, nullptr);
+  } else {
+    // Each TP rank slices its own shards and writes them in place (one DP replica writes; TP rank
+    // 0 the replicated tensors); the smaller model is then loaded back, sharded afresh.
+    model::NamedTensors parts;
+    std::vector<model::ShardPlan::TensorSlice> placement;
+    {
+      pruning::Pruned pruned = pruning::apply(before, model_->named_tensors(), d.removed, &model_->plan());
+      for (size_t i = 0; i < pruned.tensors.size() && grid_.dp().rank() == 0; ++i) {
+        if (pruned.placement[i].dim < 0 && grid_.tp().rank() != 0) continue;
+        parts.push_back(std::move(pruned.tensors[i]));
+        placement.push_back(pruned.placement[i]);
+      }
+      io::save_hf_model_parallel(out, pruned.config, parts, placement, out_dtype, &tokenizer(), grid_.world());
+    }
+    parts.clear();
+    const at::Device device = model_->device();
+    const at::ScalarType dtype = model_->dtype();
+    model_.reset();
+    model_.emplace(io::load_decoder(out, device, dtype, &grid_.tp()));
   }
-  model_.emplace(pruned.config, pruned.tensors, nullptr);
   spdlog::info("pruned with {} ({} scope): {:.1f}M -> {:.1f}M parameters, {:.2f}% removed (target {:.2f}%), "
                "scoring {:.1f} s, decision {:016x} -> {}", pruning::criterion_name(opt.criterion), opt.scope,
                d.params_before / 1e6, d.params_after / 1e6, 100 * d.achieved_ratio, 100 * opt.ratio, stats.seconds,
