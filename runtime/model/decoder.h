@@ -5,6 +5,7 @@
 #pragma once
 #include <ATen/core/Tensor.h>
 
+#include <array>
 #include <functional>
 #include <string>
 #include <utility>
@@ -66,9 +67,17 @@ class Decoder {
   at::Tensor hidden_states(const at::Tensor& ids, KVCache* cache = nullptr) const;
   at::Tensor logits(const at::Tensor& ids, KVCache* cache = nullptr) const;   // [B, T, V] (gathered over TP)
 
+  // Knowledge distillation from a teacher of the same vocabulary, sharded on the same TP comm:
+  // per position, alpha·T²·KL(teacher ‖ student) at temperature T + (1 − alpha)·CE.
+  struct Distill {
+    const Decoder* teacher = nullptr;
+    double alpha = 0.5, temperature = 2.0;
+  };
+
   // Sum of next-token NLL over ids[:, 1:] as a float32 scalar that autograd can differentiate;
   // logits are formed in chunks of 256 positions, so without grad a [T, V] matrix is never whole.
-  at::Tensor loss_sum(const at::Tensor& ids) const;
+  // With kd, the sum of the distillation loss instead (vocabulary-parallel under TP, too).
+  at::Tensor loss_sum(const at::Tensor& ids, const Distill* kd = nullptr) const;
   // The same as a number, with the count of predicted tokens.
   std::pair<double, int64_t> nll(const at::Tensor& ids) const;
 
@@ -79,6 +88,26 @@ class Decoder {
   enum class Tap { attn_in, attn_out, mlp_in, mlp_hidden, head_in };
   using Observer = std::function<void(int64_t layer, Tap tap, const at::Tensor& input)>;
   void set_observer(Observer observer) { observer_ = std::move(observer); }
+
+  // LoRA adapters (runtime/train/lora.h makes them): y = x Wᵀ + scale · dropout(x) Aᵀ Bᵀ on each
+  // projection that has one. a: [r, in], b: [out, r], this rank's part: column-parallel
+  // projections (q, k, v, gate, up) shard b by rows, row-parallel ones (o, down) shard a by
+  // columns, so the adapter's output joins the partial sum before the existing all-reduce.
+  // Dropout masks are drawn for the whole input from a generator seeded by (dropout_seed,
+  // layer, projection), then sliced, so every TP layout drops the same elements.
+  enum class Proj { q, k, v, o, gate, up, down };
+  struct Adapter {
+    at::Tensor a, b;
+    double scale = 0, dropout = 0;
+  };
+  void set_adapter(int64_t layer, Proj p, Adapter adapter);
+  const Adapter& adapter(int64_t layer, Proj p) const { return adapters_.at(layer)[static_cast<int>(p)]; }
+  Adapter& adapter(int64_t layer, Proj p) { return adapters_.at(layer)[static_cast<int>(p)]; }
+  // Training mode turns adapter dropout on; the seed changes per step.
+  void set_training(bool on, uint64_t dropout_seed = 0) {
+    training_ = on;
+    dropout_seed_ = dropout_seed;
+  }
 
   // Every weight under its canonical name, in a stable order (embedding, layers, norm, head).
   NamedTensors named_tensors() const;
@@ -99,6 +128,8 @@ class Decoder {
   at::Tensor norm(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) const;
   at::Tensor head_weight() const { return config_.tied_embeddings ? embed_ : lm_head_; }
   at::Tensor embed(const at::Tensor& ids) const;
+  // at::linear plus the projection's adapter, if any.
+  at::Tensor project(int64_t l, Proj p, const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) const;
   void tap(int64_t layer, Tap t, const at::Tensor& x) const {
     if (observer_) observer_(layer, t, x);
   }
@@ -108,6 +139,9 @@ class Decoder {
   parallel::Comm* tp_ = nullptr;
   at::Tensor embed_, pos_embed_, norm_w_, norm_b_, lm_head_;
   std::vector<LayerWeights> layers_;
+  std::vector<std::array<Adapter, 7>> adapters_;
+  bool training_ = false;
+  uint64_t dropout_seed_ = 0;
   Observer observer_;
 };
 

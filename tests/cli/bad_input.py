@@ -1,6 +1,6 @@
 """Bad input to the `secateur` executable: each case must give exactly one clear error line
 on stderr that names what is wrong, a non-zero exit, no crash, and no complete-looking output."""
-import argparse, os, shutil, struct, subprocess, sys
+import argparse, gzip, json, os, shutil, struct, subprocess, sys
 
 
 def run(secateur, args, cwd):
@@ -36,6 +36,17 @@ def main():
     open(t("malformed.yaml"), "w").write("model:\n  path: [oops\n")
     open(t("unknown-key.yaml"), "w").write("eval:\n  windowz: [128]\n")
     open(t("bad-value.yaml"), "w").write("model:\n  dtype: fp8\n")
+    # Zero-shot task files (eval.tasks_dir): a truncated gzip, a request without its continuation.
+    request = lambda doc, idx, **r: json.dumps({"request": {"context": "Q?", **r}, "doc_id": doc, "idx": idx, "label": 0})
+    for task in ("boolq", "piqa"):
+        os.makedirs(t(f"tasks/{task}/rc_0shot"))
+    whole = gzip.compress("".join(request(d, i, continuation=f" {d * 7919}") + "\n"
+                                  for d in range(300) for i in range(2)).encode())
+    open(t("tasks/boolq/rc_0shot/requests.jsonl.gz"), "wb").write(whole[: len(whole) // 2])
+    open(t("tasks/piqa/rc_0shot/requests.jsonl.gz"), "wb").write(
+        gzip.compress((request(0, 0, continuation=" a") + "\n" + request(0, 1) + "\n").encode()))
+    tasks = lambda task: ["eval", "model.path=" + a.gguf, "run.dir=" + t("run"), "eval.windows=[]",
+                          f"eval.tasks=[{task}]", "eval.tasks_dir=" + t("tasks")]
 
     out_dir = t("converted")
     cases = [
@@ -56,6 +67,10 @@ def main():
         (["run", "prune.keep_layers=[40]", "model.path=" + a.gguf, "run.dir=" + t("run")], ["'prune.keep_layers' has layer 40"]),
         (["run", "prune.ratio=0.9", "model.path=" + a.gguf, "run.dir=" + t("run"), "run.stages=[prune]"], ["would empty a layer"]),
         (["eval", "eval.text=austen:hamlet", "model.path=" + a.gguf, "run.dir=" + t("run")], ["hamlet", "persuasion"]),
+        (tasks("boolq"), ["boolq/rc_0shot/requests.jsonl.gz:", "truncated"]),
+        (tasks("piqa"), ["piqa/rc_0shot/requests.jsonl.gz:2: missing field 'request.continuation'"]),
+        (tasks("hellaswag"), ["hellaswag/rc_0shot/requests.jsonl.gz", "eval.tasks"]),
+        (tasks("mmlu"), ["'eval.tasks' = 'mmlu' is not allowed"]),
     ]
     ok = True
     for args, words in cases:

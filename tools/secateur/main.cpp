@@ -85,10 +85,12 @@ int main(int argc, char** argv) {
   convert->add_option("--in", in, "model to convert (sets model.path)");
   convert->add_option("--out", out, "HF directory to write (sets convert.out)");
 
-  auto* eval = app.add_subcommand("eval", "perplexity over non-overlapping windows (eval.*)");
+  auto* eval = app.add_subcommand("eval", "perplexity (eval.windows) and zero-shot tasks (eval.tasks)");
   eval->add_option("args", args, args_help);
   auto* prune = app.add_subcommand("prune", "score, decide, remove and export (prune.*, calibration.*)");
   prune->add_option("args", args, args_help);
+  auto* recover = app.add_subcommand("recover", "LoRA or full fine-tuning of model.path, with checkpoints (recover.*)");
+  recover->add_option("args", args, args_help);
   auto* gen = app.add_subcommand("generate", "generate text from generate.prompt (greedy or top-p)");
   gen->add_option("args", args, args_help);
 
@@ -137,6 +139,7 @@ int main(int argc, char** argv) {
     if (*eval) return run_pipeline(resolve(args, {}), "eval", {"eval"}, &argc, &argv);
     if (*gen) return run_pipeline(resolve(args, {}), "generate", {"generate"}, &argc, &argv);
     if (*prune) return run_pipeline(resolve(args, {}), "prune", {"prune"}, &argc, &argv);
+    if (*recover) return run_pipeline(resolve(args, {}), "recover", {"recover"}, &argc, &argv);
     if (*bench_comm) {
       auto grid = parallel::Grid::init(&argc, &argv, bc.tp > 0 ? bc.tp : 1);
       log::init(grid->rank(), grid->world_size());

