@@ -15,6 +15,7 @@
 
 #include "parallel/data_parallel.h"
 #include "parallel/grid.h"
+#include "tests/mpi_test_main.h"
 #include "runtime/core/log.h"
 #include "runtime/io/checkpoint.h"
 #include "runtime/model/decoder.h"
@@ -167,17 +168,6 @@ TEST(Parallel, RandomGpt2LogitsAndGradientsMatch) {
 }
 
 int main(int argc, char** argv) {
-  ::testing::InitGoogleTest(&argc, argv);
   const char* tp_env = std::getenv("SECATEUR_TEST_TP");
-  const int tp = tp_env ? std::atoi(tp_env) : log::rank_from_env().second;
-  auto grid = parallel::Grid::init(&argc, &argv, tp);
-  g_grid = grid.get();
-  if (grid->rank() != 0) {
-    auto& listeners = ::testing::UnitTest::GetInstance()->listeners();
-    delete listeners.Release(listeners.default_result_printer());
-  }
-  int failed = RUN_ALL_TESTS() != 0;
-  failed = static_cast<int>(grid->world().all_reduce_int(failed, parallel::ReduceOp::max));
-  grid->finalize();
-  return failed;
+  return tests::run_on_grid(argc, argv, tp_env ? std::atoi(tp_env) : log::rank_from_env().second, g_grid);
 }

@@ -11,6 +11,7 @@
 #include <map>
 
 #include "parallel/grid.h"
+#include "tests/mpi_test_main.h"
 #include "runtime/core/log.h"
 #include "runtime/model/decoder.h"
 #include "runtime/train/lora.h"
@@ -175,16 +176,6 @@ TEST(TrainParity, DistillationFloat64IsExact) { expect_same(false, at::kDouble, 
 TEST(TrainParity, LoraDistillationFloat32) { expect_same(true, at::kFloat, 1e-5, true); }
 
 int main(int argc, char** argv) {
-  ::testing::InitGoogleTest(&argc, argv);
   const char* tp_env = std::getenv("SECATEUR_TEST_TP");
-  auto grid = parallel::Grid::init(&argc, &argv, tp_env ? std::atoi(tp_env) : 1);
-  g_grid = grid.get();
-  if (grid->rank() != 0) {
-    auto& listeners = ::testing::UnitTest::GetInstance()->listeners();
-    delete listeners.Release(listeners.default_result_printer());
-  }
-  int failed = RUN_ALL_TESTS() != 0;
-  failed = static_cast<int>(grid->world().all_reduce_int(failed, parallel::ReduceOp::max));
-  grid->finalize();
-  return failed;
+  return tests::run_on_grid(argc, argv, tp_env ? std::atoi(tp_env) : 1, g_grid);
 }
