@@ -29,7 +29,7 @@ struct Trainable {
   bool partial_grad;    // replicated, but each TP rank holds only a partial sum of its gradient
 };
 
-// Error naming an unknown target. Adapters are float32 on the model's device... in the model's dtype.
+// Adds adapters in the model's dtype and on its device; Error naming an unknown target.
 std::vector<Trainable> add_lora(model::Decoder& model, const LoraOptions& opt);
 int64_t lora_parameter_count(const model::ModelConfig& config, const LoraOptions& opt);   // the whole model's
 // W += scale · B A for every adapter, then the adapters are dropped.

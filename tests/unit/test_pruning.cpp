@@ -205,7 +205,9 @@ TEST(Statistics, FirstOrderAndFisherEqualBruteForce) {
     const at::Tensor wg = w * g.at(n);
     const at::Tensor rows = w.dim() == 2 ? wg.abs().sum(1) : wg.abs();
     EXPECT_TRUE(at::allclose(s.abs_wg[0], rows, 1e-9, 1e-14)) << n;
-    if (w.dim() == 2) EXPECT_TRUE(at::allclose(s.wg[1], wg.sum(0), 1e-9, 1e-14)) << n;
+    if (w.dim() == 2) {
+      EXPECT_TRUE(at::allclose(s.wg[1], wg.sum(0), 1e-9, 1e-14)) << n;
+    }
   }
   // Fisher: mean over samples of the squared per-sample gradient (of that sample's mean CE).
   const std::string name = "model.layers.1.mlp.up_proj.weight";

@@ -182,15 +182,18 @@ void Pipeline::validate(const std::vector<std::string>& stages) {
       SECATEUR_CHECK(fs::is_regular_file(file), "[config] eval.tasks: no file {} (eval.tasks_dir = '{}')", file, dir);
     }
   }
-  if (std::find(stages.begin(), stages.end(), "prune") == stages.end()) return;
+  const auto has = [&](const char* stage) { return std::find(stages.begin(), stages.end(), stage) != stages.end(); };
+  if (!has("prune") && !has("recover")) return;
+  const model::ModelConfig config = io::load_config(cfg_.get<std::string>("model.path"));
+  SECATEUR_CHECK(grid_.tp_size() == 1 || config.family == model::Family::llama, "[config] pruning or recovering a "
+                 "GPT-2 model needs 'parallel.tp' = 1 (its checkpoint fuses q/k/v and is written by one rank)");
+  if (has("recover")) (void)text::read_text(cfg_.get<std::string>("recover.text"), cfg_.get<std::string>("data.austen"));
+  if (!has("prune")) return;
   // A dry run with random scores: the same budget arithmetic, so a ratio that would empty a layer
   // is refused here, before the model is loaded or calibrated.
   pruning::PruneOptions dry = prune_options(cfg_);
   dry.criterion = pruning::Criterion::random;
-  const model::ModelConfig config = io::load_config(cfg_.get<std::string>("model.path"));
   (void)pruning::decide(config, pruning::Statistics{}, dry);
-  SECATEUR_CHECK(grid_.tp_size() == 1 || config.family == model::Family::llama, "[config] pruning a GPT-2 model "
-                 "needs 'parallel.tp' = 1 (its checkpoint fuses q/k/v and is written by one rank)");
 }
 
 void Pipeline::prune() {
