@@ -9,6 +9,7 @@
 #include "runtime/core/check.h"
 #include "runtime/eval/generate.h"
 #include "runtime/eval/perplexity.h"
+#include "runtime/eval/speed.h"
 #include "runtime/model/decoder.h"
 
 using namespace secateur;
@@ -149,4 +150,22 @@ TEST(Generate, GreedyMatchesArgmaxOfFullForwardAndSamplingIsSeeded) {
   opt.greedy = false;
   opt.seed = 11;
   EXPECT_EQ(eval::generate(m, prompt, opt).ids, eval::generate(m, prompt, opt).ids);
+}
+
+TEST(Speed, MacsPerTokenCountEveryMatrixOnceAndAttentionOverTheContext) {
+  auto c = model::ModelConfig::make(model::Family::llama, 100, 16, 2, 4, 2, 24);
+  c.head_dim = 4;
+  c.d_ff = {24, 0};                                      // a layer whose MLP was pruned away
+  // layer: q 16x16, k and v 16x8, o 16x16, MLP 3 x 16 x d_ff, attention 2 x 16 x context; head 16x100
+  const double per_layer = 16 * 16 + 2 * 16 * 8 + 16 * 16 + 2 * 16 * 10;
+  EXPECT_DOUBLE_EQ(eval::macs_per_token(c, 10), 2 * per_layer + 3 * 16 * 24 + 16 * 100);
+  const model::Decoder m = model::Decoder::with_random_weights(c, 1);
+  eval::SpeedOptions o;
+  o.prompt_tokens = 8;
+  o.decode_tokens = 4;
+  o.iters = 1;
+  const auto r = eval::measure_speed(m, o);
+  EXPECT_GT(r.prefill_tokens_per_second, 0);
+  EXPECT_GT(r.decode_tokens_per_second, 0);
+  EXPECT_EQ(r.params, c.n_params());
 }

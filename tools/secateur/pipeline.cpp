@@ -18,6 +18,7 @@
 #include "runtime/core/log.h"
 #include "runtime/eval/generate.h"
 #include "runtime/eval/perplexity.h"
+#include "runtime/eval/speed.h"
 #include "runtime/eval/tasks.h"
 #include "runtime/io/atomic_file.h"
 #include "runtime/io/checkpoint.h"
@@ -102,6 +103,37 @@ void Pipeline::convert() {
 void Pipeline::eval() {
   if (!cfg_.get<std::vector<int64_t>>("eval.windows").empty()) eval_perplexity();
   if (!cfg_.get<std::vector<std::string>>("eval.tasks").empty()) eval_tasks();
+  if (cfg_.get<bool>("eval.speed")) eval_speed();
+}
+
+void Pipeline::eval_speed() {
+  eval::SpeedOptions o;
+  o.prompt_tokens = cfg_.get<int64_t>("eval.speed_prompt");
+  o.decode_tokens = cfg_.get<int64_t>("eval.speed_decode");
+  o.seed = static_cast<uint64_t>(cfg_.get<int64_t>("run.seed"));
+  const eval::SpeedResult r = eval::measure_speed(model(), o);
+  nlohmann::json m = {{"stage", "eval"}, {"metric", "speed"}, {"params", r.params},
+                      {"macs_per_token", r.macs_per_token}, {"prompt_tokens", o.prompt_tokens},
+                      {"decode_tokens", o.decode_tokens}, {"prefill_ms", r.prefill_ms},
+                      {"prefill_tokens_per_second", r.prefill_tokens_per_second},
+                      {"decode_ms_per_token", r.decode_ms_per_token},
+                      {"decode_tokens_per_second", r.decode_tokens_per_second}};
+  // The speed-up against the first speed measured in this run (the dense model, when eval came first).
+  for (const auto& prev : report_.value("metrics", nlohmann::json::array())) {
+    if (prev.value("metric", "") != "speed") continue;
+    m["prefill_speedup"] = r.prefill_tokens_per_second / prev["prefill_tokens_per_second"].get<double>();
+    m["decode_speedup"] = r.decode_tokens_per_second / prev["decode_tokens_per_second"].get<double>();
+    m["macs_ratio"] = r.macs_per_token / prev["macs_per_token"].get<double>();
+    break;
+  }
+  spdlog::info("speed: prefill {} tokens {:.1f} ms ({:.0f} tok/s), decode {:.1f} ms/token ({:.1f} tok/s); {:.1f}M "
+               "parameters, {:.1f}M MACs/token{}", o.prompt_tokens, r.prefill_ms, r.prefill_tokens_per_second,
+               r.decode_ms_per_token, r.decode_tokens_per_second, r.params / 1e6, r.macs_per_token / 1e6,
+               m.contains("decode_speedup") ? fmt::format(" — x{:.2f} prefill, x{:.2f} decode vs the first eval",
+                                                          m["prefill_speedup"].get<double>(),
+                                                          m["decode_speedup"].get<double>())
+                                            : "");
+  record(m);
 }
 
 // Zero-shot tasks (runtime/eval/tasks.h): one record per task, per-example scores in
@@ -363,6 +395,15 @@ void Pipeline::finish() {
     if (stage == "eval" && m.value("metric", "") == "zero_shot") {
       summary += fmt::format("\n  {:<18} {:.4f}  ({}, {} examples)", m["task"].get<std::string>(),
                              m["value"].get<double>(), m["reported"].get<std::string>(), m["examples"].get<int64_t>());
+    } else if (stage == "eval" && m.value("metric", "") == "speed") {
+      summary += fmt::format("\n  speed              prefill {:.0f} tok/s, decode {:.1f} tok/s, {:.1f}M MACs/token",
+                             m["prefill_tokens_per_second"].get<double>(), m["decode_tokens_per_second"].get<double>(),
+                             m["macs_per_token"].get<double>() / 1e6);
+      if (m.contains("decode_speedup")) {
+        summary += fmt::format(" (x{:.2f} prefill, x{:.2f} decode, x{:.2f} MACs vs the first eval)",
+                               m["prefill_speedup"].get<double>(), m["decode_speedup"].get<double>(),
+                               m["macs_ratio"].get<double>());
+      }
     } else if (stage == "eval") {
       summary += fmt::format("\n  perplexity @{:<5}  {:.4f}  ({}, first {} tokens)", m["window"].get<int64_t>(),
                              m["ppl"].get<double>(), m["text"].get<std::string>(), m["tokens"].get<int64_t>());

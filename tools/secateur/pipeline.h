@@ -39,6 +39,7 @@ class Pipeline {
   void eval();
   void eval_perplexity();
   void eval_tasks();
+  void eval_speed();
   void generate();
   void prune();
   void recover();

@@ -1,0 +1,32 @@
+// runtime/eval/speed.h — is the pruned model actually faster? Prefill and decode speed of a
+// model, measured the way generation runs (runtime/eval/generate.h: the prompt in one pass that
+// fills the KV cache, then one token per step), plus the arithmetic it costs per token.
+//   prefill: a prompt of `prompt_tokens` seeded-random ids, batch 1; decode: `decode_tokens` greedy
+//   steps after it. One warm-up, then the median of `iters` runs.
+//   MACs per token: every weight matrix once (q, k, v, o, the MLP, the LM head) plus attention's
+//   two products (QKᵀ and AV) against a context of prompt_tokens.
+#pragma once
+#include <cstdint>
+
+#include "runtime/model/decoder.h"
+
+namespace secateur::eval {
+
+struct SpeedOptions {
+  int64_t prompt_tokens = 256;
+  int64_t decode_tokens = 32;
+  int64_t iters = 3;
+  uint64_t seed = 0;
+};
+
+struct SpeedResult {
+  double prefill_tokens_per_second = 0, prefill_ms = 0;        // the whole prompt
+  double decode_tokens_per_second = 0, decode_ms_per_token = 0;
+  int64_t params = 0;
+  double macs_per_token = 0;
+};
+
+double macs_per_token(const model::ModelConfig& config, int64_t context);
+SpeedResult measure_speed(const model::Decoder& model, const SpeedOptions& opt);
+
+}  // namespace secateur::eval
