@@ -39,7 +39,7 @@ def main():
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     windows = "[" + ",".join(map(str, WINDOWS)) + "]"
     subprocess.run([a.secateur, "eval", f"model.path={a.model}", f"run.dir={a.tmp}", f"eval.text={TEXT}",
-                    f"eval.max_tokens={MAX_TOKENS}", f"eval.windows={windows}"], check=True)
+                    f"eval.max_tokens={MAX_TOKENS}", f"eval.windows={windows}", "eval.speed=false"], check=True)
     ours = {}
     with open(os.path.join(a.tmp, "metrics.jsonl")) as f:
         for line in f:

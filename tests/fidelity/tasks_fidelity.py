@@ -76,7 +76,7 @@ def main():
     os.makedirs(a.tmp, exist_ok=True)
     torch.set_num_threads(a.threads or max(1, os.cpu_count() or 1))
     t0 = time.time()
-    subprocess.run([a.secateur, "eval", f"model.path={a.model}", f"run.dir={a.tmp}", "eval.windows=[]",
+    subprocess.run([a.secateur, "eval", f"model.path={a.model}", f"run.dir={a.tmp}", "eval.windows=[]", "eval.speed=false",
                     f"eval.tasks=[{','.join(tasks)}]", f"eval.task_limit={a.limit}", f"run.threads={a.threads}"],
                    check=True)
     secateur_wall = time.time() - t0
