@@ -18,6 +18,7 @@
 #include "runtime/text/source.h"
 #include "tools/secateur/bench_comm.h"
 #include "tools/secateur/bench_forward.h"
+#include "tools/secateur/compare.h"
 #include "tools/secateur/pipeline.h"
 
 namespace {
@@ -85,8 +86,12 @@ int main(int argc, char** argv) {
   convert->add_option("--in", in, "model to convert (sets model.path)");
   convert->add_option("--out", out, "HF directory to write (sets convert.out)");
 
-  auto* eval = app.add_subcommand("eval", "perplexity (eval.windows) and zero-shot tasks (eval.tasks)");
+  auto* eval = app.add_subcommand("eval", "perplexity (eval.windows), zero-shot tasks (eval.tasks), speed (eval.speed)");
   eval->add_option("args", args, args_help);
+  std::vector<std::string> compare;
+  eval->add_option("--compare", compare, "two run directories: their final results side by side, with B/A")
+      ->expected(2);
+  eval->add_option("--out", out, "with --compare: also write the table to this file");
   auto* prune = app.add_subcommand("prune", "score, decide, remove and export (prune.*, calibration.*)");
   prune->add_option("args", args, args_help);
   auto* recover = app.add_subcommand("recover", "LoRA or full fine-tuning of model.path, with checkpoints (recover.*)");
@@ -135,6 +140,12 @@ int main(int argc, char** argv) {
       if (!in.empty()) extra.push_back("model.path=" + in);
       if (!out.empty()) extra.push_back("convert.out=" + out);
       return run_pipeline(resolve(args, extra), "convert", {"convert"}, &argc, &argv);
+    }
+    if (*eval && !compare.empty()) {
+      const std::string table = tools::compare_runs(compare[0], compare[1]);
+      std::cout << table;
+      if (!out.empty()) io::write_file_atomic(out, table);
+      return 0;
     }
     if (*eval) return run_pipeline(resolve(args, {}), "eval", {"eval"}, &argc, &argv);
     if (*gen) return run_pipeline(resolve(args, {}), "generate", {"generate"}, &argc, &argv);
