@@ -181,6 +181,8 @@ TrainResult train(model::Decoder& model, const std::vector<Trainable>& params, c
                  opt.kd_alpha, opt.kd_temperature);
   const double tokens_per_step = static_cast<double>(opt.batch * (opt.seq_len - 1));
   const auto t0 = std::chrono::steady_clock::now();
+  int64_t epoch = -1;
+  std::vector<int64_t> order;
   for (int64_t step = r.first_step; step < opt.steps; ++step) {
     const auto ts = std::chrono::steady_clock::now();
     for (at::Tensor* t : tensors) t->mutable_grad().reset();
@@ -190,7 +192,11 @@ TrainResult train(model::Decoder& model, const std::vector<Trainable>& params, c
       std::vector<int64_t> flat;
       for (int64_t i = 0; i < n; ++i) {
         const int64_t k = step * opt.batch + first_seq + mb + i;   // position in the stream of epochs
-        const int64_t s = epoch_order(n_seq, opt.seed, k / n_seq)[k % n_seq];
+        if (k / n_seq != epoch) {                                   // shuffled once per epoch
+          epoch = k / n_seq;
+          order = epoch_order(n_seq, opt.seed, epoch);
+        }
+        const int64_t s = order[k % n_seq];
         flat.insert(flat.end(), tokens.begin() + s * opt.seq_len, tokens.begin() + (s + 1) * opt.seq_len);
       }
       const at::Tensor ids = at::tensor(flat, at::kLong).view({n, opt.seq_len}).to(model.device());

@@ -356,9 +356,10 @@ void Pipeline::recover() {
   if (method == "lora") train::merge_lora(m);
   std::string out = cfg_.get<std::string>("recover.out");
   if (out.empty()) out = (fs::path(dir_) / "recovered").string();
+  model::NamedTensors weights = m.named_tensors();
   std::vector<model::ShardPlan::TensorSlice> placement;
-  for (const auto& [name, t] : m.named_tensors()) placement.push_back(m.plan().slice_of(name, m.config()));
-  write_model(out, m.config(), m.named_tensors(), placement);
+  for (const auto& [name, t] : weights) placement.push_back(m.plan().slice_of(name, m.config()));
+  write_model(out, m.config(), std::move(weights), std::move(placement));
   spdlog::info("recovered with {}: {} steps in {:.1f} s ({:.0f} tok/s), final loss {:.4f} -> {}", method, r.steps,
                r.seconds, r.tokens_per_second, r.last_loss, out);
   record({{"stage", "recover"}, {"method", method}, {"distill", o.teacher != nullptr}, {"steps", r.steps}, {"first_step", r.first_step},
