@@ -225,6 +225,14 @@ at::Tensor Decoder::attention(int64_t l, const at::Tensor& x, const at::Tensor& 
   return add_bias(reduce_from_tp(project(l, Proj::o, out, w.o_w, {}), tp_));
 }
 
+void Decoder::set_mlp_mask(int64_t layer, at::Tensor mask) {
+  SECATEUR_CHECK(layer >= 0 && layer < config_.n_layers(), "[model] no layer {} to mask", layer);
+  SECATEUR_CHECK(!mask.defined() || (mask.dim() == 1 && mask.size(0) == config_.d_ff[layer]),
+                 "[model] layer {}: a neuron mask needs [{}] entries", layer, config_.d_ff[layer]);
+  if (static_cast<int64_t>(mlp_masks_.size()) < config_.n_layers()) mlp_masks_.resize(config_.n_layers());
+  mlp_masks_[layer] = std::move(mask);
+}
+
 at::Tensor Decoder::mlp(int64_t l, const at::Tensor& x) const {
   const LayerWeights& w = layers_[l];
   const auto add_bias = [&](const at::Tensor& y) { return w.down_b.defined() ? y + w.down_b : y; };
@@ -232,12 +240,21 @@ at::Tensor Decoder::mlp(int64_t l, const at::Tensor& x) const {
   if (local_.d_ff[l] == 0) return add_bias(reduce_from_tp(copy_to_tp(x, tp_) * 0, tp_));   // none here (see attention)
   const at::Tensor xin = copy_to_tp(x, tp_);
   tap(l, Tap::mlp_in, xin);
+  at::Tensor m;                                                                  // this rank's neurons' mask
+  if (l < static_cast<int64_t>(mlp_masks_.size()) && mlp_masks_[l].defined()) {
+    m = mlp_masks_[l].narrow(0, plan_.layers[l].neurons.begin, local_.d_ff[l]).to(xin.scalar_type());
+  }
+  const auto masked = [&](const at::Tensor& y) { return m.defined() ? y * m : y; };
   at::Tensor h;
   if (config_.family == Family::llama) {
-    h = at::silu(project(l, Proj::gate, xin, w.gate_w, w.gate_b)) * project(l, Proj::up, xin, w.up_w, w.up_b);
+    h = at::silu(masked(project(l, Proj::gate, xin, w.gate_w, w.gate_b))) *
+        masked(project(l, Proj::up, xin, w.up_w, w.up_b));
+  } else if (m.defined() && w.up_b.defined()) {                                  // the bias masked, no gradient
+    h = at::gelu(masked(project(l, Proj::up, xin, w.up_w, {})) + w.up_b * m.detach(), "tanh");
   } else {
-    h = at::gelu(project(l, Proj::up, xin, w.up_w, w.up_b), "tanh");                       // [B, T, d_ff_local]
+    h = at::gelu(masked(project(l, Proj::up, xin, w.up_w, w.up_b)), "tanh");      // [B, T, d_ff_local]
   }
+  h = masked(h);
   tap(l, Tap::mlp_hidden, h);
   return add_bias(reduce_from_tp(project(l, Proj::down, h, w.down_w, {}), tp_));
 }
@@ -291,15 +308,22 @@ at::Tensor Decoder::logits(const at::Tensor& ids, KVCache* cache) const {
   return gather_last_dim(at::linear(hidden_states(ids, cache), head_weight()), tp_);
 }
 
-at::Tensor Decoder::loss_sum(const at::Tensor& ids, const Distill* kd) const {
-  const at::Tensor h = copy_to_tp(hidden_states(ids), tp_);              // [B, T, d]; the head is column-parallel
+at::Tensor Decoder::loss_sum(const at::Tensor& ids, const Distill* kd, const at::Tensor& predict) const {
+  const at::Tensor h0 = hidden_states(ids);                               // replicated over TP
+  const at::Tensor h = copy_to_tp(h0, tp_);                               // [B, T, d]; the head is column-parallel
   tap(-1, Tap::head_in, h);
+  const int64_t B = ids.size(0), T = ids.size(1), chunk = 256;
+  SECATEUR_CHECK(!predict.defined() || predict.sizes() == ids.sizes(), "[model] the target mask has shape [{}], "
+                 "the ids [{}]", fmt::join(predict.sizes(), ", "), fmt::join(ids.sizes(), ", "));
   at::Tensor teacher_h;
   if (kd) {
     SECATEUR_CHECK(kd->teacher && kd->teacher->config().vocab_size == config_.vocab_size &&
                        kd->teacher->plan_.vocab.begin == plan_.vocab.begin &&
                        kd->teacher->plan_.vocab.end == plan_.vocab.end,
                    "[model] distillation needs a teacher with the same vocabulary on the same TP ranks");
+    SECATEUR_CHECK(kd->hidden_weight == 0 || kd->teacher->config().hidden == config_.hidden, "[model] hidden-state "
+                   "distillation needs the teacher's hidden size ({}) to equal the student's ({})",
+                   kd->teacher->config().hidden, config_.hidden);
     at::NoGradGuard no_grad;
     teacher_h = kd->teacher->hidden_states(ids);
   }
@@ -308,36 +332,47 @@ at::Tensor Decoder::loss_sum(const at::Tensor& ids, const Distill* kd) const {
     const at::Tensor m = max_over_tp(std::get<0>(z.detach().max(-1, true)), tp_);              // [N, 1]
     return reduce_from_tp((z - m).exp().sum(-1), tp_).log() + m.squeeze(1);
   };
-  const int64_t B = ids.size(0), T = ids.size(1), chunk = 256;
   const at::ScalarType acc = at::promote_types(h.scalar_type(), at::kFloat);
   at::Tensor total = at::zeros({}, h.options().dtype(acc));
   for (int64_t t0 = 0; t0 < T - 1; t0 += chunk) {
     const int64_t n = std::min(chunk, T - 1 - t0);
     const at::Tensor lg = at::linear(h.narrow(1, t0, n), head_weight()).to(acc).reshape({B * n, -1});   // [B*n, V_local]
     const at::Tensor target = ids.narrow(1, t0 + 1, n).reshape({-1});                          // [B*n]
-    at::Tensor ce;
+    at::Tensor ce;                                                                              // [B*n]
     if (!tp_) {
-      ce = at::cross_entropy_loss(lg, target, {}, at::Reduction::Sum);
+      ce = at::cross_entropy_loss(lg, target, {}, at::Reduction::None);
     } else {
       // Vocabulary-parallel cross-entropy: log-sum-exp and the target's logit from the shards.
       const at::Tensor local = target - plan_.vocab.begin;
       const at::Tensor mine = (local >= 0) & (local < plan_.vocab.size());
       const at::Tensor index = local.clamp(0, std::max<int64_t>(plan_.vocab.size() - 1, 0)).unsqueeze(1);
       const at::Tensor picked = lg.gather(1, index).squeeze(1) * mine.to(lg.scalar_type());
-      ce = (lse(lg) - reduce_from_tp(picked, tp_)).sum();
+      ce = lse(lg) - reduce_from_tp(picked, tp_);
     }
-    if (!kd) {
-      total = total + ce;
-      continue;
+    at::Tensor per_token = ce;
+    if (kd) {
+      // KL(t ‖ s) = Σ_v p_t log p_t − Σ_v p_t z_s + lse(z_s), with z = logits / T and Σ_v p_t = 1.
+      const double temp = kd->temperature;
+      const at::Tensor zt =
+          at::linear(teacher_h.narrow(1, t0, n), kd->teacher->head_weight()).to(acc).reshape({B * n, -1}) / temp;
+      const at::Tensor zs = lg / temp;
+      at::Tensor kl;                                                                            // [B*n]
+      if (!tp_) {                                                  // fused log-softmax kernels
+        const at::Tensor log_pt = at::log_softmax(zt, -1);
+        kl = (log_pt.exp() * (log_pt - at::log_softmax(zs, -1))).sum(-1);
+      } else {
+        const at::Tensor log_pt = zt - lse(zt).unsqueeze(1);
+        kl = reduce_from_tp((log_pt.exp() * (log_pt - zs)).sum(-1), tp_) + lse(zs);
+      }
+      per_token = (1.0 - kd->alpha) * ce + kd->alpha * temp * temp * kl;
+      if (kd->hidden_weight != 0) {
+        // On the replicated h0 (before copy_to_tp), so every TP rank adds the same gradient once.
+        const at::Tensor diff = (h0.narrow(1, t0, n) - teacher_h.narrow(1, t0, n)).to(acc);
+        per_token = per_token + kd->hidden_weight * diff.square().mean(-1).reshape({-1});
+      }
     }
-    // KL(t ‖ s) = Σ_v p_t log p_t − Σ_v p_t z_s + lse(z_s), with z = logits / T and Σ_v p_t = 1.
-    const double temp = kd->temperature;
-    const at::Tensor zt =
-        at::linear(teacher_h.narrow(1, t0, n), kd->teacher->head_weight()).to(acc).reshape({B * n, -1}) / temp;
-    const at::Tensor zs = lg / temp;
-    const at::Tensor log_pt = zt - lse(zt).unsqueeze(1);
-    const at::Tensor kl = reduce_from_tp((log_pt.exp() * (log_pt - zs)).sum(-1), tp_) + lse(zs);    // [B*n]
-    total = total + (1.0 - kd->alpha) * ce + kd->alpha * temp * temp * kl.sum();
+    if (predict.defined()) per_token = per_token * predict.narrow(1, t0 + 1, n).reshape({-1}).to(acc);
+    total = total + per_token.sum();
   }
   return total;
 }

@@ -68,16 +68,20 @@ class Decoder {
   at::Tensor logits(const at::Tensor& ids, KVCache* cache = nullptr) const;   // [B, T, V] (gathered over TP)
 
   // Knowledge distillation from a teacher of the same vocabulary, sharded on the same TP comm:
-  // per position, alpha·T²·KL(teacher ‖ student) at temperature T + (1 − alpha)·CE.
+  // per position, alpha·T²·KL(teacher ‖ student) at temperature T + (1 − alpha)·CE
+  // + hidden_weight · mean over d of (h_student − h_teacher)², h the final hidden states (after
+  // the last norm; the hidden sizes must then match).
   struct Distill {
     const Decoder* teacher = nullptr;
-    double alpha = 0.5, temperature = 2.0;
+    double alpha = 0.5, temperature = 2.0, hidden_weight = 0.0;
   };
 
   // Sum of next-token NLL over ids[:, 1:] as a float32 scalar that autograd can differentiate;
   // logits are formed in chunks of 256 positions, so without grad a [T, V] matrix is never whole.
   // With kd, the sum of the distillation loss instead (vocabulary-parallel under TP, too).
-  at::Tensor loss_sum(const at::Tensor& ids, const Distill* kd = nullptr) const;
+  // predict [B, T] (bool), if given, says which tokens are targets: position t counts when
+  // predict[:, t] is set (column 0 is never a target), e.g. an instruction's response only.
+  at::Tensor loss_sum(const at::Tensor& ids, const Distill* kd = nullptr, const at::Tensor& predict = {}) const;
   // The same as a number, with the count of predicted tokens.
   std::pair<double, int64_t> nll(const at::Tensor& ids) const;
 
@@ -108,6 +112,14 @@ class Decoder {
     training_ = on;
     dropout_seed_ = dropout_seed;
   }
+
+  // Neuron masks on the MLP (training-time pruning, pruning/movement.h): mask [d_ff] of the whole
+  // layer, 0/1, multiplied into this rank's part of the gate and up outputs and of the down input,
+  // which is what masking gate/up rows and down columns computes; a gradient reaching the mask is
+  // then Σ G ⊙ W over the neuron's three weights (GPT-2: no gradient through the fc bias). An
+  // undefined mask = no masking.
+  void set_mlp_mask(int64_t layer, at::Tensor mask);
+  void clear_mlp_masks() { mlp_masks_.clear(); }
 
   // Every weight under its canonical name, in a stable order (embedding, layers, norm, head).
   NamedTensors named_tensors() const;
@@ -140,6 +152,7 @@ class Decoder {
   at::Tensor embed_, pos_embed_, norm_w_, norm_b_, lm_head_;
   std::vector<LayerWeights> layers_;
   std::vector<std::array<Adapter, 7>> adapters_;
+  std::vector<at::Tensor> mlp_masks_;
   bool training_ = false;
   uint64_t dropout_seed_ = 0;
   Observer observer_;

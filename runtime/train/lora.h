@@ -27,6 +27,8 @@ struct Trainable {
   at::Tensor* tensor;
   bool sharded;         // a TP shard (its gradient is complete); else replicated over TP
   bool partial_grad;    // replicated, but each TP rank holds only a partial sum of its gradient
+  double lr = 0;        // its own peak learning rate (0 = the run's), on the run's schedule
+  bool decay = true;    // weight decay applies
 };
 
 // Adds adapters in the model's dtype and on its device; Error naming an unknown target.

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cmath>
 #include <filesystem>
+#include <map>
 #include <numeric>
 #include <random>
 #include <regex>
@@ -140,7 +141,47 @@ int64_t resume(const TrainOptions& opt, const Grid3& g, const std::vector<Traina
   return 0;
 }
 
+// The ids [n, seq_len] of sequences `seqs`, and their target mask (undefined when every token counts).
+std::pair<at::Tensor, at::Tensor> batch_of(const TrainData& data, const std::vector<int64_t>& seqs, int64_t seq_len,
+                                           at::Device device) {
+  std::vector<int64_t> flat;
+  std::vector<uint8_t> mask;
+  for (const int64_t s : seqs) {
+    flat.insert(flat.end(), data.tokens.begin() + s * seq_len, data.tokens.begin() + (s + 1) * seq_len);
+    if (!data.predict.empty()) {
+      mask.insert(mask.end(), data.predict.begin() + s * seq_len, data.predict.begin() + (s + 1) * seq_len);
+    }
+  }
+  const int64_t n = static_cast<int64_t>(seqs.size());
+  const at::Tensor ids = at::tensor(flat, at::kLong).view({n, seq_len}).to(device);
+  if (mask.empty()) return {ids, at::Tensor()};
+  return {ids, at::tensor(at::ArrayRef<uint8_t>(mask), at::kByte).to(at::kBool).view({n, seq_len}).to(device)};
+}
+
 }  // namespace
+
+double heldout_loss(const model::Decoder& model, const TrainData& data, int64_t seq_len, int64_t micro_batch,
+                    const Grid3& g) {
+  at::NoGradGuard no_grad;
+  const int dp = size_of(g.dp), me = rank_of(g.dp);
+  const int64_t n_seq = data.sequences(seq_len);
+  double sum = 0, count = 0;
+  std::vector<int64_t> mine;
+  for (int64_t s = me; s < n_seq; s += dp) mine.push_back(s);
+  for (size_t i = 0; i < mine.size(); i += static_cast<size_t>(micro_batch)) {
+    const std::vector<int64_t> seqs(mine.begin() + static_cast<int64_t>(i),
+                                    mine.begin() + static_cast<int64_t>(std::min(mine.size(), i + micro_batch)));
+    const auto [ids, predict] = batch_of(data, seqs, seq_len, model.device());
+    sum += model.loss_sum(ids, nullptr, predict).item<double>();
+    for (const int64_t s : seqs) count += static_cast<double>(data.targets(s, seq_len));
+  }
+  if (g.dp && dp > 1) {
+    sum = g.dp->all_reduce_scalar(sum, parallel::ReduceOp::sum);
+    count = g.dp->all_reduce_scalar(count, parallel::ReduceOp::sum);
+  }
+  SECATEUR_CHECK(count > 0, "[train] the held-out set has no target tokens");
+  return sum / count;
+}
 
 double learning_rate(const TrainOptions& opt, int64_t step) {
   if (step < opt.warmup_steps) return opt.lr * static_cast<double>(step + 1) / static_cast<double>(opt.warmup_steps);
@@ -151,12 +192,14 @@ double learning_rate(const TrainOptions& opt, int64_t step) {
   return opt.lr;
 }
 
-TrainResult train(model::Decoder& model, const std::vector<Trainable>& params, const std::vector<int32_t>& tokens,
+TrainResult train(model::Decoder& model, const std::vector<Trainable>& params, const TrainData& data,
                   const TrainOptions& opt, const Grid3& g, const std::function<void(const nlohmann::json&)>& metric) {
   const int dp = size_of(g.dp);
-  const int64_t n_seq = static_cast<int64_t>(tokens.size()) / opt.seq_len;
+  const int64_t n_seq = opt.seq_len > 0 ? data.sequences(opt.seq_len) : 0;
   SECATEUR_CHECK(opt.seq_len > 1 && n_seq >= opt.batch, "[config] training needs 'recover.batch' = {} sequences of "
-                 "'recover.seq_len' = {} tokens, the text has {} tokens", opt.batch, opt.seq_len, tokens.size());
+                 "'recover.seq_len' = {} tokens, the data has {} tokens", opt.batch, opt.seq_len, data.tokens.size());
+  SECATEUR_CHECK(data.predict.empty() || data.predict.size() == data.tokens.size(),
+                 "[train] the target mask has {} entries for {} tokens", data.predict.size(), data.tokens.size());
   SECATEUR_CHECK(opt.batch % dp == 0, "[config] 'recover.batch' = {} must be a multiple of the {} DP ranks",
                  opt.batch, dp);
   SECATEUR_CHECK(opt.micro_batch > 0 && opt.steps > 0 && opt.lr > 0, "[config] 'recover.micro_batch', "
@@ -175,33 +218,50 @@ TrainResult train(model::Decoder& model, const std::vector<Trainable>& params, c
   TrainResult r;
   if (opt.resume && !opt.checkpoint_dir.empty()) r.first_step = resume(opt, g, params, mom);
   const int64_t per_rank = opt.batch / dp, first_seq = rank_of(g.dp) * per_rank;
-  const model::Decoder::Distill kd{opt.teacher, opt.kd_alpha, opt.kd_temperature};
-  SECATEUR_CHECK(!opt.teacher || (opt.kd_alpha >= 0 && opt.kd_alpha <= 1 && opt.kd_temperature > 0),
-                 "[config] 'recover.kd_alpha' = {} must be in [0, 1] and 'recover.kd_temperature' = {} > 0",
-                 opt.kd_alpha, opt.kd_temperature);
+  const model::Decoder::Distill kd{opt.teacher, opt.kd_alpha, opt.kd_temperature, opt.kd_hidden};
+  SECATEUR_CHECK(!opt.teacher || (opt.kd_alpha >= 0 && opt.kd_alpha <= 1 && opt.kd_temperature > 0 &&
+                                  opt.kd_hidden >= 0),
+                 "[config] 'recover.kd_alpha' = {} must be in [0, 1], 'recover.kd_temperature' = {} > 0 and "
+                 "'recover.kd_hidden' = {} >= 0", opt.kd_alpha, opt.kd_temperature, opt.kd_hidden);
+  SECATEUR_CHECK(opt.eval_every >= 0, "[config] 'recover.eval_every' = {} must be >= 0", opt.eval_every);
+  const auto evaluate = [&](int64_t done) {
+    if (!opt.heldout) return;
+    model.set_training(false);
+    if (opt.hooks.before_eval) opt.hooks.before_eval();
+    const double loss = heldout_loss(model, *opt.heldout, opt.seq_len, opt.micro_batch, g);
+    r.heldout.emplace_back(done, loss);
+    spdlog::info("held-out after {} steps: loss {:.4f}, perplexity {:.3f}", done, loss, std::exp(loss));
+    if (metric) metric({{"stage", "train_eval"}, {"step", done}, {"heldout_loss", loss}, {"heldout_ppl", std::exp(loss)}});
+  };
+  // Sequence k of the stream of epochs, each epoch shuffled once (the last two epochs' orders kept).
+  std::map<int64_t, std::vector<int64_t>> orders;
+  const auto sequence = [&](int64_t k) {
+    const int64_t epoch = k / n_seq;
+    if (orders.count(epoch) == 0) {
+      orders.erase(orders.begin(), orders.lower_bound(epoch - 1));
+      orders[epoch] = epoch_order(n_seq, opt.seed, epoch);
+    }
+    return orders[epoch][k % n_seq];
+  };
+  evaluate(r.first_step);
   const double tokens_per_step = static_cast<double>(opt.batch * (opt.seq_len - 1));
   const auto t0 = std::chrono::steady_clock::now();
-  int64_t epoch = -1;
-  std::vector<int64_t> order;
   for (int64_t step = r.first_step; step < opt.steps; ++step) {
     const auto ts = std::chrono::steady_clock::now();
     for (at::Tensor* t : tensors) t->mutable_grad().reset();
+    if (opt.hooks.before_step) opt.hooks.before_step(step);
+    double targets = 0;                           // the global batch's, counted alike on every rank
+    for (int64_t i = 0; i < opt.batch; ++i) targets += static_cast<double>(data.targets(sequence(step * opt.batch + i), opt.seq_len));
+    const double norm_by = std::max(targets, 1.0);
     double loss_sum = 0;
     for (int64_t mb = 0; mb < per_rank; mb += opt.micro_batch) {
-      const int64_t n = std::min(opt.micro_batch, per_rank - mb);
-      std::vector<int64_t> flat;
-      for (int64_t i = 0; i < n; ++i) {
-        const int64_t k = step * opt.batch + first_seq + mb + i;   // position in the stream of epochs
-        if (k / n_seq != epoch) {                                   // shuffled once per epoch
-          epoch = k / n_seq;
-          order = epoch_order(n_seq, opt.seed, epoch);
-        }
-        const int64_t s = order[k % n_seq];
-        flat.insert(flat.end(), tokens.begin() + s * opt.seq_len, tokens.begin() + (s + 1) * opt.seq_len);
+      std::vector<int64_t> seqs;
+      for (int64_t i = mb; i < std::min(opt.micro_batch + mb, per_rank); ++i) {
+        seqs.push_back(sequence(step * opt.batch + first_seq + i));
       }
-      const at::Tensor ids = at::tensor(flat, at::kLong).view({n, opt.seq_len}).to(model.device());
+      const auto [ids, predict] = batch_of(data, seqs, opt.seq_len, model.device());
       model.set_training(true, (opt.seed * 1000003ull + step) * 65537ull + first_seq + mb);
-      const at::Tensor loss = model.loss_sum(ids, opt.teacher ? &kd : nullptr) / tokens_per_step;
+      const at::Tensor loss = model.loss_sum(ids, opt.teacher ? &kd : nullptr, predict) / norm_by;
       loss.backward();
       loss_sum += loss.item<double>();
     }
@@ -214,6 +274,7 @@ TrainResult train(model::Decoder& model, const std::vector<Trainable>& params, c
       loss_sum = g.dp->all_reduce_scalar(loss_sum, parallel::ReduceOp::sum);
     }
     if (g.tp && !partial.empty()) parallel::all_reduce_gradients(partial, *g.tp, parallel::ReduceOp::sum);
+    if (opt.hooks.after_gradients) opt.hooks.after_gradients(step);
     // Global gradient norm: TP shards summed over TP, replicated tensors counted once.
     double sharded_sq = 0, replicated_sq = 0;
     for (const Trainable& p : params) {
@@ -232,11 +293,12 @@ TrainResult train(model::Decoder& model, const std::vector<Trainable>& params, c
         at::Tensor& p = *params[i].tensor;
         at::Tensor grad = p.grad();
         if (coef != 1.0) grad = grad * coef;
-        p.mul_(1.0 - lr * opt.weight_decay);
+        const double lr_p = params[i].lr > 0 ? lr * params[i].lr / opt.lr : lr;
+        if (params[i].decay) p.mul_(1.0 - lr_p * opt.weight_decay);
         mom.m[i].mul_(opt.beta1).add_(grad, 1.0 - opt.beta1);
         mom.v[i].mul_(opt.beta2).addcmul_(grad, grad, 1.0 - opt.beta2);
         const at::Tensor denom = (mom.v[i].sqrt() / std::sqrt(bc2)).add_(opt.eps);
-        p.addcdiv_(mom.m[i], denom, -lr / bc1);
+        p.addcdiv_(mom.m[i], denom, -lr_p / bc1);
       }
     }
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - ts).count();
@@ -251,6 +313,7 @@ TrainResult train(model::Decoder& model, const std::vector<Trainable>& params, c
       metric({{"stage", "train_step"}, {"step", step + 1}, {"loss", loss_sum}, {"lr", lr}, {"grad_norm", norm},
               {"tokens_per_second", tokens_per_step / secs}});
     }
+    if (opt.eval_every > 0 && (step + 1) % opt.eval_every == 0 && step + 1 != opt.steps) evaluate(step + 1);
     const bool last = step + 1 == opt.steps;
     if (!opt.checkpoint_dir.empty() && (last || (opt.save_every > 0 && (step + 1) % opt.save_every == 0))) {
       save_checkpoint(opt, g, step + 1, params, mom);
@@ -263,6 +326,7 @@ TrainResult train(model::Decoder& model, const std::vector<Trainable>& params, c
   r.steps = opt.steps - r.first_step;
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   r.tokens_per_second = r.seconds > 0 ? tokens_per_step * static_cast<double>(r.steps) / r.seconds : 0;
+  if (r.steps > 0) evaluate(opt.steps);
   return r;
 }
 

@@ -5,9 +5,11 @@
 //
 // Works for LoRA and full fine-tuning alike: `params` says what trains.
 //
-// Data: the token stream is cut into sequences of seq_len tokens; every epoch visits them in a
-// seeded order, `batch` sequences a step (the global batch), each DP rank taking its share. The
-// loss is the mean next-token CE over the global batch, so DP = 1 and DP = 2 train alike.
+// Data (runtime/train/data.h): sequences of seq_len tokens; every epoch visits them in a seeded
+// order, `batch` sequences a step (the global batch), each DP rank taking its share. The loss is
+// the mean over the global batch's targets (every rank counts them), so DP = 1 and DP = 2 train
+// alike. With a held-out set, its mean loss and perplexity are measured before the first step,
+// every eval_every steps and after the last (DP ranks split its sequences).
 //
 // Checkpoints: <dir>/step-NNNNNN, written into "<name>.partial": each TP rank's trainable tensors
 // (written by DP rank 0), each rank's optimiser state, then — after every rank is done — a DONE
@@ -24,6 +26,7 @@
 #include <vector>
 
 #include "runtime/model/decoder.h"
+#include "runtime/train/data.h"
 #include "runtime/train/lora.h"
 
 namespace secateur::parallel {
@@ -31,6 +34,13 @@ class Comm;
 }
 
 namespace secateur::train {
+
+// Where a training-time pruner (pruning/movement.h) joins the loop; every hook runs on every rank.
+struct TrainHooks {
+  std::function<void(int64_t step)> before_step;       // before the step's first forward
+  std::function<void(int64_t step)> after_gradients;   // gradients summed over DP and TP, before clipping
+  std::function<void()> before_eval;                   // before a held-out evaluation
+};
 
 struct TrainOptions {
   int64_t steps = 20;
@@ -49,8 +59,12 @@ struct TrainOptions {
   bool resume = false;
   // Knowledge distillation (GUM's defaults: alpha 0.5, T 2): a teacher sharded on the same grid,
   // run without gradients; the loss becomes alpha·T²·KL(teacher ‖ student) + (1 − alpha)·CE.
+  // kd_hidden adds kd_hidden · MSE of the final hidden states (Decoder::Distill::hidden_weight).
   const model::Decoder* teacher = nullptr;
-  double kd_alpha = 0.5, kd_temperature = 2.0;
+  double kd_alpha = 0.5, kd_temperature = 2.0, kd_hidden = 0.0;
+  const TrainData* heldout = nullptr;
+  int64_t eval_every = 0;            // steps between held-out evaluations; 0 = before and after only
+  TrainHooks hooks;
 };
 
 struct Grid3 {
@@ -63,14 +77,19 @@ struct TrainResult {
   int64_t steps = 0, first_step = 0;   // first_step > 0 after a resume
   double last_loss = 0, seconds = 0, tokens_per_second = 0;
   std::vector<double> losses;          // per step run here
+  std::vector<std::pair<int64_t, double>> heldout;   // (steps done, mean held-out loss)
 };
+
+// Mean loss of `data`'s targets (no distillation), DP ranks splitting the sequences.
+double heldout_loss(const model::Decoder& model, const TrainData& data, int64_t seq_len, int64_t micro_batch,
+                    const Grid3& grid);
 
 // lr at step s (0-based) of n.
 double learning_rate(const TrainOptions& opt, int64_t step);
 
-// Trains `params` of `model` on `tokens` (the same stream on every rank). `metric` receives one
-// JSON line per step on every rank (the caller writes rank 0's).
-TrainResult train(model::Decoder& model, const std::vector<Trainable>& params, const std::vector<int32_t>& tokens,
+// Trains `params` of `model` on `data` (the same on every rank). `metric` receives one JSON line
+// per step on every rank (the caller writes rank 0's).
+TrainResult train(model::Decoder& model, const std::vector<Trainable>& params, const TrainData& data,
                   const TrainOptions& opt, const Grid3& grid,
                   const std::function<void(const nlohmann::json&)>& metric = nullptr);
 

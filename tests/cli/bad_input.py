@@ -48,6 +48,10 @@ def main():
     tasks = lambda task: ["eval", "model.path=" + a.gguf, "run.dir=" + t("run"), "eval.windows=[]",
                           f"eval.tasks=[{task}]", "eval.tasks_dir=" + t("tasks")]
 
+    # Instruction data (recover.text = *.jsonl): line 2 has no response.
+    open(t("bad.jsonl"), "w").write('{"instruction": "a", "output": "b"}\n{"instruction": "c"}\n')
+    recover = lambda *extra: ["recover", "model.path=" + a.gguf, "run.dir=" + t("run"), *extra]
+
     out_dir = t("converted")
     cases = [
         (["convert", "--in", t("truncated.gguf"), "--out", out_dir], ["truncated.gguf", "past end of file"]),
@@ -71,6 +75,9 @@ def main():
         (tasks("piqa"), ["piqa/rc_0shot/requests.jsonl.gz:2: missing field 'request.continuation'"]),
         (tasks("hellaswag"), ["hellaswag/rc_0shot/requests.jsonl.gz", "eval.tasks"]),
         (tasks("mmlu"), ["'eval.tasks' = 'mmlu' is not allowed"]),
+        (recover("recover.text=" + t("bad.jsonl")), ["bad.jsonl:2: no 'output' string"]),
+        (recover("recover.heldout=1.5"), ["'recover.heldout' = 1.5 must be in [0, 1)"]),
+        (recover("recover.text=" + t("missing.jsonl")), ["recover.text: no file", "missing.jsonl"]),
     ]
     ok = True
     for args, words in cases:

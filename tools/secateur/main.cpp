@@ -18,6 +18,7 @@
 #include "runtime/text/source.h"
 #include "tools/secateur/bench_comm.h"
 #include "tools/secateur/bench_forward.h"
+#include "tools/secateur/bench_train.h"
 #include "tools/secateur/compare.h"
 #include "tools/secateur/pipeline.h"
 
@@ -94,6 +95,8 @@ int main(int argc, char** argv) {
   eval->add_option("--out", out, "with --compare: also write the table to this file");
   auto* prune = app.add_subcommand("prune", "score, decide, remove and export (prune.*, calibration.*)");
   prune->add_option("args", args, args_help);
+  auto* gum = app.add_subcommand("gum", "training-time MLP neuron pruning: GUM, movement, gradual random/magnitude (gum.*, recover.*)");
+  gum->add_option("args", args, args_help);
   auto* recover = app.add_subcommand("recover", "LoRA or full fine-tuning of model.path, with checkpoints (recover.*)");
   recover->add_option("args", args, args_help);
   auto* gen = app.add_subcommand("generate", "generate text from generate.prompt (greedy or top-p)");
@@ -127,6 +130,21 @@ int main(int argc, char** argv) {
   bench_comm->add_option("--tp", bc.tp, "tensor-parallel size of the grid");
   bench_comm->add_option("--out", bc.out, "JSON file to write (rank 0)");
 
+  tools::BenchTrainOptions bt;
+  auto* bench_train = bench->add_subcommand("train", "recovery-training tokens/s and MFU: LoRA, LoRA + KD, full");
+  bench_train->add_option("--model", bt.model, "a .gguf file, an HF directory, or random:llama-1b")->required();
+  bench_train->add_option("--methods", bt.methods, "lora, lora_kd, full, full_kd");
+  bench_train->add_option("--steps", bt.steps, "timed steps (after one warm-up step); the median is reported");
+  bench_train->add_option("--batch", bt.batch, "sequences per step, all DP ranks together");
+  bench_train->add_option("--micro-batch", bt.micro_batch, "sequences per forward/backward on one rank");
+  bench_train->add_option("--seq", bt.seq, "tokens per sequence");
+  bench_train->add_option("--threads", bt.threads, "intra-op threads (0 = all cores)");
+  bench_train->add_option("--dtype", bt.dtype, "float32 | bfloat16");
+  bench_train->add_option("--device", bt.device, "cpu | cuda");
+  bench_train->add_option("--peak-n", bt.peak_n, "size of the square matmul that measures the peak");
+  bench_train->add_option("--tp", bt.tp, "tensor-parallel size of the grid");
+  bench_train->add_option("--out", bt.out, "JSON file to write (rank 0)");
+
   auto* env = app.add_subcommand("env", "print the devices, NCCL and CUDA this build sees");
 
   CLI11_PARSE(app, argc, argv);
@@ -151,10 +169,19 @@ int main(int argc, char** argv) {
     if (*gen) return run_pipeline(resolve(args, {}), "generate", {"generate"}, &argc, &argv);
     if (*prune) return run_pipeline(resolve(args, {}), "prune", {"prune"}, &argc, &argv);
     if (*recover) return run_pipeline(resolve(args, {}), "recover", {"recover"}, &argc, &argv);
+    if (*gum) return run_pipeline(resolve(args, {}), "gum", {"gum"}, &argc, &argv);
     if (*bench_comm) {
       auto grid = parallel::Grid::init(&argc, &argv, bc.tp > 0 ? bc.tp : 1);
       log::init(grid->rank(), grid->world_size());
       const int rc = tools::bench_comm(*grid, bc);
+      grid->finalize();
+      return rc;
+    }
+    if (*bench_train) {
+      auto grid = parallel::Grid::init(&argc, &argv, bt.tp > 0 ? bt.tp : 1,
+                                       bt.device == "cuda" ? c10::DeviceType::CUDA : c10::DeviceType::CPU);
+      log::init(grid->rank(), grid->world_size());
+      const int rc = tools::bench_train(*grid, bt);
       grid->finalize();
       return rc;
     }

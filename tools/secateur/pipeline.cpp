@@ -13,6 +13,7 @@
 #include "parallel/grid.h"
 #include "pruning/apply.h"
 #include "pruning/decision.h"
+#include "pruning/movement.h"
 #include "pruning/stats.h"
 #include "runtime/core/check.h"
 #include "runtime/core/log.h"
@@ -23,12 +24,22 @@
 #include "runtime/io/atomic_file.h"
 #include "runtime/io/checkpoint.h"
 #include "runtime/text/source.h"
+#include "runtime/train/data.h"
 #include "runtime/train/lora.h"
 #include "runtime/train/trainer.h"
 
 namespace secateur::tools {
 
 namespace fs = std::filesystem;
+
+namespace {
+
+// recover.text names Alpaca-style instruction data when it is a .jsonl file (runtime/train/data.h).
+bool is_instruction_file(const std::string& spec) {
+  return spec.size() > 6 && spec.compare(spec.size() - 6, 6, ".jsonl") == 0;
+}
+
+}  // namespace
 
 Pipeline::Pipeline(config::Config cfg, parallel::Grid& grid, bool fresh)
     : cfg_(std::move(cfg)), grid_(grid), dir_(cfg_.get<std::string>("run.dir")) {
@@ -82,8 +93,9 @@ void Pipeline::run_stage(const std::string& stage) {
   else if (stage == "eval") eval();
   else if (stage == "generate") generate();
   else if (stage == "prune") prune();
+  else if (stage == "gum") gum();
   else if (stage == "recover") recover();
-  else SECATEUR_FAIL("[pipeline] unknown stage '{}' (allowed: convert, eval, prune, recover, generate)", stage);
+  else SECATEUR_FAIL("[pipeline] unknown stage '{}' (allowed: convert, eval, prune, gum, recover, generate)", stage);
   grid_.world().barrier();                       // every rank leaves a stage together
 }
 
@@ -144,7 +156,8 @@ void Pipeline::eval_tasks() {
   std::string label = cfg_.get<std::string>("model.path");   // the model evaluated: the last pruned or recovered one
   int pass = 0;                                               // earlier zero-shot passes of this run
   for (const auto& m : report_.value("metrics", nlohmann::json::array())) {
-    if (m.value("stage", "") == "prune" || m.value("stage", "") == "recover") label = m.value("out", label);
+    const std::string st = m.value("stage", "");
+    if (st == "prune" || st == "gum" || st == "recover") label = m.value("out", label);
     if (m.value("metric", "") == "zero_shot" && m.value("task", "") == tasks[0]) ++pass;
   }
   for (const std::string& name : tasks) {
@@ -205,6 +218,22 @@ pruning::PruneOptions prune_options(const config::Config& cfg) {
   return o;
 }
 
+pruning::GradualOptions gradual_options(const config::Config& cfg) {
+  pruning::GradualOptions g;
+  g.method = pruning::parse_gradual(cfg.get<std::string>("gum.method"));
+  g.keep = cfg.get<double>("gum.keep");
+  g.global = cfg.get<std::string>("gum.ranking") == "global";
+  g.warmup = cfg.get<double>("gum.warmup");
+  g.mask_lr = cfg.get<double>("gum.mask_lr");
+  g.lambda = cfg.get<double>("gum.lambda");
+  g.lambda_u = cfg.get<double>("gum.lambda_u");
+  g.beta = cfg.get<double>("gum.beta");
+  g.soft_threshold = cfg.get<double>("gum.soft_threshold");
+  g.partners = cfg.get<int64_t>("gum.partners");
+  g.seed = static_cast<uint64_t>(cfg.get<int64_t>("run.seed"));
+  return g;
+}
+
 void Pipeline::validate(const std::vector<std::string>& stages) {
   if (std::find(stages.begin(), stages.end(), "eval") != stages.end()) {   // zero-shot task files, before any work
     const auto tasks = cfg_.get<std::vector<std::string>>("eval.tasks");
@@ -215,11 +244,21 @@ void Pipeline::validate(const std::vector<std::string>& stages) {
     }
   }
   const auto has = [&](const char* stage) { return std::find(stages.begin(), stages.end(), stage) != stages.end(); };
-  if (!has("prune") && !has("recover")) return;
+  if (has("gum")) gradual_options(cfg_).validate();
+  if (!has("prune") && !has("recover") && !has("gum")) return;
   const model::ModelConfig config = io::load_config(cfg_.get<std::string>("model.path"));
   SECATEUR_CHECK(grid_.tp_size() == 1 || config.family == model::Family::llama, "[config] pruning or recovering a "
                  "GPT-2 model needs 'parallel.tp' = 1 (its checkpoint fuses q/k/v and is written by one rank)");
-  if (has("recover")) (void)text::read_text(cfg_.get<std::string>("recover.text"), cfg_.get<std::string>("data.austen"));
+  if (has("recover") || has("gum")) {
+    const std::string spec = cfg_.get<std::string>("recover.text");
+    if (is_instruction_file(spec)) {
+      SECATEUR_CHECK(fs::is_regular_file(spec), "[config] recover.text: no file {}", spec);
+    } else {
+      (void)text::read_text(spec, cfg_.get<std::string>("data.austen"));
+    }
+    const double heldout = cfg_.get<double>("recover.heldout");
+    SECATEUR_CHECK(heldout >= 0 && heldout < 1, "[config] 'recover.heldout' = {} must be in [0, 1)", heldout);
+  }
   if (!has("prune")) return;
   // A dry run with random scores: the same budget arithmetic, so a ratio that would empty a layer
   // is refused here, before the model is loaded or calibrated.
@@ -264,22 +303,7 @@ void Pipeline::prune() {
   if (writer()) io::write_file_atomic((fs::path(dir_) / "decision.json").string(), dj.dump(2) + "\n");
   std::string out = cfg_.get<std::string>("prune.out");
   if (out.empty()) out = (fs::path(dir_) / "pruned").string();
-  if (grid_.tp_size() == 1) {
-    pruning::Pruned pruned = pruning::apply(before, model_->named_tensors(), d.removed);
-    write_model(out, pruned.config, pruned.tensors, pruned.placement);
-    model_.emplace(pruned.config, pruned.tensors, nullptr);
-  } else {
-    // Each TP rank slices its own shards and writes them in place; the smaller model is then
-    // loaded back, sharded afresh.
-    {
-      pruning::Pruned pruned = pruning::apply(before, model_->named_tensors(), d.removed, &model_->plan());
-      write_model(out, pruned.config, std::move(pruned.tensors), std::move(pruned.placement));
-    }
-    const at::Device device = model_->device();
-    const at::ScalarType dtype = model_->dtype();
-    model_.reset();
-    model_.emplace(io::load_decoder(out, device, dtype, &grid_.tp()));
-  }
+  remove_groups(d.removed, out);
   spdlog::info("pruned with {} ({} scope): {:.1f}M -> {:.1f}M parameters, {:.2f}% removed (target {:.2f}%), "
                "scoring {:.1f} s, decision {:016x} -> {}", pruning::criterion_name(opt.criterion), opt.scope,
                d.params_before / 1e6, d.params_after / 1e6, 100 * d.achieved_ratio, 100 * opt.ratio, stats.seconds,
@@ -288,6 +312,26 @@ void Pipeline::prune() {
           {"ratio_target", opt.ratio}, {"ratio_achieved", d.achieved_ratio}, {"params_before", d.params_before},
           {"params_after", d.params_after}, {"scoring_seconds", stats.seconds},
           {"peak_rss_mib_after_scoring", ru.ru_maxrss / 1024.0}, {"hash", dj["hash"]}, {"out", out}});
+}
+
+void Pipeline::remove_groups(const std::vector<pruning::Group>& removed, const std::string& out) {
+  const model::ModelConfig before = model_->config();
+  if (grid_.tp_size() == 1) {
+    pruning::Pruned pruned = pruning::apply(before, model_->named_tensors(), removed);
+    write_model(out, pruned.config, pruned.tensors, pruned.placement);
+    model_.emplace(pruned.config, pruned.tensors, nullptr);
+    return;
+  }
+  // Each TP rank slices its own shards and writes them in place; the smaller model is then loaded
+  // back, sharded afresh.
+  {
+    pruning::Pruned pruned = pruning::apply(before, model_->named_tensors(), removed, &model_->plan());
+    write_model(out, pruned.config, std::move(pruned.tensors), std::move(pruned.placement));
+  }
+  const at::Device device = model_->device();
+  const at::ScalarType dtype = model_->dtype();
+  model_.reset();
+  model_.emplace(io::load_decoder(out, device, dtype, &grid_.tp()));
 }
 
 void Pipeline::write_model(const std::string& out, const model::ModelConfig& config, model::NamedTensors parts,
@@ -308,10 +352,9 @@ void Pipeline::write_model(const std::string& out, const model::ModelConfig& con
   io::save_hf_model_parallel(out, config, mine, where, dtype, &tokenizer(), grid_.world());
 }
 
-void Pipeline::recover() {
-  (void)model();
+void Pipeline::prepare_training(Training& t, const std::string& stage) {
   model::Decoder& m = *model_;
-  train::TrainOptions o;
+  train::TrainOptions& o = t.options;
   o.steps = cfg_.get<int64_t>("recover.steps");
   o.batch = cfg_.get<int64_t>("recover.batch");
   o.micro_batch = cfg_.get<int64_t>("recover.micro_batch");
@@ -322,49 +365,116 @@ void Pipeline::recover() {
   o.schedule = cfg_.get<std::string>("recover.schedule");
   o.clip = cfg_.get<double>("recover.clip");
   o.seed = static_cast<uint64_t>(cfg_.get<int64_t>("run.seed"));
-  o.checkpoint_dir = (fs::path(dir_) / "checkpoints").string();
+  o.checkpoint_dir = (fs::path(dir_) / (stage == "recover" ? "checkpoints" : "checkpoints-" + stage)).string();
   o.save_every = cfg_.get<int64_t>("recover.save_every");
   o.resume = cfg_.get<bool>("recover.resume");
-  const std::string method = cfg_.get<std::string>("recover.method");
   const std::string spec = cfg_.get<std::string>("recover.text");
-  const std::vector<int32_t> ids = tokenizer().encode(text::read_text(spec, cfg_.get<std::string>("data.austen")),
-                                                      /*parse_special=*/false);
+  const train::TrainData all =
+      is_instruction_file(spec)
+          ? train::instruction_data(spec, tokenizer(), o.seq_len)
+          : train::TrainData(tokenizer().encode(text::read_text(spec, cfg_.get<std::string>("data.austen")),
+                                                /*parse_special=*/false));
+  std::tie(t.data, t.heldout) = train::split_heldout(all, o.seq_len, cfg_.get<double>("recover.heldout"));
+  if (!t.heldout.tokens.empty()) o.heldout = &t.heldout;
+  o.eval_every = cfg_.get<int64_t>("recover.eval_every");
+  const std::string method = cfg_.get<std::string>("recover.method");
   train::LoraOptions lora;
   lora.rank = cfg_.get<int64_t>("recover.lora_rank");
   lora.alpha = cfg_.get<double>("recover.lora_alpha");
   lora.dropout = cfg_.get<double>("recover.lora_dropout");
   lora.targets = cfg_.get<std::vector<std::string>>("recover.lora_targets");
   lora.seed = o.seed;
-  const std::vector<train::Trainable> params = method == "lora" ? train::add_lora(m, lora) : train::all_weights(m);
-  const int64_t trainable = method == "lora" ? train::lora_parameter_count(m.config(), lora) : m.config().n_params();
-  spdlog::info("recover ({}): {:.2f}M trainable parameters ({:.2f}% of {:.1f}M), {} steps of {} x {} tokens from {}",
-               method, trainable / 1e6, 100.0 * trainable / m.config().n_params(), m.config().n_params() / 1e6, o.steps,
-               o.batch, o.seq_len, spec);
-  std::optional<model::Decoder> teacher;
+  t.params = method == "lora" ? train::add_lora(m, lora) : train::all_weights(m);
+  t.trainable = method == "lora" ? train::lora_parameter_count(m.config(), lora) : m.config().n_params();
+  spdlog::info("{} ({}): {:.2f}M trainable parameters ({:.2f}% of {:.1f}M), {} steps of {} x {} tokens from {}", stage,
+               method, t.trainable / 1e6, 100.0 * t.trainable / m.config().n_params(), m.config().n_params() / 1e6,
+               o.steps, o.batch, o.seq_len, spec);
   if (cfg_.get<bool>("recover.distill")) {
     std::string path = cfg_.get<std::string>("recover.teacher");
     if (path.empty()) path = cfg_.get<std::string>("model.path");
-    teacher.emplace(io::load_decoder(path, m.device(), m.dtype(), &grid_.tp()));
-    o.teacher = &*teacher;
+    t.teacher.emplace(io::load_decoder(path, m.device(), m.dtype(), &grid_.tp()));
+    o.teacher = &*t.teacher;
     o.kd_alpha = cfg_.get<double>("recover.kd_alpha");
     o.kd_temperature = cfg_.get<double>("recover.kd_temperature");
-    spdlog::info("distilling from {} ({:.1f}M parameters): alpha {}, temperature {}", path,
-                 teacher->config().n_params() / 1e6, o.kd_alpha, o.kd_temperature);
+    o.kd_hidden = cfg_.get<double>("recover.kd_hidden");
+    spdlog::info("distilling from {} ({:.1f}M parameters): alpha {}, temperature {}, hidden {}", path,
+                 t.teacher->config().n_params() / 1e6, o.kd_alpha, o.kd_temperature, o.kd_hidden);
   }
-  const train::TrainResult r = train::train(m, params, ids, o, {&grid_.dp(), &grid_.tp(), &grid_.world()},
+}
+
+void Pipeline::recover() {
+  (void)model();
+  model::Decoder& m = *model_;
+  Training t;
+  prepare_training(t, "recover");
+  const train::TrainResult r = train::train(m, t.params, t.data, t.options, {&grid_.dp(), &grid_.tp(), &grid_.world()},
                                             [this](const nlohmann::json& j) { record(j); });
+  const std::string method = cfg_.get<std::string>("recover.method");
   if (method == "lora") train::merge_lora(m);
   std::string out = cfg_.get<std::string>("recover.out");
   if (out.empty()) out = (fs::path(dir_) / "recovered").string();
   model::NamedTensors weights = m.named_tensors();
   std::vector<model::ShardPlan::TensorSlice> placement;
-  for (const auto& [name, t] : weights) placement.push_back(m.plan().slice_of(name, m.config()));
+  for (const auto& [name, w] : weights) placement.push_back(m.plan().slice_of(name, m.config()));
   write_model(out, m.config(), std::move(weights), std::move(placement));
   spdlog::info("recovered with {}: {} steps in {:.1f} s ({:.0f} tok/s), final loss {:.4f} -> {}", method, r.steps,
                r.seconds, r.tokens_per_second, r.last_loss, out);
-  record({{"stage", "recover"}, {"method", method}, {"distill", o.teacher != nullptr}, {"steps", r.steps}, {"first_step", r.first_step},
-          {"trainable_params", trainable}, {"final_loss", r.last_loss}, {"seconds", r.seconds},
-          {"tokens_per_second", r.tokens_per_second}, {"out", out}});
+  nlohmann::json line = {{"stage", "recover"}, {"method", method}, {"distill", t.options.teacher != nullptr},
+                         {"steps", r.steps}, {"first_step", r.first_step}, {"trainable_params", t.trainable},
+                         {"final_loss", r.last_loss}, {"seconds", r.seconds},
+                         {"tokens_per_second", r.tokens_per_second}, {"out", out}};
+  if (!r.heldout.empty()) {
+    line["heldout_ppl_before"] = std::exp(r.heldout.front().second);
+    line["heldout_ppl_after"] = std::exp(r.heldout.back().second);
+  }
+  record(line);
+}
+
+void Pipeline::gum() {
+  (void)model();
+  model::Decoder& m = *model_;
+  const pruning::GradualOptions g = gradual_options(cfg_);
+  Training t;
+  prepare_training(t, "gum");
+  SECATEUR_CHECK(!t.options.resume, "[config] 'recover.resume' is not supported by the gum stage (its running "
+                 "cosine statistics are not checkpointed)");
+  t.options.checkpoint_dir.clear();
+  const int64_t params_before = m.config().n_params();
+  pruning::GradualPruner pruner(m, g, t.options.steps, &grid_.dp());
+  const std::vector<at::Tensor*> scores = pruner.scores();
+  for (size_t l = 0; l < scores.size(); ++l) {
+    t.params.push_back({fmt::format("mask_scores.{}", l), scores[l], false, true, g.mask_lr, false});
+  }
+  t.options.hooks = {[&](int64_t step) { pruner.before_step(step); },
+                     [&](int64_t step) { pruner.after_gradients(step); }, [&] { pruner.before_eval(); }};
+  const train::TrainResult r = train::train(m, t.params, t.data, t.options, {&grid_.dp(), &grid_.tp(), &grid_.world()},
+                                            [this](const nlohmann::json& j) { record(j); });
+  if (cfg_.get<std::string>("recover.method") == "lora") train::merge_lora(m);
+  const std::vector<pruning::Group> removed = pruner.final_removal();
+  // One decision everywhere: every rank compares a hash of the neurons it removes.
+  uint64_t hash = removed.size();
+  for (const pruning::Group& grp : removed) hash = hash * 1000003ull + static_cast<uint64_t>(grp.layer * 65536 + grp.index);
+  parallel::Comm& world = grid_.world();
+  SECATEUR_CHECK(world.all_reduce_min(hash) == world.all_reduce_max(hash), "[pruning] ranks chose different neurons "
+                 "(hash {:016x} on rank {})", hash, grid_.rank());
+  const nlohmann::json summary = pruner.summary();
+  if (writer()) io::write_file_atomic((fs::path(dir_) / "gum.json").string(), summary.dump(2) + "\n");
+  std::string out = cfg_.get<std::string>("gum.out");
+  if (out.empty()) out = (fs::path(dir_) / "pruned").string();
+  remove_groups(removed, out);
+  const model::ModelConfig& after = model_->config();
+  spdlog::info("gum ({}, {}): kept {} of {} MLP neurons ({:.1f}%), {:.1f}M -> {:.1f}M parameters, {} steps in {:.1f} s "
+               "-> {}", pruning::gradual_name(g.method), g.global ? "global" : "local", summary["kept"].get<int64_t>(),
+               summary["neurons"].get<int64_t>(), 100 * summary["kept_fraction"].get<double>(), params_before / 1e6,
+               after.n_params() / 1e6, r.steps, r.seconds, out);
+  nlohmann::json line = {{"stage", "gum"}, {"method", pruning::gradual_name(g.method)},
+                         {"ranking", g.global ? "global" : "local"}, {"distill", t.options.teacher != nullptr},
+                         {"keep_target", g.keep}, {"kept_fraction", summary["kept_fraction"]},
+                         {"params_before", params_before}, {"params_after", after.n_params()}, {"steps", r.steps},
+                         {"final_loss", r.last_loss}, {"seconds", r.seconds}, {"tokens_per_second", r.tokens_per_second},
+                         {"out", out}};
+  if (!r.heldout.empty()) line["heldout_ppl_after"] = std::exp(r.heldout.back().second);
+  record(line);
 }
 
 void Pipeline::generate() {
@@ -414,6 +524,13 @@ void Pipeline::finish() {
                              m["criterion"].get<std::string>(), m["scope"].get<std::string>(),
                              m["params_before"].get<int64_t>() / 1e6, m["params_after"].get<int64_t>() / 1e6,
                              100 * m["ratio_achieved"].get<double>(), m["out"].get<std::string>());
+    }
+    if (stage == "gum") {
+      summary += fmt::format("\n  gum ({}, {}{})  {:.1f}M -> {:.1f}M parameters, {:.1f}% of MLP neurons kept, {} steps -> {}",
+                             m["method"].get<std::string>(), m["ranking"].get<std::string>(),
+                             m["distill"].get<bool>() ? ", KD" : "", m["params_before"].get<int64_t>() / 1e6,
+                             m["params_after"].get<int64_t>() / 1e6, 100 * m["kept_fraction"].get<double>(),
+                             m["steps"].get<int64_t>(), m["out"].get<std::string>());
     }
     if (stage == "recover") {
       summary += fmt::format("\n  recovered ({})     {} steps, final loss {:.4f} -> {}", m["method"].get<std::string>(),

@@ -7,7 +7,9 @@
 
 #include "runtime/config/config.h"
 #include "runtime/model/decoder.h"
+#include "pruning/group.h"
 #include "runtime/text/tokenizer.h"
+#include "runtime/train/trainer.h"
 
 namespace secateur::parallel {
 class Grid;
@@ -31,7 +33,7 @@ class Pipeline {
   // fresh: start metrics.jsonl anew. Every rank runs every stage; rank 0 alone writes files.
   Pipeline(config::Config cfg, parallel::Grid& grid, bool fresh);
   void validate(const std::vector<std::string>& stages);   // their options, before any work
-  void run_stage(const std::string& stage);    // convert | eval | prune | recover | generate
+  void run_stage(const std::string& stage);    // convert | eval | prune | gum | recover | generate
   void finish();                               // writes report.json; prints the summary
 
  private:
@@ -42,7 +44,19 @@ class Pipeline {
   void eval_speed();
   void generate();
   void prune();
+  void gum();
   void recover();
+  // What recover and gum train with (recover.*). The options point into the struct: it must not move.
+  struct Training {
+    train::TrainOptions options;
+    train::TrainData data, heldout;
+    std::optional<model::Decoder> teacher;
+    std::vector<train::Trainable> params;      // LoRA adapters or every weight (recover.method)
+    int64_t trainable = 0;                     // their count over the whole model
+  };
+  void prepare_training(Training& t, const std::string& stage);
+  // Removes the groups from the current model, writes it to out and continues with it.
+  void remove_groups(const std::vector<pruning::Group>& removed, const std::string& out);
   // Writes the current model's parts (placed as ShardPlan::slice_of says) as the HF directory out:
   // rank 0 alone at TP = 1, every TP rank its own slices otherwise.
   void write_model(const std::string& out, const model::ModelConfig& config, model::NamedTensors parts,

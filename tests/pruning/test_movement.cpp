@@ -1,0 +1,258 @@
+// Training-time pruning (pruning/movement.h), under mpirun -np 2: SECATEUR_TEST_TP=1 gives DP = 2,
+// =2 gives TP = 2. Each comparison is local: the same computation on one rank (no comms, the whole
+// model) is the reference, run by every rank itself.
+#include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <map>
+
+#include "parallel/grid.h"
+#include "pruning/apply.h"
+#include "pruning/movement.h"
+#include "runtime/model/decoder.h"
+#include "runtime/train/lora.h"
+#include "runtime/train/trainer.h"
+#include "tests/mpi_test_main.h"
+
+using namespace secateur;
+using model::ModelConfig;
+
+namespace {
+
+parallel::Grid* g_grid = nullptr;
+
+ModelConfig tiny_llama() {
+  auto c = ModelConfig::make(model::Family::llama, 103, 48, 3, 8, 4, 30);
+  c.head_dim = 6;
+  c.tied_embeddings = false;
+  c.d_ff = {30, 8, 14};
+  return c;
+}
+
+std::vector<int32_t> token_stream() {
+  at::manual_seed(17);
+  const at::Tensor cycle = at::randint(103, {40}, at::kInt);
+  std::vector<int32_t> out;
+  for (int i = 0; i < 2000; ++i) out.push_back(cycle[i % 40].item<int32_t>());
+  return out;
+}
+
+}  // namespace
+
+TEST(TopV, GlobalKeepsExactlyTheScheduledCountWithDeterministicTies) {
+  // Layer 0: 4 neurons, layer 1: 3 (all tied at the lowest score), layer 2: 5 with ties.
+  const std::vector<at::Tensor> s = {at::tensor({0.5, 0.9, 0.5, 0.1}, at::kFloat), at::tensor({0.0, 0.0, 0.0}, at::kFloat),
+                                     at::tensor({0.5, 0.7, 0.5, 0.5, 0.2}, at::kFloat)};
+  for (double v : {0.0, 0.25, 0.5, 0.58, 0.75, 1.0}) {
+    const auto m = pruning::top_v_masks(s, v, /*global=*/true);
+    int64_t kept = 0;
+    for (const auto& x : m) kept += x.sum().item<int64_t>();
+    EXPECT_EQ(kept, static_cast<int64_t>(std::floor(v * 12 + 1e-9))) << "v " << v;
+  }
+  // v = 0.5: 6 kept = 0.9, 0.7, then the four 0.5s, lowest (layer, index) first: (0,0), (0,2), (2,0), (2,2).
+  const auto m = pruning::top_v_masks(s, 0.5, true);
+  EXPECT_TRUE(at::equal(m[0], at::tensor({1.f, 1.f, 1.f, 0.f})));
+  EXPECT_TRUE(at::equal(m[1], at::zeros({3})));                  // a whole layer goes
+  EXPECT_TRUE(at::equal(m[2], at::tensor({1.f, 1.f, 1.f, 0.f, 0.f})));
+  // Local: floor(v · d_ff) in every layer, the ties again by index.
+  const auto local = pruning::top_v_masks(s, 0.5, false);
+  EXPECT_TRUE(at::equal(local[0], at::tensor({1.f, 1.f, 0.f, 0.f})));
+  EXPECT_TRUE(at::equal(local[1], at::tensor({1.f, 0.f, 0.f})));
+  EXPECT_TRUE(at::equal(local[2], at::tensor({1.f, 1.f, 0.f, 0.f, 0.f})));
+}
+
+TEST(Schedule, CubicWithWarmupAndCooldown) {
+  // T = 100, W = 10: v = 1 up to step 10, v_f from step 71 on, cubic between.
+  EXPECT_DOUBLE_EQ(pruning::cubic_schedule(0, 100, 10, 1.0, 0.5), 1.0);
+  EXPECT_DOUBLE_EQ(pruning::cubic_schedule(10, 100, 10, 1.0, 0.5), 1.0);
+  EXPECT_NEAR(pruning::cubic_schedule(40, 100, 10, 1.0, 0.5), 0.5 + 0.5 * 0.125, 1e-12);   // c = 1/2
+  EXPECT_DOUBLE_EQ(pruning::cubic_schedule(70, 100, 10, 1.0, 0.5), 0.5);
+  EXPECT_DOUBLE_EQ(pruning::cubic_schedule(99, 100, 10, 1.0, 0.5), 0.5);
+  double last = 1.0;
+  for (int64_t t = 0; t < 100; ++t) {
+    const double v = pruning::cubic_schedule(t, 100, 10, 1.0, 0.5);
+    EXPECT_LE(v, last);
+    last = v;
+  }
+}
+
+// The straight-through gradient of a neuron's score is Σ G ⊙ W over its gate row, up row and down
+// column, G the gradient of the masked weights: computed by hand on a whole model whose masked
+// weights are leaves. On the grid each TP rank's gradient is its neurons' part, summed over TP.
+TEST(Movement, StraightThroughScoreGradientIsSumOfGradTimesWeight) {
+  const ModelConfig c = tiny_llama();
+  model::Decoder grid_model = model::Decoder::with_random_weights(c, 3, &g_grid->tp());
+  model::Decoder whole = model::Decoder::with_random_weights(c, 3);
+  grid_model.to(at::kCPU, at::kDouble);
+  whole.to(at::kCPU, at::kDouble);
+  at::manual_seed(5);
+  const at::Tensor ids = at::randint(c.vocab_size, {2, 10}, at::kLong);
+  std::vector<at::Tensor> scores, hard;
+  for (int64_t l = 0; l < c.n_layers(); ++l) {
+    scores.push_back(at::randn({c.d_ff[l]}, at::kDouble).requires_grad_(true));
+    hard.push_back((at::rand({c.d_ff[l]}) < 0.7).to(at::kDouble));
+    grid_model.set_mlp_mask(l, hard[l] + (scores[l] - scores[l].detach()));
+  }
+  grid_model.loss_sum(ids).backward();
+  // By hand: the masked weights as leaves of an unmasked model.
+  model::NamedTensors masked;
+  std::map<std::string, at::Tensor> original;
+  for (auto [name, t] : whole.named_tensors()) {
+    original[name] = t;
+    for (int64_t l = 0; l < c.n_layers(); ++l) {
+      const std::string p = model::layer_prefix(l) + "mlp.";
+      if (name == p + "gate_proj.weight" || name == p + "up_proj.weight") t = t * hard[l].unsqueeze(1);
+      if (name == p + "down_proj.weight") t = t * hard[l].unsqueeze(0);
+    }
+    masked.emplace_back(name, t.detach().clone().requires_grad_(true));
+  }
+  model::Decoder reference(c, masked);
+  reference.loss_sum(ids).backward();
+  std::map<std::string, at::Tensor> grad;
+  for (const auto& [name, t] : masked) grad[name] = t.grad();
+  for (int64_t l = 0; l < c.n_layers(); ++l) {
+    const std::string p = model::layer_prefix(l) + "mlp.";
+    const auto gw = [&](const std::string& n, int dim) { return (grad[p + n] * original[p + n]).sum(dim); };
+    const at::Tensor want = gw("gate_proj.weight", 1) + gw("up_proj.weight", 1) + gw("down_proj.weight", 0);
+    at::Tensor got = scores[l].grad().clone();
+    if (g_grid->tp_size() > 1) g_grid->tp().all_reduce(got, parallel::ReduceOp::sum);
+    EXPECT_LE((got - want).abs().max().item<double>(), 1e-9 * want.abs().max().item<double>()) << "layer " << l;
+    EXPECT_GT(want.abs().max().item<double>(), 1e-6);
+  }
+}
+
+TEST(Gum, RunningCosineEqualsDirectComputation) {
+  at::manual_seed(8);
+  const int64_t d_ff = 12;
+  const double beta = 0.7;
+  const model::Range rows{3, 9};
+  pruning::CosineStats full(d_ff, rows), sampled(d_ff, rows, {1, 4, 5, 11});
+  at::Tensor c_run, n_run;
+  for (int step = 0; step < 3; ++step) {
+    at::Tensor c_step = at::zeros({d_ff, d_ff}, at::kDouble), n_step = at::zeros({d_ff}, at::kDouble);
+    for (int mb = 0; mb < 2; ++mb) {                               // micro-batches of one step add up
+      const at::Tensor h = at::randn({7, d_ff}, at::kDouble).relu();
+      full.add(h.narrow(1, rows.begin, rows.size()), h);
+      sampled.add(h.narrow(1, rows.begin, rows.size()), h);
+      c_step += h.t().matmul(h);
+      n_step += h.square().sum(0);
+    }
+    full.commit(beta, nullptr);
+    sampled.commit(beta, nullptr);
+    c_run = step == 0 ? beta * c_step : (1 - beta) * c_run + beta * c_step;
+    n_run = step == 0 ? beta * n_step : (1 - beta) * n_run + beta * n_step;
+  }
+  at::Tensor cos = c_run / (n_run.sqrt().unsqueeze(1) * n_run.sqrt().unsqueeze(0) + 1e-6);
+  cos.fill_diagonal_(0);
+  const at::Tensor want = cos.narrow(0, rows.begin, rows.size());
+  EXPECT_LE((full.cosine() - want).abs().max().item<double>(), 1e-12);
+  EXPECT_LE((full.abs_cos_sum() - want.abs().sum(1)).abs().max().item<double>(), 1e-12);
+  const at::Tensor cols = at::tensor({1, 4, 5, 11}, at::kLong);
+  EXPECT_LE((sampled.cosine() - want.index_select(1, cols)).abs().max().item<double>(), 1e-12);
+  EXPECT_LE((sampled.abs_cos_sum() - want.index_select(1, cols).abs().sum(1) * 3.0).abs().max().item<double>(), 1e-12);
+}
+
+namespace {
+
+struct GumRun {
+  std::vector<double> losses;
+  std::vector<at::Tensor> mult;
+  std::vector<pruning::Group> removed;
+  model::ModelConfig pruned;
+};
+
+// A short GUM run with distillation-free full fine-tuning; on the grid or on this rank alone.
+GumRun gum_run(bool on_grid, pruning::GradualMethod method = pruning::GradualMethod::gum) {
+  const ModelConfig c = tiny_llama();
+  parallel::Comm* tp = on_grid ? &g_grid->tp() : nullptr;
+  model::Decoder m = model::Decoder::with_random_weights(c, 3, tp);
+  m.to(at::kCPU, at::kDouble);
+  pruning::GradualOptions o;
+  o.method = method;
+  o.keep = 0.4;
+  o.lambda = 0.5;
+  o.lambda_u = 1.0;
+  o.beta = 0.6;
+  train::TrainOptions t;
+  t.steps = 12;
+  t.batch = 4;
+  t.micro_batch = 1;
+  t.seq_len = 16;
+  t.lr = 3e-3;
+  t.seed = 5;
+  pruning::GradualPruner pruner(m, o, t.steps, on_grid ? &g_grid->dp() : nullptr);
+  std::vector<train::Trainable> params = train::all_weights(m);
+  const auto scores = pruner.scores();
+  for (size_t l = 0; l < scores.size(); ++l) params.push_back({"s" + std::to_string(l), scores[l], false, true, 1e-2, false});
+  t.hooks = {[&](int64_t s) { pruner.before_step(s); }, [&](int64_t s) { pruner.after_gradients(s); },
+             [&] { pruner.before_eval(); }};
+  train::Grid3 g;
+  if (on_grid) g = {&g_grid->dp(), &g_grid->tp(), &g_grid->world()};
+  GumRun r;
+  r.losses = train::train(m, params, token_stream(), t, g).losses;
+  r.mult = pruner.multipliers();
+  r.removed = pruner.final_removal();
+  r.pruned = pruning::apply(c, m.named_tensors(), r.removed, on_grid ? &m.plan() : nullptr).config;
+  return r;
+}
+
+}  // namespace
+
+// DP = 2 and TP = 2 against one rank: the loss curve, the redundancy multipliers from the cosine
+// statistics (summed over DP, row blocks over TP) and the neurons removed.
+TEST(Gum, StatisticsAndDecisionOnTheGridEqualOneRank) {
+  const GumRun grid = gum_run(true), one = gum_run(false);
+  ASSERT_EQ(grid.losses.size(), one.losses.size());
+  for (size_t i = 0; i < one.losses.size(); ++i) EXPECT_NEAR(grid.losses[i] / one.losses[i], 1.0, 1e-10) << i;
+  double worst = 0, biggest = 0;
+  for (size_t l = 0; l < one.mult.size(); ++l) {
+    worst = std::max(worst, (grid.mult[l] - one.mult[l]).abs().max().item<double>());
+    biggest = std::max(biggest, one.mult[l].abs().max().item<double>());
+  }
+  EXPECT_GT(biggest, 0.0);
+  EXPECT_LE(worst, 1e-5 * biggest);
+  ASSERT_EQ(grid.removed.size(), one.removed.size());
+  for (size_t i = 0; i < one.removed.size(); ++i) {
+    EXPECT_EQ(grid.removed[i].layer, one.removed[i].layer);
+    EXPECT_EQ(grid.removed[i].index, one.removed[i].index);
+  }
+  int64_t kept = 0;
+  for (int64_t f : one.pruned.d_ff) kept += f;
+  EXPECT_EQ(kept, static_cast<int64_t>(std::floor(0.4 * (30 + 8 + 14))));
+  if (g_grid->rank() == 0) {
+    std::printf("gum on dp %d x tp %d: multipliers worst abs diff %.2e (max %.3f), kept widths %ld/%ld/%ld\n",
+                g_grid->dp_size(), g_grid->tp_size(), worst, biggest, static_cast<long>(one.pruned.d_ff[0]),
+                static_cast<long>(one.pruned.d_ff[1]), static_cast<long>(one.pruned.d_ff[2]));
+  }
+}
+
+// A layer that loses every neuron: the model pruned to MLP width 0 there computes what the masked
+// model computed.
+TEST(Gum, MlpOfWidthZeroRunsAndMatchesTheMask) {
+  const ModelConfig c = tiny_llama();
+  model::Decoder m = model::Decoder::with_random_weights(c, 3);
+  m.to(at::kCPU, at::kDouble);
+  at::NoGradGuard no_grad;
+  std::vector<pruning::Group> remove;
+  const pruning::GroupMaker make(c);
+  for (int64_t i = 0; i < c.d_ff[1]; ++i) remove.push_back(make(pruning::GroupKind::neuron, 1, i));
+  remove.push_back(make(pruning::GroupKind::neuron, 0, 3));
+  at::Tensor m0 = at::ones({c.d_ff[0]}, at::kDouble), m1 = at::zeros({c.d_ff[1]}, at::kDouble);
+  m0[3] = 0;
+  m.set_mlp_mask(0, m0);
+  m.set_mlp_mask(1, m1);
+  const at::Tensor ids = at::randint(c.vocab_size, {2, 7}, at::kLong);
+  const at::Tensor masked = m.logits(ids);
+  m.clear_mlp_masks();
+  const pruning::Pruned p = pruning::apply(c, m.named_tensors(), remove);
+  ASSERT_EQ(p.config.d_ff[1], 0);
+  const model::Decoder small(p.config, p.tensors);
+  EXPECT_LE((small.logits(ids) - masked).abs().max().item<double>(), 1e-10);
+}
+
+int main(int argc, char** argv) {
+  const char* tp_env = std::getenv("SECATEUR_TEST_TP");
+  return tests::run_on_grid(argc, argv, tp_env ? std::atoi(tp_env) : 1, g_grid);
+}

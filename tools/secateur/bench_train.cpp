@@ -1,0 +1,145 @@
+#include "tools/secateur/bench_train.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <chrono>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <optional>
+
+#include "parallel/grid.h"
+#include "runtime/core/check.h"
+#include "runtime/core/log.h"
+#include "runtime/eval/speed.h"
+#include "runtime/io/atomic_file.h"
+#include "runtime/io/checkpoint.h"
+#include "runtime/train/lora.h"
+#include "runtime/train/trainer.h"
+
+namespace secateur::tools {
+
+namespace {
+
+// LLaMA-3.2-1B's shape: 16 layers, d 2048, 32 query / 8 kv heads of 64, d_ff 8192, vocab 128256, tied.
+model::ModelConfig llama_1b() {
+  model::ModelConfig c = model::ModelConfig::make(model::Family::llama, 128256, 2048, 16, 32, 8, 8192);
+  c.tied_embeddings = true;
+  c.rope_theta = 500000.0;
+  return c;
+}
+
+model::Decoder load(const std::string& spec, at::Device device, at::ScalarType dtype, parallel::Comm* tp) {
+  if (spec == "random:llama-1b") {
+    model::Decoder m = model::Decoder::with_random_weights(llama_1b(), 0, tp);
+    m.to(device, dtype);
+    return m;
+  }
+  return io::load_decoder(spec, device, dtype, tp);
+}
+
+void sync(at::Device device) {
+  if (device.is_cuda()) (void)at::zeros({1}, at::TensorOptions(device)).cpu();
+}
+
+// FLOP/s of a square matrix product of this dtype on this device: the best of 5 after a warm-up.
+double matmul_peak(int64_t n, at::Device device, at::ScalarType dtype) {
+  const auto o = at::TensorOptions(device).dtype(dtype);
+  const at::Tensor a = at::randn({n, n}, o), b = at::randn({n, n}, o);
+  double best = 0;
+  for (int i = 0; i < 6; ++i) {
+    sync(device);
+    const auto t0 = std::chrono::steady_clock::now();
+    const at::Tensor c = at::mm(a, b);
+    sync(device);
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (i > 0) best = std::max(best, 2.0 * static_cast<double>(n * n * n) / s);
+  }
+  return best;
+}
+
+// Σ r · (in + out) over the adapted projections of the whole model (MACs of one adapter forward).
+double adapter_macs(const model::ModelConfig& c, int64_t r) {
+  double sum = 0;
+  for (int64_t l = 0; l < c.n_layers(); ++l) {
+    const double d = static_cast<double>(c.hidden), q = static_cast<double>(c.n_heads[l] * c.head_dim);
+    const double kv = static_cast<double>(c.n_kv_heads[l] * c.head_dim), f = static_cast<double>(c.d_ff[l]);
+    sum += (d + q) + 2 * (d + kv) + (q + d) + 2 * (d + f) + (f + d);
+  }
+  return sum * static_cast<double>(r);
+}
+
+}  // namespace
+
+int bench_train(parallel::Grid& grid, const BenchTrainOptions& opt) {
+  SECATEUR_CHECK(opt.steps > 0 && opt.batch > 0 && opt.micro_batch > 0 && opt.seq > 1, "[bench] --steps, --batch, "
+                 "--micro-batch must be > 0 and --seq > 1");
+  SECATEUR_CHECK(opt.tp <= 0 || opt.tp == grid.tp_size(), "[bench] --tp {} but the grid has tp {}", opt.tp,
+                 grid.tp_size());
+  if (opt.threads > 0) at::set_num_threads(static_cast<int>(opt.threads));
+  SECATEUR_CHECK(opt.device == "cpu" || opt.device == "cuda", "[bench] --device '{}' (allowed: cpu, cuda)", opt.device);
+  const at::Device device = grid.device_type() == c10::DeviceType::CUDA
+                                ? at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(grid.device_index()))
+                                : at::Device(at::kCPU);
+  const at::ScalarType dtype = io::parse_dtype(opt.dtype);
+  const double peak = matmul_peak(opt.peak_n, device, dtype);
+  spdlog::info("[bench] measured peak: {:.1f} GFLOP/s ({} {}x{} matmul, {} threads)", peak / 1e9, opt.dtype,
+               opt.peak_n, opt.peak_n, at::get_num_threads());
+  nlohmann::json results = nlohmann::json::array();
+  train::LoraOptions lora;                              // LLM-Pruner's r 8, alpha 16, all seven projections
+  for (const std::string& method : opt.methods) {
+    SECATEUR_CHECK(method == "lora" || method == "lora_kd" || method == "full" || method == "full_kd",
+                   "[bench] method '{}' (allowed: lora, lora_kd, full, full_kd)", method);
+    model::Decoder m = load(opt.model, device, dtype, &grid.tp());
+    std::optional<model::Decoder> teacher;
+    const bool kd = method == "lora_kd" || method == "full_kd", is_lora = method.rfind("lora", 0) == 0;
+    if (kd) teacher.emplace(load(opt.model, device, dtype, &grid.tp()));
+    const model::ModelConfig& c = m.config();
+    const auto params = is_lora ? train::add_lora(m, lora) : train::all_weights(m);
+    train::TrainOptions o;
+    o.steps = opt.steps + 1;
+    o.batch = opt.batch;
+    o.micro_batch = opt.micro_batch;
+    o.seq_len = opt.seq;
+    o.lr = 1e-5;
+    o.teacher = kd ? &*teacher : nullptr;
+    at::manual_seed(1);
+    const at::Tensor ids = at::randint(c.vocab_size, {opt.batch * opt.seq}, at::kInt);
+    const std::vector<int32_t> tokens(ids.data_ptr<int32_t>(), ids.data_ptr<int32_t>() + ids.numel());
+    std::vector<double> step_seconds;
+    const double tokens_per_step = static_cast<double>(opt.batch * (opt.seq - 1));
+    (void)train::train(m, params, tokens, o, {&grid.dp(), &grid.tp(), &grid.world()}, [&](const nlohmann::json& j) {
+      step_seconds.push_back(tokens_per_step / j["tokens_per_second"].get<double>());
+    });
+    step_seconds.erase(step_seconds.begin());           // the warm-up step
+    std::sort(step_seconds.begin(), step_seconds.end());
+    const double secs = step_seconds[step_seconds.size() / 2];
+    const double fwd = 2.0 * eval::macs_per_token(c, (opt.seq + 1) / 2);
+    double flops = is_lora ? 2.0 * fwd + 6.0 * adapter_macs(c, lora.rank) : 3.0 * fwd;
+    if (kd) flops += 2.0 * eval::macs_per_token(teacher->config(), (opt.seq + 1) / 2);
+    // Per rank: the global batch's tokens over the world's ranks (the TP group shares its sequences,
+    // and a rank does 1/tp of their FLOPs).
+    const double world_tps = tokens_per_step / secs;
+    const double rank_flops = flops * world_tps / static_cast<double>(grid.world_size());
+    const int64_t trainable = is_lora ? train::lora_parameter_count(c, lora) : c.n_params();
+    results.push_back({{"method", method}, {"trainable_params", trainable}, {"step_seconds", secs},
+                       {"tokens_per_second", world_tps}, {"model_flops_per_token", flops},
+                       {"flops_per_second_per_rank", rank_flops}, {"mfu", rank_flops / peak}});
+    spdlog::info("[bench] {}: {:.3f} s/step, {:.0f} tok/s, {:.2f} GFLOP/token, {:.1f} GFLOP/s per rank, MFU {:.1f}%",
+                 method, secs, world_tps, flops / 1e9, rank_flops / 1e9, 100.0 * rank_flops / peak);
+  }
+  const nlohmann::json j = {{"bench", "train"}, {"model", opt.model}, {"dtype", opt.dtype}, {"device", opt.device},
+                            {"dp", grid.dp_size()}, {"tp", grid.tp_size()}, {"threads", at::get_num_threads()},
+                            {"batch", opt.batch}, {"micro_batch", opt.micro_batch}, {"seq", opt.seq},
+                            {"steps", opt.steps}, {"peak_flops_per_second", peak},
+                            {"peak", fmt::format("{} {}x{} matmul", opt.dtype, opt.peak_n, opt.peak_n)},
+                            {"lora_rank", lora.rank}, {"results", results}};
+  if (grid.rank() == 0) {
+    std::cout << j.dump() << std::endl;
+    if (!opt.out.empty()) io::write_file_atomic(opt.out, j.dump(2) + "\n");
+  }
+  return 0;
+}
+
+}  // namespace secateur::tools
