@@ -86,6 +86,7 @@ class CosineStats {
   at::Tensor abs_cos_sum() const;
   int64_t bytes() const;
   bool empty() const { return !c_run_.defined(); }
+  const at::Tensor& gram_rows() const { return c_run_; }   // [rows, cols] running Σ hᵀh
 
  private:
   int64_t d_ff_;

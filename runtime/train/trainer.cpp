@@ -300,6 +300,7 @@ TrainResult train(model::Decoder& model, const std::vector<Trainable>& params, c
         const at::Tensor denom = (mom.v[i].sqrt() / std::sqrt(bc2)).add_(opt.eps);
         p.addcdiv_(mom.m[i], denom, -lr_p / bc1);
       }
+      if (opt.hooks.after_update) opt.hooks.after_update(step, lr);
     }
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - ts).count();
     const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

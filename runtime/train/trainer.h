@@ -39,6 +39,7 @@ namespace secateur::train {
 struct TrainHooks {
   std::function<void(int64_t step)> before_step;       // before the step's first forward
   std::function<void(int64_t step)> after_gradients;   // gradients summed over DP and TP, before clipping
+  std::function<void(int64_t step, double lr)> after_update;   // after the optimiser step (no grad mode)
   std::function<void()> before_eval;                   // before a held-out evaluation
 };
 

@@ -51,6 +51,7 @@ def main():
     # Instruction data (recover.text = *.jsonl): line 2 has no response.
     open(t("bad.jsonl"), "w").write('{"instruction": "a", "output": "b"}\n{"instruction": "c"}\n')
     recover = lambda *extra: ["recover", "model.path=" + a.gguf, "run.dir=" + t("run"), *extra]
+    sparse = lambda *extra: ["sparse", "model.path=" + a.gguf, "run.dir=" + t("run"), "recover.method=full", *extra]
 
     out_dir = t("converted")
     cases = [
@@ -78,6 +79,12 @@ def main():
         (recover("recover.text=" + t("bad.jsonl")), ["bad.jsonl:2: no 'output' string"]),
         (recover("recover.heldout=1.5"), ["'recover.heldout' = 1.5 must be in [0, 1)"]),
         (recover("recover.text=" + t("missing.jsonl")), ["recover.text: no file", "missing.jsonl"]),
+        (sparse("sparse.gamma=-1"), ["'sparse.gamma' = -1 must be >= 0"]),
+        (sparse("sparse.epsilon=0"), ["'sparse.epsilon' = 0 must be > 0"]),
+        (sparse("sparse.sparsity=1.0"), ["'sparse.sparsity' = 1 must be in [0, 1)"]),
+        (sparse("sparse.sparsity=-0.2"), ["'sparse.sparsity' = -0.2 must be in [0, 1)"]),
+        (sparse("recover.method=lora"), ["the sparse stage needs 'recover.method' = full"]),
+        (["gum", "model.path=" + a.gguf, "run.dir=" + t("run"), "gum.keep=1.5"], ["'gum.keep' = 1.5 must be in (0, 1]"]),
     ]
     ok = True
     for args, words in cases:

@@ -97,6 +97,10 @@ int main(int argc, char** argv) {
   prune->add_option("args", args, args_help);
   auto* gum = app.add_subcommand("gum", "training-time MLP neuron pruning: GUM, movement, gradual random/magnitude (gum.*, recover.*)");
   gum->add_option("args", args, args_help);
+  auto* sparse = app.add_subcommand("sparse", "unstructured pruning while training: RPP or iterative magnitude (sparse.*, recover.*)");
+  sparse->add_option("args", args, args_help);
+  auto* report = app.add_subcommand("report", "redundancy of the MLP neurons: sensitivity, uniqueness, reconstructability (report.*)");
+  report->add_option("args", args, args_help);
   auto* recover = app.add_subcommand("recover", "LoRA or full fine-tuning of model.path, with checkpoints (recover.*)");
   recover->add_option("args", args, args_help);
   auto* gen = app.add_subcommand("generate", "generate text from generate.prompt (greedy or top-p)");
@@ -170,6 +174,8 @@ int main(int argc, char** argv) {
     if (*prune) return run_pipeline(resolve(args, {}), "prune", {"prune"}, &argc, &argv);
     if (*recover) return run_pipeline(resolve(args, {}), "recover", {"recover"}, &argc, &argv);
     if (*gum) return run_pipeline(resolve(args, {}), "gum", {"gum"}, &argc, &argv);
+    if (*sparse) return run_pipeline(resolve(args, {}), "sparse", {"sparse"}, &argc, &argv);
+    if (*report) return run_pipeline(resolve(args, {}), "report", {"report"}, &argc, &argv);
     if (*bench_comm) {
       auto grid = parallel::Grid::init(&argc, &argv, bc.tp > 0 ? bc.tp : 1);
       log::init(grid->rank(), grid->world_size());

@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <chrono>
 #include <filesystem>
 #include <random>
 #include <fstream>
@@ -14,6 +15,8 @@
 #include "pruning/apply.h"
 #include "pruning/decision.h"
 #include "pruning/movement.h"
+#include "pruning/redundancy.h"
+#include "pruning/sparse.h"
 #include "pruning/stats.h"
 #include "runtime/core/check.h"
 #include "runtime/core/log.h"
@@ -23,6 +26,7 @@
 #include "runtime/eval/tasks.h"
 #include "runtime/io/atomic_file.h"
 #include "runtime/io/checkpoint.h"
+#include "runtime/io/safetensors.h"
 #include "runtime/text/source.h"
 #include "runtime/train/data.h"
 #include "runtime/train/lora.h"
@@ -94,8 +98,10 @@ void Pipeline::run_stage(const std::string& stage) {
   else if (stage == "generate") generate();
   else if (stage == "prune") prune();
   else if (stage == "gum") gum();
+  else if (stage == "report") report();
+  else if (stage == "sparse") sparse();
   else if (stage == "recover") recover();
-  else SECATEUR_FAIL("[pipeline] unknown stage '{}' (allowed: convert, eval, prune, gum, recover, generate)", stage);
+  else SECATEUR_FAIL("[pipeline] unknown stage '{}' (allowed: convert, eval, prune, gum, sparse, recover, report, generate)", stage);
   grid_.world().barrier();                       // every rank leaves a stage together
 }
 
@@ -157,7 +163,7 @@ void Pipeline::eval_tasks() {
   int pass = 0;                                               // earlier zero-shot passes of this run
   for (const auto& m : report_.value("metrics", nlohmann::json::array())) {
     const std::string st = m.value("stage", "");
-    if (st == "prune" || st == "gum" || st == "recover") label = m.value("out", label);
+    if (st == "prune" || st == "gum" || st == "sparse" || st == "recover") label = m.value("out", label);
     if (m.value("metric", "") == "zero_shot" && m.value("task", "") == tasks[0]) ++pass;
   }
   for (const std::string& name : tasks) {
@@ -234,6 +240,20 @@ pruning::GradualOptions gradual_options(const config::Config& cfg) {
   return g;
 }
 
+pruning::SparseOptions sparse_options(const config::Config& cfg) {
+  pruning::SparseOptions o;
+  o.method = cfg.get<std::string>("sparse.method") == "imp" ? pruning::SparseMethod::imp : pruning::SparseMethod::rpp;
+  o.sparsity = cfg.get<double>("sparse.sparsity");
+  o.global = cfg.get<std::string>("sparse.scope") == "global";
+  o.targets = cfg.get<std::vector<std::string>>("sparse.targets");
+  o.gamma = cfg.get<double>("sparse.gamma");
+  o.epsilon = cfg.get<double>("sparse.epsilon");
+  o.reweight_every = cfg.get<int64_t>("sparse.reweight_every");
+  o.prune_at = cfg.get<double>("sparse.prune_at");
+  o.rounds = cfg.get<int64_t>("sparse.rounds");
+  return o;
+}
+
 void Pipeline::validate(const std::vector<std::string>& stages) {
   if (std::find(stages.begin(), stages.end(), "eval") != stages.end()) {   // zero-shot task files, before any work
     const auto tasks = cfg_.get<std::vector<std::string>>("eval.tasks");
@@ -245,11 +265,16 @@ void Pipeline::validate(const std::vector<std::string>& stages) {
   }
   const auto has = [&](const char* stage) { return std::find(stages.begin(), stages.end(), stage) != stages.end(); };
   if (has("gum")) gradual_options(cfg_).validate();
-  if (!has("prune") && !has("recover") && !has("gum")) return;
+  if (has("sparse")) {
+    sparse_options(cfg_).validate();
+    SECATEUR_CHECK(cfg_.get<std::string>("recover.method") == "full", "[config] the sparse stage needs "
+                   "'recover.method' = full (merged LoRA updates would fill the pruned weights in)");
+  }
+  if (!has("prune") && !has("recover") && !has("gum") && !has("sparse")) return;
   const model::ModelConfig config = io::load_config(cfg_.get<std::string>("model.path"));
   SECATEUR_CHECK(grid_.tp_size() == 1 || config.family == model::Family::llama, "[config] pruning or recovering a "
                  "GPT-2 model needs 'parallel.tp' = 1 (its checkpoint fuses q/k/v and is written by one rank)");
-  if (has("recover") || has("gum")) {
+  if (has("recover") || has("gum") || has("sparse")) {
     const std::string spec = cfg_.get<std::string>("recover.text");
     if (is_instruction_file(spec)) {
       SECATEUR_CHECK(fs::is_regular_file(spec), "[config] recover.text: no file {}", spec);
@@ -271,20 +296,7 @@ void Pipeline::prune() {
   const pruning::PruneOptions opt = prune_options(cfg_);
   const model::ModelConfig& before = model().config();   // options and tp were checked by validate()
   // Calibration: `samples` windows of `seq_len` tokens at seeded random offsets of the text.
-  const std::string spec = cfg_.get<std::string>("calibration.text");
-  const std::vector<int32_t> ids = tokenizer().encode(text::read_text(spec, cfg_.get<std::string>("data.austen")),
-                                                      /*parse_special=*/false);
-  const int64_t n = cfg_.get<int64_t>("calibration.samples"), t = cfg_.get<int64_t>("calibration.seq_len");
-  SECATEUR_CHECK(n > 0 && t > 1 && static_cast<int64_t>(ids.size()) > t,
-                 "[config] calibration needs samples > 0 and 1 < seq_len < the text's {} tokens", ids.size());
-  std::mt19937_64 rng(opt.seed);
-  std::uniform_int_distribution<int64_t> start(0, static_cast<int64_t>(ids.size()) - t);
-  std::vector<int64_t> flat;
-  for (int64_t i = 0; i < n; ++i) {
-    const int64_t s = start(rng);
-    flat.insert(flat.end(), ids.begin() + s, ids.begin() + s + t);
-  }
-  const at::Tensor samples = at::tensor(flat, at::kLong).view({n, t});
+  const at::Tensor samples = windows("calibration", opt.seed);
   const pruning::CalibrationOptions copt = pruning::calibration_for(opt.criterion);
   rusage ru{};
   pruning::Statistics stats;
@@ -312,6 +324,97 @@ void Pipeline::prune() {
           {"ratio_target", opt.ratio}, {"ratio_achieved", d.achieved_ratio}, {"params_before", d.params_before},
           {"params_after", d.params_after}, {"scoring_seconds", stats.seconds},
           {"peak_rss_mib_after_scoring", ru.ru_maxrss / 1024.0}, {"hash", dj["hash"]}, {"out", out}});
+}
+
+at::Tensor Pipeline::windows(const std::string& section, uint64_t seed) {
+  const std::string spec = cfg_.get<std::string>(section + ".text");
+  const std::vector<int32_t> ids = tokenizer().encode(text::read_text(spec, cfg_.get<std::string>("data.austen")),
+                                                      /*parse_special=*/false);
+  const int64_t n = cfg_.get<int64_t>(section + ".samples"), t = cfg_.get<int64_t>(section + ".seq_len");
+  SECATEUR_CHECK(n > 0 && t > 1 && static_cast<int64_t>(ids.size()) > t, "[config] '{}' needs samples > 0 and "
+                 "1 < seq_len < the text's {} tokens", section, ids.size());
+  std::mt19937_64 rng(seed);
+  std::uniform_int_distribution<int64_t> start(0, static_cast<int64_t>(ids.size()) - t);
+  std::vector<int64_t> flat;
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t s = start(rng);
+    flat.insert(flat.end(), ids.begin() + s, ids.begin() + s + t);
+  }
+  return at::tensor(flat, at::kLong).view({n, t});
+}
+
+void Pipeline::report() {
+  (void)model();
+  const at::Tensor samples = windows("report", static_cast<uint64_t>(cfg_.get<int64_t>("run.seed")));
+  pruning::RedundancyOptions o;
+  o.micro_batch = cfg_.get<int64_t>("report.micro_batch");
+  o.ridge = cfg_.get<double>("report.ridge");
+  const auto t0 = std::chrono::steady_clock::now();
+  nlohmann::json r = pruning::redundancy_report(*model_, samples, o, &grid_.dp());
+  std::string label = cfg_.get<std::string>("model.path");
+  int pass = 0;                                                // earlier reports of this run
+  for (const auto& m : report_.value("metrics", nlohmann::json::array())) {
+    const std::string st = m.value("stage", "");
+    if (st == "prune" || st == "gum" || st == "sparse" || st == "recover") label = m.value("out", label);
+    if (st == "report") ++pass;
+  }
+  r["model"] = label;
+  r["text"] = cfg_.get<std::string>("report.text");
+  r["seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const std::string file = (fs::path(dir_) / (pass ? fmt::format("redundancy-{}.json", pass + 1) : "redundancy.json")).string();
+  if (writer()) io::write_file_atomic(file, r.dump(2) + "\n");
+  spdlog::info("redundancy of {} ({:.0f} tokens of {}): unique {:.1f}%, R2 > 0.9 {:.1f}%, sensitivity sum {:.4g}, "
+               "{:.1f} s -> {}", label, r["tokens"].get<double>(), r["text"].get<std::string>(),
+               100 * r["unique"].get<double>(), 100 * r["r2_above_0.9"].get<double>(),
+               r["sensitivity_sum"].get<double>(), r["seconds"].get<double>(), file);
+  record({{"stage", "report"}, {"model", label}, {"unique", r["unique"]}, {"r2_above_0.9", r["r2_above_0.9"]},
+          {"sensitivity_sum", r["sensitivity_sum"]}, {"seconds", r["seconds"]}, {"out", file}});
+}
+
+void Pipeline::sparse() {
+  (void)model();
+  model::Decoder& m = *model_;
+  const pruning::SparseOptions so = sparse_options(cfg_);
+  Training t;
+  prepare_training(t, "sparse");
+  SECATEUR_CHECK(!t.options.resume, "[config] 'recover.resume' is not supported by the sparse stage (its masks "
+                 "and reweighting are not checkpointed)");
+  t.options.checkpoint_dir.clear();
+  pruning::SparsePruner pruner(m, so, t.options.steps, [this](const nlohmann::json& j) { record(j); });
+  t.options.hooks.after_gradients = [&](int64_t step) { pruner.after_gradients(step); };
+  t.options.hooks.after_update = [&](int64_t step, double lr) { pruner.after_update(step, lr); };
+  const train::TrainResult r = train::train(m, t.params, t.data, t.options, {&grid_.dp(), &grid_.tp(), &grid_.world()},
+                                            [this](const nlohmann::json& j) { record(j); });
+  const nlohmann::json sp = pruner.sparsity(true);
+  std::string out = cfg_.get<std::string>("sparse.out");
+  if (out.empty()) out = (fs::path(dir_) / "sparse").string();
+  // Dense weights with their zeros, as any HF loader reads them; the masks beside them.
+  model::NamedTensors weights = m.named_tensors();
+  std::vector<model::ShardPlan::TensorSlice> placement;
+  for (const auto& [name, w] : weights) placement.push_back(m.plan().slice_of(name, m.config()));
+  write_model(out, m.config(), std::move(weights), std::move(placement));
+  std::vector<std::pair<std::string, at::Tensor>> masks;
+  for (size_t i = 0; i < pruner.tensors().size(); ++i) {
+    const std::string& name = pruner.tensors()[i].first;
+    at::Tensor mask = pruner.masks().empty() ? (*pruner.tensors()[i].second != 0) : (pruner.masks()[i] != 0);
+    const model::ShardPlan::TensorSlice cut = m.plan().slice_of(name, m.config());
+    if (grid_.tp_size() > 1 && cut.dim >= 0) {                    // whole tensors on TP rank 0
+      const at::Tensor part = mask.to(at::kFloat).transpose(0, cut.dim).contiguous();
+      mask = grid_.tp().all_gather_v(part).transpose(0, cut.dim) != 0;
+    }
+    masks.emplace_back(name, mask.to(at::kByte).cpu().contiguous());
+  }
+  if (writer()) {
+    io::write_safetensors((fs::path(out) / "masks.safetensors").string(), masks, {{"format", "secateur-masks"}});
+    io::write_file_atomic((fs::path(dir_) / "sparsity.json").string(), sp.dump(2) + "\n");
+  }
+  spdlog::info("sparse ({}, {}): {:.2f}% of the pruned matrices are zero (target {:.2f}%), {} steps in {:.1f} s -> {}",
+               so.method == pruning::SparseMethod::rpp ? "rpp" : "imp", so.global ? "global" : "per tensor",
+               100 * sp["sparsity"].get<double>(), 100 * so.sparsity, r.steps, r.seconds, out);
+  record({{"stage", "sparse"}, {"method", so.method == pruning::SparseMethod::rpp ? "rpp" : "imp"},
+          {"scope", so.global ? "global" : "per_tensor"}, {"target", so.sparsity}, {"sparsity", sp["sparsity"]},
+          {"layers", sp["layers"]}, {"tensors", sp["tensors"]}, {"distill", t.options.teacher != nullptr},
+          {"steps", r.steps}, {"final_loss", r.last_loss}, {"seconds", r.seconds}, {"out", out}});
 }
 
 void Pipeline::remove_groups(const std::vector<pruning::Group>& removed, const std::string& out) {
@@ -445,8 +548,9 @@ void Pipeline::gum() {
   for (size_t l = 0; l < scores.size(); ++l) {
     t.params.push_back({fmt::format("mask_scores.{}", l), scores[l], false, true, g.mask_lr, false});
   }
-  t.options.hooks = {[&](int64_t step) { pruner.before_step(step); },
-                     [&](int64_t step) { pruner.after_gradients(step); }, [&] { pruner.before_eval(); }};
+  t.options.hooks.before_step = [&](int64_t step) { pruner.before_step(step); };
+  t.options.hooks.after_gradients = [&](int64_t step) { pruner.after_gradients(step); };
+  t.options.hooks.before_eval = [&] { pruner.before_eval(); };
   const train::TrainResult r = train::train(m, t.params, t.data, t.options, {&grid_.dp(), &grid_.tp(), &grid_.world()},
                                             [this](const nlohmann::json& j) { record(j); });
   if (cfg_.get<std::string>("recover.method") == "lora") train::merge_lora(m);

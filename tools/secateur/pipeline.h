@@ -33,7 +33,7 @@ class Pipeline {
   // fresh: start metrics.jsonl anew. Every rank runs every stage; rank 0 alone writes files.
   Pipeline(config::Config cfg, parallel::Grid& grid, bool fresh);
   void validate(const std::vector<std::string>& stages);   // their options, before any work
-  void run_stage(const std::string& stage);    // convert | eval | prune | gum | recover | generate
+  void run_stage(const std::string& stage);    // convert | eval | prune | gum | sparse | recover | report | generate
   void finish();                               // writes report.json; prints the summary
 
  private:
@@ -45,6 +45,10 @@ class Pipeline {
   void generate();
   void prune();
   void gum();
+  void report();
+  void sparse();
+  // `samples` windows of `seq_len` tokens of `text` at seeded random offsets (<section>.text, ...).
+  at::Tensor windows(const std::string& section, uint64_t seed);
   void recover();
   // What recover and gum train with (recover.*). The options point into the struct: it must not move.
   struct Training {

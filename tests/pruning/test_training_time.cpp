@@ -1,4 +1,4 @@
-// Training-time pruning (pruning/movement.h), under mpirun -np 2: SECATEUR_TEST_TP=1 gives DP = 2,
+// Training-time pruning (pruning/movement.h, pruning/sparse.h, pruning/redundancy.h), under mpirun -np 2: SECATEUR_TEST_TP=1 gives DP = 2,
 // =2 gives TP = 2. Each comparison is local: the same computation on one rank (no comms, the whole
 // model) is the reference, run by every rank itself.
 #include <ATen/ATen.h>
@@ -11,6 +11,9 @@
 #include "parallel/grid.h"
 #include "pruning/apply.h"
 #include "pruning/movement.h"
+#include "pruning/redundancy.h"
+#include "pruning/sparse.h"
+#include "runtime/core/check.h"
 #include "runtime/model/decoder.h"
 #include "runtime/train/lora.h"
 #include "runtime/train/trainer.h"
@@ -186,8 +189,9 @@ GumRun gum_run(bool on_grid, pruning::GradualMethod method = pruning::GradualMet
   std::vector<train::Trainable> params = train::all_weights(m);
   const auto scores = pruner.scores();
   for (size_t l = 0; l < scores.size(); ++l) params.push_back({"s" + std::to_string(l), scores[l], false, true, 1e-2, false});
-  t.hooks = {[&](int64_t s) { pruner.before_step(s); }, [&](int64_t s) { pruner.after_gradients(s); },
-             [&] { pruner.before_eval(); }};
+  t.hooks.before_step = [&](int64_t s) { pruner.before_step(s); };
+  t.hooks.after_gradients = [&](int64_t s) { pruner.after_gradients(s); };
+  t.hooks.before_eval = [&] { pruner.before_eval(); };
   train::Grid3 g;
   if (on_grid) g = {&g_grid->dp(), &g_grid->tp(), &g_grid->world()};
   GumRun r;
@@ -250,6 +254,159 @@ TEST(Gum, MlpOfWidthZeroRunsAndMatchesTheMask) {
   ASSERT_EQ(p.config.d_ff[1], 0);
   const model::Decoder small(p.config, p.tensors);
   EXPECT_LE((small.logits(ids) - masked).abs().max().item<double>(), 1e-10);
+}
+
+// R² from the Gram matrix equals a least-squares regression on the activations themselves; a dead
+// neuron gets 0.
+TEST(Report, ReconstructabilityEqualsLeastSquares) {
+  at::manual_seed(4);
+  at::Tensor H = at::randn({300, 7}, at::kDouble);
+  H.select(1, 5).copy_(0.5 * H.select(1, 0) + 0.2 * H.select(1, 1) + 0.05 * at::randn({300}, at::kDouble));
+  H.select(1, 6).zero_();
+  const at::Tensor r2 = pruning::reconstructability(H.t().matmul(H), 1e-10);
+  for (int64_t i = 0; i < 6; ++i) {
+    std::vector<int64_t> others;
+    for (int64_t j = 0; j < 6; ++j) if (j != i) others.push_back(j);   // the dead neuron adds nothing
+    const at::Tensor X = H.index_select(1, at::tensor(others, at::kLong)), y = H.select(1, i).unsqueeze(1);
+    const at::Tensor beta = std::get<0>(at::linalg_lstsq(X, y));
+    const double want = 1 - (y - X.matmul(beta)).square().sum().item<double>() / y.square().sum().item<double>();
+    EXPECT_NEAR(r2[i].item<double>(), std::max(want, 0.0), 1e-6) << "neuron " << i;
+  }
+  EXPECT_GT(r2[5].item<double>(), 0.9);
+  EXPECT_EQ(r2[6].item<double>(), 0.0);
+}
+
+// The report on the grid (batches split over DP, rows over TP) equals the report on one rank.
+TEST(Report, GridEqualsOneRank) {
+  const ModelConfig c = tiny_llama();
+  model::Decoder grid_model = model::Decoder::with_random_weights(c, 3, &g_grid->tp());
+  model::Decoder whole = model::Decoder::with_random_weights(c, 3);
+  grid_model.to(at::kCPU, at::kDouble);
+  whole.to(at::kCPU, at::kDouble);
+  at::manual_seed(6);
+  const at::Tensor samples = at::randint(c.vocab_size, {8, 12}, at::kLong);
+  pruning::RedundancyOptions o;
+  o.micro_batch = 2;
+  const nlohmann::json a = pruning::redundancy_report(grid_model, samples, o, &g_grid->dp());
+  const nlohmann::json b = pruning::redundancy_report(whole, samples, o, nullptr);
+  EXPECT_GT(b["sensitivity_sum"].get<double>(), 0.0);
+  for (size_t l = 0; l < b["layers"].size(); ++l) {
+    for (const char* key : {"sensitivity_sum", "unique", "unique_0.9", "r2_above_0.9", "r2_above_0.99",
+                            "similar_also_reconstructable"}) {
+      const double x = a["layers"][l][key].get<double>(), y = b["layers"][l][key].get<double>();
+      EXPECT_NEAR(x, y, 1e-9 * std::max(1.0, std::abs(y))) << "layer " << l << " " << key;
+    }
+  }
+}
+
+// The RPP step after the optimiser: each pruned matrix becomes sign(w)·max(|w| − η·γ/(|w| + ε), 0);
+// embeddings, norms and the LM head are untouched.
+TEST(Sparse, ProximalStepIsTheWeightedSoftThreshold) {
+  const ModelConfig c = tiny_llama();
+  model::Decoder m = model::Decoder::with_random_weights(c, 3, &g_grid->tp());
+  m.to(at::kCPU, at::kDouble);
+  pruning::SparseOptions o;
+  o.gamma = 0.5;
+  o.epsilon = 1e-3;
+  o.prune_at = 1.0;
+  pruning::SparsePruner p(m, o, 10);
+  EXPECT_EQ(p.tensors().size(), 7u * 3u);
+  std::map<std::string, at::Tensor> before;
+  for (const auto& [n, t] : m.named_tensors()) before[n] = t.clone();
+  p.after_update(0, 0.01);
+  int64_t zeros = 0;
+  for (const auto& [n, t] : m.named_tensors()) {
+    const at::Tensor w = before[n];
+    const bool pruned = n.find("_proj.weight") != std::string::npos;
+    // Closed form, element by element: w − t above t, w + t below −t, 0 between.
+    const at::Tensor thr = 0.01 * 0.5 / (w.abs() + 1e-3);
+    const at::Tensor want = pruned ? at::where(w > thr, w - thr, at::where(w < -thr, w + thr, at::zeros_like(w))) : w;
+    EXPECT_LE((t - want).abs().max().item<double>(), 1e-15) << n;   // 1/(|w|+ε)·η·γ vs η·γ/(|w|+ε): rounding
+    if (pruned) zeros += (t == 0).sum().item<int64_t>();
+  }
+  EXPECT_GT(zeros, 0);
+}
+
+namespace {
+
+struct SparseRun {
+  std::map<std::string, at::Tensor> masks, weights;
+  double sparsity = 0;
+};
+
+SparseRun sparse_run(bool on_grid, pruning::SparseMethod method, bool global) {
+  const ModelConfig c = tiny_llama();
+  model::Decoder m = model::Decoder::with_random_weights(c, 3, on_grid ? &g_grid->tp() : nullptr);
+  m.to(at::kCPU, at::kDouble);
+  pruning::SparseOptions o;
+  o.method = method;
+  o.global = global;
+  o.sparsity = 0.6;
+  o.gamma = 0.05;
+  o.reweight_every = 2;
+  o.rounds = 2;
+  train::TrainOptions t;
+  t.steps = 8;
+  t.batch = 4;
+  t.micro_batch = 1;
+  t.seq_len = 16;
+  t.lr = 3e-3;
+  t.seed = 5;
+  pruning::SparsePruner p(m, o, t.steps);
+  t.hooks.after_gradients = [&](int64_t s) { p.after_gradients(s); };
+  t.hooks.after_update = [&](int64_t s, double lr) { p.after_update(s, lr); };
+  train::Grid3 g;
+  if (on_grid) g = {&g_grid->dp(), &g_grid->tp(), &g_grid->world()};
+  (void)train::train(m, train::all_weights(m), token_stream(), t, g);
+  SparseRun r;
+  for (size_t i = 0; i < p.tensors().size(); ++i) {
+    r.masks[p.tensors()[i].first] = p.masks()[i];
+    r.weights[p.tensors()[i].first] = p.tensors()[i].second->clone();
+  }
+  r.sparsity = p.sparsity(false)["sparsity"].get<double>();
+  return r;
+}
+
+}  // namespace
+
+// After the hard prune the masked weights stay exactly zero through the remaining training steps,
+// the target sparsity is met, and DP = 2 / TP = 2 choose the same mask as one rank.
+TEST(Sparse, MasksHoldThroughTrainingAndTheGridPrunesAlike) {
+  const ModelConfig c = tiny_llama();
+  const auto plan = model::ShardPlan::make(c, g_grid->tp().rank(), g_grid->tp().size());
+  for (const auto method : {pruning::SparseMethod::rpp, pruning::SparseMethod::imp}) {
+    for (const bool global : {true, false}) {
+      const SparseRun grid = sparse_run(true, method, global), one = sparse_run(false, method, global);
+      int64_t zeros = 0, total = 0, differ = 0;
+      for (const auto& [n, mask] : grid.masks) {
+        EXPECT_TRUE(at::equal(grid.weights.at(n) * (1 - mask), at::zeros_like(mask))) << n << ": a masked weight moved";
+        const auto cut = plan.slice_of(n, c);
+        const at::Tensor ref = cut.dim < 0 ? one.masks.at(n) : one.masks.at(n).narrow(cut.dim, cut.range.begin, cut.range.size());
+        differ += (mask != ref).sum().item<int64_t>();
+        zeros += (one.masks.at(n) == 0).sum().item<int64_t>();
+        total += one.masks.at(n).numel();
+      }
+      EXPECT_EQ(differ, 0) << (method == pruning::SparseMethod::rpp ? "rpp" : "imp") << (global ? " global" : " per tensor");
+      if (global) EXPECT_EQ(zeros, static_cast<int64_t>(std::floor(0.6 * static_cast<double>(total))));
+      EXPECT_NEAR(grid.sparsity, one.sparsity, 1e-12);
+      EXPECT_GE(one.sparsity, 0.6 - 1e-3);
+    }
+  }
+}
+
+TEST(Sparse, BadOptionsAreRefused) {
+  pruning::SparseOptions o;
+  o.gamma = -1;
+  EXPECT_THROW(o.validate(), Error);
+  o = {};
+  o.epsilon = 0;
+  EXPECT_THROW(o.validate(), Error);
+  o = {};
+  o.sparsity = 1.0;
+  EXPECT_THROW(o.validate(), Error);
+  o = {};
+  o.sparsity = -0.1;
+  EXPECT_THROW(o.validate(), Error);
 }
 
 int main(int argc, char** argv) {

@@ -1,0 +1,199 @@
+#include "pruning/sparse.h"
+
+#include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+
+#include "parallel/comm.h"
+#include "runtime/core/check.h"
+#include "runtime/core/log.h"
+
+namespace secateur::pruning {
+
+namespace {
+
+const std::map<std::string, std::string>& target_names() {
+  static const std::map<std::string, std::string> names = {
+      {"q", "self_attn.q_proj.weight"}, {"k", "self_attn.k_proj.weight"}, {"v", "self_attn.v_proj.weight"},
+      {"o", "self_attn.o_proj.weight"}, {"gate", "mlp.gate_proj.weight"}, {"up", "mlp.up_proj.weight"},
+      {"down", "mlp.down_proj.weight"}};
+  return names;
+}
+
+}  // namespace
+
+void SparseOptions::validate() const {
+  SECATEUR_CHECK(sparsity >= 0 && sparsity < 1, "[config] 'sparse.sparsity' = {} must be in [0, 1)", sparsity);
+  SECATEUR_CHECK(gamma >= 0, "[config] 'sparse.gamma' = {} must be >= 0", gamma);
+  SECATEUR_CHECK(epsilon > 0, "[config] 'sparse.epsilon' = {} must be > 0", epsilon);
+  SECATEUR_CHECK(reweight_every > 0, "[config] 'sparse.reweight_every' = {} must be > 0", reweight_every);
+  SECATEUR_CHECK(prune_at > 0 && prune_at <= 1, "[config] 'sparse.prune_at' = {} must be in (0, 1]", prune_at);
+  SECATEUR_CHECK(rounds > 0, "[config] 'sparse.rounds' = {} must be > 0", rounds);
+  SECATEUR_CHECK(!targets.empty(), "[config] 'sparse.targets' is empty");
+  for (const std::string& t : targets) {
+    SECATEUR_CHECK(target_names().count(t), "[config] 'sparse.targets' has '{}' (allowed: q, k, v, o, gate, up, down)", t);
+  }
+}
+
+at::Tensor soft_threshold(const at::Tensor& w, const at::Tensor& t) {
+  return w.sign() * (w.abs() - t).clamp_min(0);
+}
+
+SparsePruner::SparsePruner(model::Decoder& model, SparseOptions opt, int64_t total_steps,
+                           std::function<void(const nlohmann::json&)> metric)
+    : model_(model), opt_(std::move(opt)), total_(total_steps), metric_(std::move(metric)) {
+  opt_.validate();
+  prune_step_ = std::max<int64_t>(1, std::llround(opt_.prune_at * static_cast<double>(total_)));
+  std::vector<std::string> wanted;
+  for (int64_t l = 0; l < model_.config().n_layers(); ++l) {
+    for (const std::string& t : opt_.targets) wanted.push_back(model::layer_prefix(l) + target_names().at(t));
+  }
+  const model::NamedTensors named = model_.named_tensors();
+  const std::vector<at::Tensor*> params = model_.parameters();
+  for (size_t i = 0; i < named.size(); ++i) {
+    const auto it = std::find(wanted.begin(), wanted.end(), named[i].first);
+    if (it == wanted.end()) continue;
+    tensors_.emplace_back(named[i].first, params[i]);
+    layer_of_.push_back((it - wanted.begin()) / static_cast<int64_t>(opt_.targets.size()));
+  }
+  SECATEUR_CHECK(!tensors_.empty(), "[config] 'sparse.targets': the model has none of these weight matrices");
+  if (opt_.method == SparseMethod::imp) {
+    for (int64_t r = 1; r <= opt_.rounds; ++r) {
+      round_steps_.push_back(std::max<int64_t>(1, std::llround(static_cast<double>(r) / static_cast<double>(opt_.rounds) *
+                                                               opt_.prune_at * static_cast<double>(total_))));
+    }
+  }
+}
+
+void SparsePruner::after_gradients(int64_t) {
+  if (masks_.empty()) return;
+  for (size_t i = 0; i < tensors_.size(); ++i) {
+    at::Tensor& w = *tensors_[i].second;
+    if (w.grad().defined()) w.mutable_grad().mul_(masks_[i]);
+  }
+}
+
+void SparsePruner::after_update(int64_t step, double lr) {
+  at::NoGradGuard no_grad;
+  const int64_t done = step + 1;
+  if (opt_.method == SparseMethod::rpp && done <= prune_step_ && opt_.gamma > 0) {
+    for (size_t i = 0; i < tensors_.size(); ++i) {
+      at::Tensor& w = *tensors_[i].second;
+      if (alpha_.size() <= i || step % opt_.reweight_every == 0) {
+        if (alpha_.size() <= i) alpha_.resize(tensors_.size());
+        alpha_[i] = 1.0 / (w.abs() + opt_.epsilon);
+      }
+      w.copy_(soft_threshold(w, alpha_[i] * (lr * opt_.gamma)));
+    }
+    if (done % opt_.reweight_every == 0 && metric_) {
+      nlohmann::json j = sparsity(false);
+      j["stage"] = "sparse_step";
+      j["step"] = done;
+      metric_(j);
+    }
+  }
+  if (opt_.method == SparseMethod::rpp && done == prune_step_) hard_prune(opt_.sparsity, done);
+  for (size_t r = 0; r < round_steps_.size(); ++r) {
+    if (done != round_steps_[r]) continue;
+    const double frac = static_cast<double>(r + 1) / static_cast<double>(round_steps_.size());
+    hard_prune(1.0 - std::pow(1.0 - opt_.sparsity, frac), done);
+  }
+  for (size_t i = 0; i < masks_.size(); ++i) tensors_[i].second->mul_(masks_[i]);
+}
+
+void SparsePruner::hard_prune(double target, int64_t step) {
+  at::NoGradGuard no_grad;
+  parallel::Comm* tp = model_.tp();
+  const auto sum_tp = [&](int64_t v) { return tp && tp->size() > 1 ? tp->all_reduce_int(v, parallel::ReduceOp::sum) : v; };
+  // A replicated tensor is counted on TP rank 0 only.
+  const auto counted = [&](size_t i) {
+    return model_.plan().slice_of(tensors_[i].first, model_.config()).dim >= 0 || !tp || tp->rank() == 0;
+  };
+  // The threshold t with count(|w| <= t) >= target over `which`, by bisection on [0, max |w|].
+  const auto threshold = [&](const std::vector<size_t>& which) {
+    int64_t n = 0;
+    double hi = 0;
+    for (size_t i : which) {
+      if (counted(i)) n += tensors_[i].second->numel();
+      hi = std::max(hi, tensors_[i].second->abs().max().item<double>());
+    }
+    n = sum_tp(n);
+    if (tp && tp->size() > 1) hi = tp->all_reduce_scalar(hi, parallel::ReduceOp::max);
+    const int64_t want = static_cast<int64_t>(std::floor(target * static_cast<double>(n)));
+    if (want == 0) return -1.0;
+    std::vector<at::Tensor> mags;
+    for (size_t i : which) mags.push_back(tensors_[i].second->abs().to(at::kDouble).reshape({-1}));
+    double lo = 0;
+    const auto at_most = [&](double t) {
+      int64_t c = 0;
+      for (size_t k = 0; k < which.size(); ++k) {
+        if (counted(which[k])) c += (mags[k] <= t).sum().item<int64_t>();
+      }
+      return sum_tp(c);
+    };
+    if (at_most(0.0) >= want) return 0.0;
+    for (int it = 0; it < 64; ++it) {
+      const double mid = 0.5 * (lo + hi);
+      (at_most(mid) >= want ? hi : lo) = mid;
+    }
+    return hi;
+  };
+  std::vector<double> t(tensors_.size());
+  if (opt_.global) {
+    std::vector<size_t> all(tensors_.size());
+    for (size_t i = 0; i < all.size(); ++i) all[i] = i;
+    std::fill(t.begin(), t.end(), threshold(all));
+  } else {
+    for (size_t i = 0; i < tensors_.size(); ++i) t[i] = threshold({i});
+  }
+  masks_.resize(tensors_.size());
+  for (size_t i = 0; i < tensors_.size(); ++i) {
+    at::Tensor& w = *tensors_[i].second;
+    at::Tensor keep = (w.abs() > t[i]).to(w.scalar_type());
+    masks_[i] = masks_[i].defined() ? masks_[i] * keep : keep;   // pruned weights stay pruned
+    w.mul_(masks_[i]);
+  }
+  nlohmann::json s = sparsity(false);
+  spdlog::info("[sparse] step {}: hard prune to {:.1f}% ({}): {:.2f}% of the pruned matrices are zero", step,
+               100 * target, opt_.global ? "global" : "per tensor", 100 * s["sparsity"].get<double>());
+  s["stage"] = "sparse_prune";
+  s["step"] = step;
+  s["target"] = target;
+  if (metric_) metric_(s);
+}
+
+nlohmann::json SparsePruner::sparsity(bool per_tensor) const {
+  parallel::Comm* tp = model_.tp();
+  std::vector<int64_t> counts;                        // zeros, elements per tensor, this rank's shards
+  for (size_t i = 0; i < tensors_.size(); ++i) {
+    const at::Tensor& w = *tensors_[i].second;
+    const bool counted = model_.plan().slice_of(tensors_[i].first, model_.config()).dim >= 0 || !tp || tp->rank() == 0;
+    counts.push_back(counted ? (w == 0).sum().item<int64_t>() : 0);
+    counts.push_back(counted ? w.numel() : 0);
+  }
+  at::Tensor c = at::tensor(counts, at::kLong).to(at::kDouble);
+  if (tp && tp->size() > 1) tp->all_reduce(c, parallel::ReduceOp::sum);
+  nlohmann::json tensors = nlohmann::json::object();
+  std::vector<double> layer_zeros(model_.config().n_layers(), 0), layer_total(model_.config().n_layers(), 0);
+  double zeros = 0, total = 0;
+  for (size_t i = 0; i < tensors_.size(); ++i) {
+    const double z = c[2 * i].item<double>(), n = c[2 * i + 1].item<double>();
+    tensors[tensors_[i].first] = n > 0 ? z / n : 0.0;
+    const int64_t l = layer_of_[i];
+    layer_zeros[l] += z;
+    layer_total[l] += n;
+    zeros += z;
+    total += n;
+  }
+  nlohmann::json layers = nlohmann::json::array();
+  for (size_t l = 0; l < layer_total.size(); ++l) layers.push_back(layer_total[l] > 0 ? layer_zeros[l] / layer_total[l] : 0.0);
+  nlohmann::json j = {{"sparsity", total > 0 ? zeros / total : 0.0}, {"zeros", zeros}, {"elements", total},
+                      {"layers", layers}};
+  if (per_tensor) j["tensors"] = tensors;
+  return j;
+}
+
+}  // namespace secateur::pruning

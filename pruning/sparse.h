@@ -1,0 +1,78 @@
+// pruning/sparse.h — unstructured pruning while the model trains (runtime/train): RPP, reweighted
+// proximal pruning (Guo et al., arXiv 1909.12486; reference/algorithms.md §3), and iterative
+// magnitude pruning (IMP, the paper's NIP baseline), on the same step budget.
+//
+// Tensors: the weight matrices of every block named in `targets` (q, k, v, o, gate, up, down —
+// GPT-2's fused q/k/v counts as q, k, v); embeddings, the LM head, norms and biases are never
+// pruned. Every rank treats its own TP shard; DP replicas stay identical.
+//   rpp   after each AdamW step on the loss alone, the weighted soft-threshold (the proximal
+//         operator of η·γ·Σ α_i |w_i|): w ← sign(w)·max(|w| − η·γ·α, 0), η the step's learning
+//         rate, α = 1/(|w| + ε) refreshed every `reweight_every` steps (first from the starting
+//         weights). At step round(prune_at · steps) a hard prune to the target sparsity fixes the
+//         pattern; the remaining steps fine-tune under the mask.
+//   imp   `rounds` magnitude prunes spread evenly over the first prune_at of the steps, each to
+//         sparsity 1 − (1 − target)^(r / rounds) (the same fraction of the survivors each round),
+//         training under the mask between rounds and after the last.
+// Hard prune: the smallest |w| go, over all pruned tensors at once (scope global) or in each
+// tensor (per_tensor); the threshold is found by bisection on counts summed over TP, so every
+// shard prunes with the same threshold. Masked training: gradients are masked before clipping and
+// the masked weights re-zeroed after every update, so they stay exactly zero.
+#pragma once
+#include <ATen/core/Tensor.h>
+
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "runtime/model/decoder.h"
+
+namespace secateur::pruning {
+
+enum class SparseMethod { rpp, imp };
+
+struct SparseOptions {
+  SparseMethod method = SparseMethod::rpp;
+  double sparsity = 0.5;           // target fraction of zeros in the pruned tensors
+  bool global = true;              // one threshold over all pruned tensors, or the target in each
+  std::vector<std::string> targets = {"q", "k", "v", "o", "gate", "up", "down"};
+  double gamma = 0.1;              // rpp: weight of the reweighted ℓ1
+  double epsilon = 1e-3;           // rpp: α = 1/(|w| + ε)
+  int64_t reweight_every = 10;     // rpp: steps between refreshes of α
+  double prune_at = 0.5;           // fraction of the steps before the (last) hard prune
+  int64_t rounds = 4;              // imp: number of prune rounds
+  void validate() const;           // Error naming the bad key (sparse.*)
+};
+
+// The weighted soft-threshold: sign(w)·max(|w| − t, 0), t broadcastable to w.
+at::Tensor soft_threshold(const at::Tensor& w, const at::Tensor& t);
+
+class SparsePruner {
+ public:
+  // metric receives a line per sparsity measurement (every reweight_every steps and at each prune).
+  SparsePruner(model::Decoder& model, SparseOptions opt, int64_t total_steps,
+               std::function<void(const nlohmann::json&)> metric = nullptr);
+
+  void after_gradients(int64_t step);          // masks the gradients once a mask exists
+  void after_update(int64_t step, double lr);  // prox / prune rounds / re-zeroing
+
+  // The pruned tensors (this rank's shards) under their canonical names, and their masks.
+  const std::vector<std::pair<std::string, at::Tensor*>>& tensors() const { return tensors_; }
+  const std::vector<at::Tensor>& masks() const { return masks_; }
+  // Fraction of zeros overall and per layer (whole tensors, summed over TP); per_tensor adds each.
+  nlohmann::json sparsity(bool per_tensor) const;
+
+ private:
+  void hard_prune(double target, int64_t step);
+
+  model::Decoder& model_;
+  SparseOptions opt_;
+  int64_t total_, prune_step_;
+  std::function<void(const nlohmann::json&)> metric_;
+  std::vector<std::pair<std::string, at::Tensor*>> tensors_;
+  std::vector<int64_t> layer_of_;
+  std::vector<at::Tensor> alpha_, masks_;      // masks_ empty until the first hard prune
+  std::vector<int64_t> round_steps_;           // imp
+};
+
+}  // namespace secateur::pruning
