@@ -61,6 +61,9 @@ void GradualOptions::validate() const {
   SECATEUR_CHECK(mask_lr > 0, "[config] 'gum.mask_lr' = {} must be > 0", mask_lr);
   SECATEUR_CHECK(lambda >= 0 && lambda_u >= 0, "[config] 'gum.lambda' = {} and 'gum.lambda_u' = {} must be >= 0",
                  lambda, lambda_u);
+  SECATEUR_CHECK(lambda > 0 || (method != GradualMethod::gum && method != GradualMethod::movement_soft),
+                 "[config] 'gum.method' = {} needs 'gum.lambda' > 0 (its l1 term carries {})", gradual_name(method),
+                 method == GradualMethod::gum ? "the uniqueness multiplier" : "the pressure on the scores");
   SECATEUR_CHECK(beta > 0 && beta <= 1, "[config] 'gum.beta' = {} must be in (0, 1]", beta);
   SECATEUR_CHECK(soft_threshold > 0 && soft_threshold < 1, "[config] 'gum.soft_threshold' = {} must be in (0, 1)",
                  soft_threshold);
@@ -101,6 +104,7 @@ CosineStats::CosineStats(int64_t d_ff, model::Range rows, std::vector<int64_t> p
 }
 
 void CosineStats::add(const at::Tensor& h_rows, const at::Tensor& h_all) {
+  if (partner_index_.defined() && partner_index_.device() != h_all.device()) partner_index_ = partner_index_.to(h_all.device());
   const at::Tensor cols = partner_index_.defined() ? h_all.index_select(1, partner_index_) : h_all;
   const at::Tensor c = at::matmul(h_rows.t(), cols);
   const at::Tensor n = h_all.square().sum(0);
@@ -132,8 +136,9 @@ at::Tensor CosineStats::cosine() const {
   const at::Tensor c = partner_index_.defined() ? root.index_select(0, partner_index_) : root;
   at::Tensor cos = c_run_ / (r.unsqueeze(1) * c.unsqueeze(0) + 1e-6);
   // A neuron with itself: zero.
-  const at::Tensor row_ids = at::arange(rows_.begin, rows_.end, at::kLong).unsqueeze(1);
-  const at::Tensor col_ids = partner_index_.defined() ? partner_index_ : at::arange(d_ff_, at::kLong);
+  const auto ids = at::TensorOptions(c_run_.device()).dtype(at::kLong);
+  const at::Tensor row_ids = at::arange(rows_.begin, rows_.end, ids).unsqueeze(1);
+  const at::Tensor col_ids = partner_index_.defined() ? partner_index_ : at::arange(d_ff_, ids);
   return cos.masked_fill_(row_ids == col_ids.unsqueeze(0), 0.0);
 }
 
@@ -144,7 +149,7 @@ at::Tensor CosineStats::abs_cos_sum() const {
 
 int64_t CosineStats::bytes() const {
   const int64_t cols = partners_.empty() ? d_ff_ : static_cast<int64_t>(partners_.size());
-  return (rows_.size() * cols + d_ff_) * 4 * 2;   // running and current sums, float32
+  return (rows_.size() * cols + d_ff_) * 4 * 2;   // running and current sums, float32 (float64 models: twice)
 }
 
 // ---- GradualPruner ----
@@ -186,7 +191,8 @@ GradualPruner::GradualPruner(model::Decoder& model, GradualOptions opt, int64_t 
                  opt_.partners > 0 ? fmt::format("{} sampled partners", opt_.partners) : "the full Gram matrix");
     model_.set_observer([this, tp](int64_t layer, model::Decoder::Tap tap, const at::Tensor& input) {
       if (!collecting_ || tap != model::Decoder::Tap::mlp_hidden) return;
-      const at::Tensor h = input.detach().reshape({-1, input.size(-1)}).cpu();   // [N, rows]
+      // On the activations' device (the TP comm moves that kind of tensor), float32 at least.
+      const at::Tensor h = input.detach().reshape({-1, input.size(-1)}).to(at::promote_types(input.scalar_type(), at::kFloat));
       const at::Tensor all = tp && tp->size() > 1 ? tp->all_gather_v(h.t().contiguous()).t() : h;
       stats_[layer].add(h, all);
     });
@@ -217,17 +223,17 @@ std::vector<at::Tensor> GradualPruner::current_scores() const {
   for (const auto& [name, t] : model_.named_tensors()) w[name] = t;
   std::vector<at::Tensor> out;
   for (int64_t l = 0; l < c.n_layers(); ++l) {
-    at::Tensor sq = at::zeros({c.d_ff[l]}, at::kDouble);
+    at::Tensor sq = at::zeros({c.d_ff[l]}, at::TensorOptions(model_.device()).dtype(at::kDouble));
     const model::Range rows = model_.plan().layers[l].neurons;
     if (rows.size() > 0) {
       const std::string p = model::layer_prefix(l) + "mlp.";
       at::Tensor local = w.at(p + "up_proj.weight").to(at::kDouble).square().sum(1) +
                          w.at(p + "down_proj.weight").to(at::kDouble).square().sum(0);
       if (w.count(p + "gate_proj.weight")) local = local + w.at(p + "gate_proj.weight").to(at::kDouble).square().sum(1);
-      sq.narrow(0, rows.begin, rows.size()).copy_(local.cpu());
+      sq.narrow(0, rows.begin, rows.size()).copy_(local);
     }
     if (model_.tp() && model_.tp()->size() > 1) model_.tp()->all_reduce(sq, parallel::ReduceOp::sum);
-    out.push_back(sq.sqrt().to(at::kFloat));
+    out.push_back(sq.sqrt().to(at::kFloat).cpu());
   }
   return out;
 }
@@ -254,6 +260,7 @@ void GradualPruner::set_masks(const std::vector<at::Tensor>& hard) {
 }
 
 void GradualPruner::before_step(int64_t step) {
+  stepped_ = true;
   set_masks(masks_for(step, false));
   collecting_ = opt_.method == GradualMethod::gum;
 }
@@ -283,12 +290,16 @@ void GradualPruner::after_gradients(int64_t step) {
     if (stats_[l].empty()) continue;
     at::Tensor r = stats_[l].abs_cos_sum() / (static_cast<double>(scores_[l].numel()) * v);   // this rank's rows
     if (tp && tp->size() > 1) r = tp->all_gather_v(r.contiguous());
-    mult_[l] = r.to(at::kFloat) * opt_.lambda_u;
+    mult_[l] = r.to(at::kFloat).cpu() * opt_.lambda_u;
   }
 }
 
 void GradualPruner::before_eval() {
   collecting_ = false;
+  if (!stepped_ && learned(opt_.method)) {             // untrained scores all tie: the dense model
+    model_.clear_mlp_masks();
+    return;
+  }
   set_masks(masks_for(total_, true));
 }
 

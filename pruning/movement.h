@@ -22,7 +22,8 @@
 //
 // Schedule (the authors' cubic with warm-up and cool-down): W = warmup · steps; the kept fraction
 // v is 1 until step W, then v_f + (1 − v_f)(1 − (t − W)/(T − 4W))³, and v_f from step T − 3W on.
-// Held-out evaluations use the final masks (v = v_f), as the authors' evaluate() does.
+// Held-out evaluations use the final masks (v = v_f), as the authors' evaluate() does (before the
+// first step the learned scores all tie, so that evaluation sees the unmasked model).
 //
 // Cosine statistics (gum): per layer and step, C = hᵀh and n = ‖h_i‖² over every token of the
 // global batch (h: the masked MLP activations, the down projection's input), summed over DP,
@@ -57,7 +58,7 @@ struct GradualOptions {
   bool global = true;              // Top-v across layers, or in every layer
   double warmup = 0.1;             // W = warmup · steps (see the schedule above)
   double mask_lr = 1e-2;           // the scores' AdamW learning rate (no weight decay)
-  double lambda = 0.0;             // ℓ1 weight on σ(S) (movement_soft, gum)
+  double lambda = 0.0;             // ℓ1 weight on σ(S) (> 0 for movement_soft and gum)
   double lambda_u = 1.0;           // gum: uniqueness strength λ_u
   double beta = 0.999;             // gum: weight of the current step in the running statistics
   double soft_threshold = 0.1;     // movement_soft: the final τ
@@ -128,7 +129,7 @@ class GradualPruner {
   std::vector<CosineStats> stats_;
   std::vector<at::Tensor> mult_;       // gum: per layer [d_ff], λ_u · r_i (zero until the first commit)
   std::vector<at::Tensor> last_masks_;
-  bool collecting_ = false;
+  bool collecting_ = false, stepped_ = false;
 };
 
 }  // namespace secateur::pruning

@@ -51,13 +51,13 @@ nlohmann::json redundancy_report(model::Decoder& model, const at::Tensor& sample
                    l, c.d_ff[l]);
     stats.emplace_back(c.d_ff[l], rows);
     scores.push_back(at::zeros({c.d_ff[l]}, at::TensorOptions(model.device()).dtype(model.dtype())).requires_grad_(true));
-    sens.push_back(at::zeros({c.d_ff[l]}, at::kDouble));
+    sens.push_back(at::zeros({c.d_ff[l]}, at::TensorOptions(model.device()).dtype(at::kDouble)));
     // Sensitivity through a mask of ones: its gradient is Σ G ⊙ W over each neuron's weights.
     model.set_mlp_mask(l, at::ones_like(scores[l]) + (scores[l] - scores[l].detach()));
   }
   model.set_observer([&](int64_t layer, model::Decoder::Tap tap, const at::Tensor& input) {
     if (tap != model::Decoder::Tap::mlp_hidden) return;
-    const at::Tensor h = input.detach().reshape({-1, input.size(-1)}).to(at::kDouble).cpu();
+    const at::Tensor h = input.detach().reshape({-1, input.size(-1)}).to(at::kDouble);   // on its device
     stats[layer].add(h, tp && tp->size() > 1 ? tp->all_gather_v(h.t().contiguous()).t() : h);
   });
   // Batches are fixed windows of the sample list; DP rank r takes batches r, r + dp, ...
@@ -72,7 +72,7 @@ nlohmann::json redundancy_report(model::Decoder& model, const at::Tensor& sample
     const double tokens = static_cast<double>(ids.size(0) * (ids.size(1) - 1));
     (model.loss_sum(ids) / tokens).backward();
     for (int64_t l = 0; l < L; ++l) {
-      if (scores[l].grad().defined()) sens[l] += scores[l].grad().to(at::kDouble).abs().cpu();   // this rank's neurons
+      if (scores[l].grad().defined()) sens[l] += scores[l].grad().to(at::kDouble).abs();   // this rank's neurons
     }
   }
   model.clear_mlp_masks();
@@ -114,7 +114,7 @@ nlohmann::json redundancy_report(model::Decoder& model, const at::Tensor& sample
     neurons += static_cast<double>(f);
     layers.push_back(j);
   }
-  const double tokens = static_cast<double>(n * (samples.size(1)));
+  const double tokens = static_cast<double>(n * (samples.size(1) - 1));   // predicted tokens
   return {{"neurons", neurons}, {"tokens", tokens}, {"batches", batches}, {"sensitivity_sum", sens_total},
           {"unique", neurons ? unique_n / neurons : 0.0}, {"r2_above_0.9", neurons ? r2_9 / neurons : 0.0},
           {"r2_above_0.99", neurons ? r2_99 / neurons : 0.0}, {"ridge", opt.ridge}, {"layers", layers}};

@@ -112,29 +112,29 @@ void SparsePruner::hard_prune(double target, int64_t step) {
   const auto counted = [&](size_t i) {
     return model_.plan().slice_of(tensors_[i].first, model_.config()).dim >= 0 || !tp || tp->rank() == 0;
   };
-  // The threshold t with count(|w| <= t) >= target over `which`, by bisection on [0, max |w|].
+  // The threshold t with count(|w| <= t) >= target over `which`, by bisection on [0, max |w|]; the
+  // magnitudes are recomputed per pass rather than held (a copy of every pruned weight otherwise).
   const auto threshold = [&](const std::vector<size_t>& which) {
     int64_t n = 0;
     double hi = 0;
     for (size_t i : which) {
-      if (counted(i)) n += tensors_[i].second->numel();
-      hi = std::max(hi, tensors_[i].second->abs().max().item<double>());
+      const at::Tensor& w = *tensors_[i].second;
+      if (counted(i)) n += w.numel();
+      if (w.numel() > 0) hi = std::max(hi, w.abs().max().item<double>());
     }
     n = sum_tp(n);
     if (tp && tp->size() > 1) hi = tp->all_reduce_scalar(hi, parallel::ReduceOp::max);
     const int64_t want = static_cast<int64_t>(std::floor(target * static_cast<double>(n)));
     if (want == 0) return -1.0;
-    std::vector<at::Tensor> mags;
-    for (size_t i : which) mags.push_back(tensors_[i].second->abs().to(at::kDouble).reshape({-1}));
-    double lo = 0;
     const auto at_most = [&](double t) {
       int64_t c = 0;
-      for (size_t k = 0; k < which.size(); ++k) {
-        if (counted(which[k])) c += (mags[k] <= t).sum().item<int64_t>();
+      for (size_t i : which) {
+        if (counted(i)) c += (tensors_[i].second->abs() <= t).sum().item<int64_t>();
       }
       return sum_tp(c);
     };
     if (at_most(0.0) >= want) return 0.0;
+    double lo = 0;
     for (int it = 0; it < 64; ++it) {
       const double mid = 0.5 * (lo + hi);
       (at_most(mid) >= want ? hi : lo) = mid;
@@ -175,7 +175,7 @@ nlohmann::json SparsePruner::sparsity(bool per_tensor) const {
     counts.push_back(counted ? w.numel() : 0);
   }
   at::Tensor c = at::tensor(counts, at::kLong).to(at::kDouble);
-  if (tp && tp->size() > 1) tp->all_reduce(c, parallel::ReduceOp::sum);
+  if (tp && tp->size() > 1) tp->host().all_reduce(c, parallel::ReduceOp::sum);
   nlohmann::json tensors = nlohmann::json::object();
   std::vector<double> layer_zeros(model_.config().n_layers(), 0), layer_total(model_.config().n_layers(), 0);
   double zeros = 0, total = 0;
@@ -189,7 +189,9 @@ nlohmann::json SparsePruner::sparsity(bool per_tensor) const {
     total += n;
   }
   nlohmann::json layers = nlohmann::json::array();
-  for (size_t l = 0; l < layer_total.size(); ++l) layers.push_back(layer_total[l] > 0 ? layer_zeros[l] / layer_total[l] : 0.0);
+  for (size_t l = 0; l < layer_total.size(); ++l) {
+    layers.push_back(layer_total[l] > 0 ? layer_zeros[l] / layer_total[l] : 0.0);
+  }
   nlohmann::json j = {{"sparsity", total > 0 ? zeros / total : 0.0}, {"zeros", zeros}, {"elements", total},
                       {"layers", layers}};
   if (per_tensor) j["tensors"] = tensors;

@@ -7,9 +7,9 @@
 // pruned. Every rank treats its own TP shard; DP replicas stay identical.
 //   rpp   after each AdamW step on the loss alone, the weighted soft-threshold (the proximal
 //         operator of η·γ·Σ α_i |w_i|): w ← sign(w)·max(|w| − η·γ·α, 0), η the step's learning
-//         rate, α = 1/(|w| + ε) refreshed every `reweight_every` steps (first from the starting
-//         weights). At step round(prune_at · steps) a hard prune to the target sparsity fixes the
-//         pattern; the remaining steps fine-tune under the mask.
+//         rate, α = 1/(|z| + ε) from the weights z just updated by AdamW at the first step and every
+//         `reweight_every` steps after. At step round(prune_at · steps) a hard prune to the target
+//         sparsity fixes the pattern; the remaining steps fine-tune under the mask.
 //   imp   `rounds` magnitude prunes spread evenly over the first prune_at of the steps, each to
 //         sparsity 1 − (1 − target)^(r / rounds) (the same fraction of the survivors each round),
 //         training under the mask between rounds and after the last.

@@ -251,7 +251,9 @@ TrainResult train(model::Decoder& model, const std::vector<Trainable>& params, c
     for (at::Tensor* t : tensors) t->mutable_grad().reset();
     if (opt.hooks.before_step) opt.hooks.before_step(step);
     double targets = 0;                           // the global batch's, counted alike on every rank
-    for (int64_t i = 0; i < opt.batch; ++i) targets += static_cast<double>(data.targets(sequence(step * opt.batch + i), opt.seq_len));
+    for (int64_t i = 0; i < opt.batch; ++i) {
+      targets += static_cast<double>(data.targets(sequence(step * opt.batch + i), opt.seq_len));
+    }
     const double norm_by = std::max(targets, 1.0);
     double loss_sum = 0;
     for (int64_t mb = 0; mb < per_rank; mb += opt.micro_batch) {

@@ -68,7 +68,7 @@ const model::Decoder& Pipeline::model() {
     // Peak resident memory of every rank after loading its shard (ru_maxrss, MiB), in rank order.
     rusage ru{};
     getrusage(RUSAGE_SELF, &ru);
-    const at::Tensor rss = grid_.world().all_gather(at::tensor({ru.ru_maxrss / 1024.0}, at::kDouble));
+    const at::Tensor rss = grid_.world().host().all_gather(at::tensor({ru.ru_maxrss / 1024.0}, at::kDouble));
     std::vector<double> per_rank(rss.data_ptr<double>(), rss.data_ptr<double>() + rss.numel());
     spdlog::info("peak RSS per rank after loading (MiB): {:.0f}", fmt::join(per_rank, ", "));
     record({{"stage", "load"}, {"model", path}, {"tp", grid_.tp_size()}, {"dp", grid_.dp_size()},
@@ -267,6 +267,9 @@ void Pipeline::validate(const std::vector<std::string>& stages) {
   if (has("gum")) gradual_options(cfg_).validate();
   if (has("sparse")) {
     sparse_options(cfg_).validate();
+    const auto pos = [&](const char* st) { return std::find(stages.begin(), stages.end(), st) - stages.begin(); };
+    SECATEUR_CHECK(!has("recover") || pos("recover") < pos("sparse"), "[config] 'recover' after 'sparse' would fill "
+                   "the pruned weights in (masked recovery is not supported yet): run it before 'sparse'");
     SECATEUR_CHECK(cfg_.get<std::string>("recover.method") == "full", "[config] the sparse stage needs "
                    "'recover.method' = full (merged LoRA updates would fill the pruned weights in)");
   }
