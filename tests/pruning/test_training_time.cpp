@@ -18,6 +18,7 @@
 #include "runtime/train/lora.h"
 #include "runtime/train/trainer.h"
 #include "tests/mpi_test_main.h"
+#include "tests/train_fixtures.h"
 
 using namespace secateur;
 using model::ModelConfig;
@@ -26,20 +27,24 @@ namespace {
 
 parallel::Grid* g_grid = nullptr;
 
-ModelConfig tiny_llama() {
-  auto c = ModelConfig::make(model::Family::llama, 103, 48, 3, 8, 4, 30);
-  c.head_dim = 6;
-  c.tied_embeddings = false;
-  c.d_ff = {30, 8, 14};
-  return c;
+ModelConfig tiny_llama() { return tests::tiny_llama({30, 8, 14}); }
+
+std::vector<int32_t> token_stream() { return tests::token_stream(2000); }
+
+// The short training both training-time pruners run in these tests.
+train::TrainOptions short_training(int64_t steps) {
+  train::TrainOptions t;
+  t.steps = steps;
+  t.batch = 4;
+  t.micro_batch = 1;
+  t.seq_len = 16;
+  t.lr = 3e-3;
+  t.seed = 5;
+  return t;
 }
 
-std::vector<int32_t> token_stream() {
-  at::manual_seed(17);
-  const at::Tensor cycle = at::randint(103, {40}, at::kInt);
-  std::vector<int32_t> out;
-  for (int i = 0; i < 2000; ++i) out.push_back(cycle[i % 40].item<int32_t>());
-  return out;
+train::Grid3 grid3(bool on_grid) {
+  return on_grid ? train::Grid3{&g_grid->dp(), &g_grid->tp(), &g_grid->world()} : train::Grid3{};
 }
 
 }  // namespace
@@ -178,13 +183,7 @@ GumRun gum_run(bool on_grid, pruning::GradualMethod method = pruning::GradualMet
   o.lambda = 0.5;
   o.lambda_u = 1.0;
   o.beta = 0.6;
-  train::TrainOptions t;
-  t.steps = 12;
-  t.batch = 4;
-  t.micro_batch = 1;
-  t.seq_len = 16;
-  t.lr = 3e-3;
-  t.seed = 5;
+  train::TrainOptions t = short_training(12);
   pruning::GradualPruner pruner(m, o, t.steps, on_grid ? &g_grid->dp() : nullptr);
   std::vector<train::Trainable> params = train::all_weights(m);
   const auto scores = pruner.scores();
@@ -192,10 +191,8 @@ GumRun gum_run(bool on_grid, pruning::GradualMethod method = pruning::GradualMet
   t.hooks.before_step = [&](int64_t s) { pruner.before_step(s); };
   t.hooks.after_gradients = [&](int64_t s) { pruner.after_gradients(s); };
   t.hooks.before_eval = [&] { pruner.before_eval(); };
-  train::Grid3 g;
-  if (on_grid) g = {&g_grid->dp(), &g_grid->tp(), &g_grid->world()};
   GumRun r;
-  r.losses = train::train(m, params, token_stream(), t, g).losses;
+  r.losses = train::train(m, params, token_stream(), t, grid3(on_grid)).losses;
   r.mult = pruner.multipliers();
   r.removed = pruner.final_removal();
   r.pruned = pruning::apply(c, m.named_tensors(), r.removed, on_grid ? &m.plan() : nullptr).config;
@@ -345,19 +342,11 @@ SparseRun sparse_run(bool on_grid, pruning::SparseMethod method, bool global) {
   o.gamma = 0.05;
   o.reweight_every = 2;
   o.rounds = 2;
-  train::TrainOptions t;
-  t.steps = 8;
-  t.batch = 4;
-  t.micro_batch = 1;
-  t.seq_len = 16;
-  t.lr = 3e-3;
-  t.seed = 5;
+  train::TrainOptions t = short_training(8);
   pruning::SparsePruner p(m, o, t.steps);
   t.hooks.after_gradients = [&](int64_t s) { p.after_gradients(s); };
   t.hooks.after_update = [&](int64_t s, double lr) { p.after_update(s, lr); };
-  train::Grid3 g;
-  if (on_grid) g = {&g_grid->dp(), &g_grid->tp(), &g_grid->world()};
-  (void)train::train(m, train::all_weights(m), token_stream(), t, g);
+  (void)train::train(m, train::all_weights(m), token_stream(), t, grid3(on_grid));
   SparseRun r;
   for (size_t i = 0; i < p.tensors().size(); ++i) {
     r.masks[p.tensors()[i].first] = p.masks()[i];

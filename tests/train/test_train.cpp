@@ -16,6 +16,7 @@
 
 #include "parallel/grid.h"
 #include "tests/mpi_test_main.h"
+#include "tests/train_fixtures.h"
 #include "runtime/core/log.h"
 #include "runtime/core/check.h"
 #include "runtime/model/decoder.h"
@@ -31,24 +32,15 @@ namespace {
 
 parallel::Grid* g_grid = nullptr;
 
+// Uneven heads, as after pruning.
 ModelConfig tiny_llama() {
-  auto c = ModelConfig::make(model::Family::llama, 103, 48, 3, 8, 4, 30);
-  c.head_dim = 6;
-  c.tied_embeddings = false;
-  c.n_heads = {8, 4, 8};          // uneven, as after pruning
+  auto c = tests::tiny_llama();
+  c.n_heads = {8, 4, 8};
   c.n_kv_heads = {4, 2, 4};
-  c.d_ff = {30, 7, 13};
   return c;
 }
 
-// A learnable stream: a fixed random cycle of 40 tokens, repeated.
-std::vector<int32_t> token_stream() {
-  at::manual_seed(17);
-  const at::Tensor cycle = at::randint(103, {40}, at::kInt);
-  std::vector<int32_t> out;
-  for (int i = 0; i < 3000; ++i) out.push_back(cycle[i % 40].item<int32_t>());
-  return out;
-}
+using tests::token_stream;
 
 train::TrainOptions options() {
   train::TrainOptions o;

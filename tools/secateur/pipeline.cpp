@@ -391,11 +391,7 @@ void Pipeline::sparse() {
   const nlohmann::json sp = pruner.sparsity(true);
   std::string out = cfg_.get<std::string>("sparse.out");
   if (out.empty()) out = (fs::path(dir_) / "sparse").string();
-  // Dense weights with their zeros, as any HF loader reads them; the masks beside them.
-  model::NamedTensors weights = m.named_tensors();
-  std::vector<model::ShardPlan::TensorSlice> placement;
-  for (const auto& [name, w] : weights) placement.push_back(m.plan().slice_of(name, m.config()));
-  write_model(out, m.config(), std::move(weights), std::move(placement));
+  write_current_model(out);                   // dense weights with their zeros; the masks beside them
   std::vector<std::pair<std::string, at::Tensor>> masks;
   for (size_t i = 0; i < pruner.tensors().size(); ++i) {
     const std::string& name = pruner.tensors()[i].first;
@@ -438,6 +434,13 @@ void Pipeline::remove_groups(const std::vector<pruning::Group>& removed, const s
   const at::ScalarType dtype = model_->dtype();
   model_.reset();
   model_.emplace(io::load_decoder(out, device, dtype, &grid_.tp()));
+}
+
+void Pipeline::write_current_model(const std::string& out) {
+  model::NamedTensors weights = model_->named_tensors();
+  std::vector<model::ShardPlan::TensorSlice> placement;
+  for (const auto& [name, w] : weights) placement.push_back(model_->plan().slice_of(name, model_->config()));
+  write_model(out, model_->config(), std::move(weights), std::move(placement));
 }
 
 void Pipeline::write_model(const std::string& out, const model::ModelConfig& config, model::NamedTensors parts,
@@ -519,10 +522,7 @@ void Pipeline::recover() {
   if (method == "lora") train::merge_lora(m);
   std::string out = cfg_.get<std::string>("recover.out");
   if (out.empty()) out = (fs::path(dir_) / "recovered").string();
-  model::NamedTensors weights = m.named_tensors();
-  std::vector<model::ShardPlan::TensorSlice> placement;
-  for (const auto& [name, w] : weights) placement.push_back(m.plan().slice_of(name, m.config()));
-  write_model(out, m.config(), std::move(weights), std::move(placement));
+  write_current_model(out);
   spdlog::info("recovered with {}: {} steps in {:.1f} s ({:.0f} tok/s), final loss {:.4f} -> {}", method, r.steps,
                r.seconds, r.tokens_per_second, r.last_loss, out);
   nlohmann::json line = {{"stage", "recover"}, {"method", method}, {"distill", t.options.teacher != nullptr},

@@ -65,6 +65,7 @@ class Pipeline {
   // rank 0 alone at TP = 1, every TP rank its own slices otherwise.
   void write_model(const std::string& out, const model::ModelConfig& config, model::NamedTensors parts,
                    std::vector<model::ShardPlan::TensorSlice> placement);
+  void write_current_model(const std::string& out);   // the model as it is now, every rank its shards
   const model::Decoder& model();
   const text::Tokenizer& tokenizer();
   void record(const nlohmann::json& metric);   // one line of metrics.jsonl and the report
