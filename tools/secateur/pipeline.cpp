@@ -380,14 +380,10 @@ void Pipeline::sparse() {
   const pruning::SparseOptions so = sparse_options(cfg_);
   Training t;
   prepare_training(t, "sparse");
-  SECATEUR_CHECK(!t.options.resume, "[config] 'recover.resume' is not supported by the sparse stage (its masks "
-                 "and reweighting are not checkpointed)");
-  t.options.checkpoint_dir.clear();
   pruning::SparsePruner pruner(m, so, t.options.steps, [this](const nlohmann::json& j) { record(j); });
   t.options.hooks.after_gradients = [&](int64_t step) { pruner.after_gradients(step); };
   t.options.hooks.after_update = [&](int64_t step, double lr) { pruner.after_update(step, lr); };
-  const train::TrainResult r = train::train(m, t.params, t.data, t.options, {&grid_.dp(), &grid_.tp(), &grid_.world()},
-                                            [this](const nlohmann::json& j) { record(j); });
+  const train::TrainResult r = run_training(t);
   const nlohmann::json sp = pruner.sparsity(true);
   std::string out = cfg_.get<std::string>("sparse.out");
   if (out.empty()) out = (fs::path(dir_) / "sparse").string();
@@ -474,9 +470,12 @@ void Pipeline::prepare_training(Training& t, const std::string& stage) {
   o.schedule = cfg_.get<std::string>("recover.schedule");
   o.clip = cfg_.get<double>("recover.clip");
   o.seed = static_cast<uint64_t>(cfg_.get<int64_t>("run.seed"));
-  o.checkpoint_dir = (fs::path(dir_) / (stage == "recover" ? "checkpoints" : "checkpoints-" + stage)).string();
-  o.save_every = cfg_.get<int64_t>("recover.save_every");
+  // Only recover checkpoints: the pruners' own state (scores' statistics, masks) is not saved yet.
   o.resume = cfg_.get<bool>("recover.resume");
+  SECATEUR_CHECK(stage == "recover" || !o.resume, "[config] 'recover.resume' is not supported by the {} stage (its "
+                 "pruning state is not checkpointed)", stage);
+  if (stage == "recover") o.checkpoint_dir = (fs::path(dir_) / "checkpoints").string();
+  o.save_every = cfg_.get<int64_t>("recover.save_every");
   const std::string spec = cfg_.get<std::string>("recover.text");
   const train::TrainData all =
       is_instruction_file(spec)
@@ -511,13 +510,17 @@ void Pipeline::prepare_training(Training& t, const std::string& stage) {
   }
 }
 
+train::TrainResult Pipeline::run_training(const Training& t) {
+  return train::train(*model_, t.params, t.data, t.options, {&grid_.dp(), &grid_.tp(), &grid_.world()},
+                      [this](const nlohmann::json& j) { record(j); });
+}
+
 void Pipeline::recover() {
   (void)model();
   model::Decoder& m = *model_;
   Training t;
   prepare_training(t, "recover");
-  const train::TrainResult r = train::train(m, t.params, t.data, t.options, {&grid_.dp(), &grid_.tp(), &grid_.world()},
-                                            [this](const nlohmann::json& j) { record(j); });
+  const train::TrainResult r = run_training(t);
   const std::string method = cfg_.get<std::string>("recover.method");
   if (method == "lora") train::merge_lora(m);
   std::string out = cfg_.get<std::string>("recover.out");
@@ -542,9 +545,6 @@ void Pipeline::gum() {
   const pruning::GradualOptions g = gradual_options(cfg_);
   Training t;
   prepare_training(t, "gum");
-  SECATEUR_CHECK(!t.options.resume, "[config] 'recover.resume' is not supported by the gum stage (its running "
-                 "cosine statistics are not checkpointed)");
-  t.options.checkpoint_dir.clear();
   const int64_t params_before = m.config().n_params();
   pruning::GradualPruner pruner(m, g, t.options.steps, &grid_.dp());
   const std::vector<at::Tensor*> scores = pruner.scores();
@@ -554,8 +554,7 @@ void Pipeline::gum() {
   t.options.hooks.before_step = [&](int64_t step) { pruner.before_step(step); };
   t.options.hooks.after_gradients = [&](int64_t step) { pruner.after_gradients(step); };
   t.options.hooks.before_eval = [&] { pruner.before_eval(); };
-  const train::TrainResult r = train::train(m, t.params, t.data, t.options, {&grid_.dp(), &grid_.tp(), &grid_.world()},
-                                            [this](const nlohmann::json& j) { record(j); });
+  const train::TrainResult r = run_training(t);
   if (cfg_.get<std::string>("recover.method") == "lora") train::merge_lora(m);
   const std::vector<pruning::Group> removed = pruner.final_removal();
   // One decision everywhere: every rank compares a hash of the neurons it removes.

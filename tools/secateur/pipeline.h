@@ -59,6 +59,7 @@ class Pipeline {
     int64_t trainable = 0;                     // their count over the whole model
   };
   void prepare_training(Training& t, const std::string& stage);
+  train::TrainResult run_training(const Training& t);   // the current model, on the grid, metrics recorded
   // Removes the groups from the current model, writes it to out and continues with it.
   void remove_groups(const std::vector<pruning::Group>& removed, const std::string& out);
   // Writes the current model's parts (placed as ShardPlan::slice_of says) as the HF directory out:
