@@ -7,9 +7,10 @@ window 128 on the evaluation slice (first 16,384 tokens of Persuasion).
 
 Each row runs `secateur run configs/gum.yaml gum.method=<m> recover.distill=<kd>` (40 steps of
 4 x 128 tokens of Sense and Sensibility, full fine-tuning at lr 1e-4; movement and GUM share the
-l1 weight, so they differ by the uniqueness term alone), then `secateur report` on the pruned model.
+l1 weight, so they differ by the uniqueness term alone), then `secateur report` on each pruned model
+and on the dense one (64 windows of 128 tokens of Emma), with --plot a PNG of the reports per layer.
 """
-import argparse, json, os, subprocess, time
+import argparse, json, os, subprocess, sys, time
 
 from results_file import write_json
 
@@ -23,9 +24,12 @@ def main():
     ap.add_argument("--tmp", default="runs/gum")
     ap.add_argument("--methods", nargs="*", default=list(METHODS))
     ap.add_argument("--out", required=True)
+    ap.add_argument("--reports-only", action="store_true", help="the redundancy reports of runs already made")
+    ap.add_argument("--plot", default="", help="PNG of the redundancy per layer (tools/plot/redundancy.py)")
     a = ap.parse_args()
     rows = json.load(open(a.out)) if os.path.exists(a.out) else []
-    for method in a.methods:
+    rows = rows["rows"] if isinstance(rows, dict) else rows
+    for method in [] if a.reports_only else a.methods:
         for kd in (False, True):
             run_dir = os.path.join(a.tmp, method + ("-kd" if kd else ""))
             t0 = time.time()
@@ -43,6 +47,29 @@ def main():
             write_json(a.out, rows)
             print(f"{method:>10} {'KD' if kd else '  '}: kept {100 * g['kept_fraction']:.1f}%, "
                   f"ppl@128 {e['ppl']:.2f}, {g['seconds']:.0f} s", flush=True)
+    # Redundancy of each pruned model and of the dense one.
+    reports = {}
+    for label, model in [("dense", a.model)] + [(r["method"] + ("-kd" if r["distill"] else ""),
+                                                 os.path.join(a.tmp, r["method"] + ("-kd" if r["distill"] else ""), "pruned"))
+                                                for r in rows]:
+        report_dir = os.path.join(a.tmp, "reports", label)
+        subprocess.run([a.secateur, "report", f"model.path={model}", f"run.dir={report_dir}"],
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        reports[label] = os.path.join(report_dir, "redundancy.json")
+        r = json.load(open(reports[label]))
+        for row in rows:
+            if row["method"] + ("-kd" if row["distill"] else "") == label:
+                row["redundancy"] = {k: r[k] for k in ("sensitivity_sum", "unique", "r2_above_0.9", "r2_above_0.99")}
+        print(f"{label:>12} report: unique {100 * r['unique']:.2f}%, R2>0.9 {100 * r['r2_above_0.9']:.1f}%, "
+              f"sensitivity {r['sensitivity_sum']:.2f}", flush=True)
+    dense = json.load(open(reports["dense"]))
+    write_json(a.out, {"rows": rows, "dense_redundancy": {k: dense[k] for k in
+                                                          ("sensitivity_sum", "unique", "r2_above_0.9", "r2_above_0.99")}}
+               if rows else rows)
+    if a.plot:
+        subprocess.run([sys.executable, os.path.join(os.path.dirname(__file__), "..", "plot", "redundancy.py"),
+                        "--out", a.plot, "--title", "MLP neurons of SmolLM2-135M after pruning to half"] +
+                       [f"{k}={v}" for k, v in reports.items()], check=True)
 
 
 if __name__ == "__main__":

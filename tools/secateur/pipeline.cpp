@@ -159,11 +159,9 @@ void Pipeline::eval_speed() {
 void Pipeline::eval_tasks() {
   const auto tasks = cfg_.get<std::vector<std::string>>("eval.tasks");
   const std::string dir = eval::find_tasks_dir(cfg_.get<std::string>("eval.tasks_dir"));
-  std::string label = cfg_.get<std::string>("model.path");   // the model evaluated: the last pruned or recovered one
+  const std::string label = current_model_path();
   int pass = 0;                                               // earlier zero-shot passes of this run
   for (const auto& m : report_.value("metrics", nlohmann::json::array())) {
-    const std::string st = m.value("stage", "");
-    if (st == "prune" || st == "gum" || st == "sparse" || st == "recover") label = m.value("out", label);
     if (m.value("metric", "") == "zero_shot" && m.value("task", "") == tasks[0]) ++pass;
   }
   for (const std::string& name : tasks) {
@@ -267,9 +265,6 @@ void Pipeline::validate(const std::vector<std::string>& stages) {
   if (has("gum")) gradual_options(cfg_).validate();
   if (has("sparse")) {
     sparse_options(cfg_).validate();
-    const auto pos = [&](const char* st) { return std::find(stages.begin(), stages.end(), st) - stages.begin(); };
-    SECATEUR_CHECK(!has("recover") || pos("recover") < pos("sparse"), "[config] 'recover' after 'sparse' would fill "
-                   "the pruned weights in (masked recovery is not supported yet): run it before 'sparse'");
     SECATEUR_CHECK(cfg_.get<std::string>("recover.method") == "full", "[config] the sparse stage needs "
                    "'recover.method' = full (merged LoRA updates would fill the pruned weights in)");
   }
@@ -329,6 +324,15 @@ void Pipeline::prune() {
           {"peak_rss_mib_after_scoring", ru.ru_maxrss / 1024.0}, {"hash", dj["hash"]}, {"out", out}});
 }
 
+std::string Pipeline::current_model_path() const {
+  std::string path = cfg_.get<std::string>("model.path");
+  for (const auto& m : report_.value("metrics", nlohmann::json::array())) {
+    const std::string st = m.value("stage", "");
+    if (st == "prune" || st == "gum" || st == "sparse" || st == "recover") path = m.value("out", path);
+  }
+  return path;
+}
+
 at::Tensor Pipeline::windows(const std::string& section, uint64_t seed) {
   const std::string spec = cfg_.get<std::string>(section + ".text");
   const std::vector<int32_t> ids = tokenizer().encode(text::read_text(spec, cfg_.get<std::string>("data.austen")),
@@ -354,13 +358,9 @@ void Pipeline::report() {
   o.ridge = cfg_.get<double>("report.ridge");
   const auto t0 = std::chrono::steady_clock::now();
   nlohmann::json r = pruning::redundancy_report(*model_, samples, o, &grid_.dp());
-  std::string label = cfg_.get<std::string>("model.path");
+  const std::string label = current_model_path();
   int pass = 0;                                                // earlier reports of this run
-  for (const auto& m : report_.value("metrics", nlohmann::json::array())) {
-    const std::string st = m.value("stage", "");
-    if (st == "prune" || st == "gum" || st == "sparse" || st == "recover") label = m.value("out", label);
-    if (st == "report") ++pass;
-  }
+  for (const auto& m : report_.value("metrics", nlohmann::json::array())) pass += m.value("stage", "") == "report";
   r["model"] = label;
   r["text"] = cfg_.get<std::string>("report.text");
   r["seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -520,8 +520,37 @@ void Pipeline::recover() {
   model::Decoder& m = *model_;
   Training t;
   prepare_training(t, "recover");
-  const train::TrainResult r = run_training(t);
   const std::string method = cfg_.get<std::string>("recover.method");
+  // An unstructured-pruned model (masks.safetensors beside its weights, from the sparse stage)
+  // keeps its zeros: masked gradients, masked weights re-zeroed after every update.
+  std::vector<std::pair<at::Tensor*, at::Tensor>> keep;
+  const fs::path masks_file = fs::path(current_model_path()) / "masks.safetensors";
+  if (fs::is_regular_file(masks_file)) {
+    SECATEUR_CHECK(method == "full", "[config] {} holds the masks of a sparse model: 'recover.method' must be full "
+                   "(merged LoRA updates would fill the pruned weights in)", masks_file.string());
+    const io::SafetensorsFile f(masks_file.string());
+    const model::NamedTensors named = m.named_tensors();
+    const std::vector<at::Tensor*> weights = m.parameters();
+    for (size_t i = 0; i < named.size(); ++i) {
+      if (!f.has(named[i].first)) continue;
+      const auto cut = m.plan().slice_of(named[i].first, m.config());
+      const at::Tensor mask = cut.dim < 0 ? f.tensor(named[i].first)
+                                          : f.slice(named[i].first, cut.dim, cut.range.begin, cut.range.end);
+      SECATEUR_CHECK(mask.sizes() == weights[i]->sizes(), "[recover] {}: the mask of '{}' does not fit its weight",
+                     masks_file.string(), named[i].first);
+      keep.emplace_back(weights[i], mask.to(weights[i]->options()));
+    }
+    spdlog::info("recover keeps the zeros of {} masked matrices ({})", keep.size(), masks_file.string());
+    t.options.hooks.after_gradients = [&](int64_t) {
+      for (auto& [w, mask] : keep) {
+        if (w->grad().defined()) w->mutable_grad().mul_(mask);
+      }
+    };
+    t.options.hooks.after_update = [&](int64_t, double) {
+      for (auto& [w, mask] : keep) w->mul_(mask);
+    };
+  }
+  const train::TrainResult r = run_training(t);
   if (method == "lora") train::merge_lora(m);
   std::string out = cfg_.get<std::string>("recover.out");
   if (out.empty()) out = (fs::path(dir_) / "recovered").string();

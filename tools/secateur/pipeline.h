@@ -67,6 +67,8 @@ class Pipeline {
   void write_model(const std::string& out, const model::ModelConfig& config, model::NamedTensors parts,
                    std::vector<model::ShardPlan::TensorSlice> placement);
   void write_current_model(const std::string& out);   // the model as it is now, every rank its shards
+  // The model the stages work on now: model.path, or the output of the last prune/gum/sparse/recover.
+  std::string current_model_path() const;
   const model::Decoder& model();
   const text::Tokenizer& tokenizer();
   void record(const nlohmann::json& metric);   // one line of metrics.jsonl and the report
