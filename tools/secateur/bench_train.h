@@ -11,8 +11,8 @@
 //                                                       the adapters' forward and both gradients)
 //   + distillation:   + F_teacher                      (the teacher's forward, no gradients)
 // MFU = model FLOPs per second / the peak: a dense matrix product (square, `peak_n`) of the same
-// dtype on the same device and threads, measured in the same run. The peak and every rate are
-// per rank; the world's tokens/s is reported too.
+// dtype on the same device and threads, measured in the same run before and after the methods
+// (the higher counts). The peak and every rate are per rank; the world's tokens/s is reported too.
 #pragma once
 #include <cstdint>
 #include <string>
