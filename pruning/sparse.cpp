@@ -32,6 +32,8 @@ void SparseOptions::validate() const {
   SECATEUR_CHECK(reweight_every > 0, "[config] 'sparse.reweight_every' = {} must be > 0", reweight_every);
   SECATEUR_CHECK(prune_at > 0 && prune_at <= 1, "[config] 'sparse.prune_at' = {} must be in (0, 1]", prune_at);
   SECATEUR_CHECK(rounds > 0, "[config] 'sparse.rounds' = {} must be > 0", rounds);
+  SECATEUR_CHECK(scope == "global" || scope == "per_layer" || scope == "per_tensor",
+                 "[config] 'sparse.scope' = '{}' (allowed: global, per_layer, per_tensor)", scope);
   SECATEUR_CHECK(!targets.empty(), "[config] 'sparse.targets' is empty");
   for (const std::string& t : targets) {
     SECATEUR_CHECK(target_names().count(t), "[config] 'sparse.targets' has '{}' (allowed: q, k, v, o, gate, up, down)", t);
@@ -142,12 +144,20 @@ void SparsePruner::hard_prune(double target, int64_t step) {
     return hi;
   };
   std::vector<double> t(tensors_.size());
-  if (opt_.global) {
-    std::vector<size_t> all(tensors_.size());
-    for (size_t i = 0; i < all.size(); ++i) all[i] = i;
-    std::fill(t.begin(), t.end(), threshold(all));
+  const bool last = opt_.method == SparseMethod::rpp || step == round_steps_.back();
+  if (opt_.threshold >= 0 && last) {
+    std::fill(t.begin(), t.end(), opt_.threshold);
   } else {
-    for (size_t i = 0; i < tensors_.size(); ++i) t[i] = threshold({i});
+    // The tensors that share one threshold: all, those of one layer, or each alone.
+    std::map<int64_t, std::vector<size_t>> sets;
+    for (size_t i = 0; i < tensors_.size(); ++i) {
+      const int64_t key = opt_.scope == "global" ? 0 : opt_.scope == "per_layer" ? layer_of_[i] : static_cast<int64_t>(i);
+      sets[key].push_back(i);
+    }
+    for (const auto& [key, which] : sets) {
+      const double th = threshold(which);
+      for (size_t i : which) t[i] = th;
+    }
   }
   masks_.resize(tensors_.size());
   for (size_t i = 0; i < tensors_.size(); ++i) {
@@ -157,8 +167,9 @@ void SparsePruner::hard_prune(double target, int64_t step) {
     w.mul_(masks_[i]);
   }
   nlohmann::json s = sparsity(false);
-  spdlog::info("[sparse] step {}: hard prune to {:.1f}% ({}): {:.2f}% of the pruned matrices are zero", step,
-               100 * target, opt_.global ? "global" : "per tensor", 100 * s["sparsity"].get<double>());
+  spdlog::info("[sparse] step {}: hard prune to {} ({}): {:.2f}% of the pruned matrices are zero", step,
+               opt_.threshold >= 0 && last ? fmt::format("|w| > {}", opt_.threshold) : fmt::format("{:.1f}%", 100 * target),
+               opt_.scope, 100 * s["sparsity"].get<double>());
   s["stage"] = "sparse_prune";
   s["step"] = step;
   s["target"] = target;

@@ -13,9 +13,10 @@
 //   imp   `rounds` magnitude prunes spread evenly over the first prune_at of the steps, each to
 //         sparsity 1 − (1 − target)^(r / rounds) (the same fraction of the survivors each round),
 //         training under the mask between rounds and after the last.
-// Hard prune: the smallest |w| go, over all pruned tensors at once (scope global) or in each
-// tensor (per_tensor); the threshold is found by bisection on counts summed over TP, so every
-// shard prunes with the same threshold. Masked training: gradients are masked before clipping and
+// Hard prune: the smallest |w| go, over all pruned tensors at once (scope global), in each layer's
+// (per_layer) or in each tensor (per_tensor); the threshold is found by bisection on counts summed
+// over TP, so every shard prunes with the same threshold. With `threshold` ≥ 0 the (last) prune
+// removes |w| ≤ threshold instead (0: exactly the weights RPP's proximal steps zeroed). Masked training: gradients are masked before clipping and
 // the masked weights re-zeroed after every update, so they stay exactly zero.
 #pragma once
 #include <ATen/core/Tensor.h>
@@ -34,7 +35,8 @@ enum class SparseMethod { rpp, imp };
 struct SparseOptions {
   SparseMethod method = SparseMethod::rpp;
   double sparsity = 0.5;           // target fraction of zeros in the pruned tensors
-  bool global = true;              // one threshold over all pruned tensors, or the target in each
+  std::string scope = "global";    // global | per_layer | per_tensor: where the target holds
+  double threshold = -1;           // >= 0: the (last) hard prune removes |w| <= threshold instead
   std::vector<std::string> targets = {"q", "k", "v", "o", "gate", "up", "down"};
   double gamma = 0.1;              // rpp: weight of the reweighted ℓ1
   double epsilon = 1e-3;           // rpp: α = 1/(|w| + ε)

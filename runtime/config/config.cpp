@@ -20,7 +20,7 @@ const std::map<std::string, std::set<std::string>>& allowed_values() {
       {"convert.dtype", {"float32", "bfloat16", "float16"}},
       {"run.stages", {"convert", "eval", "prune", "gum", "sparse", "recover", "report", "generate"}},
       {"sparse.method", {"rpp", "imp"}},
-      {"sparse.scope", {"global", "per_tensor"}},
+      {"sparse.scope", {"global", "per_layer", "per_tensor"}},
       {"sparse.targets", {"q", "k", "v", "o", "gate", "up", "down"}},
       {"gum.method", {"random", "magnitude", "movement", "movement_soft", "gum"}},
       {"gum.ranking", {"global", "local"}},

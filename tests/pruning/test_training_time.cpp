@@ -331,13 +331,14 @@ struct SparseRun {
   double sparsity = 0;
 };
 
-SparseRun sparse_run(bool on_grid, pruning::SparseMethod method, bool global) {
+SparseRun sparse_run(bool on_grid, pruning::SparseMethod method, const std::string& scope, double threshold = -1) {
   const ModelConfig c = tiny_llama();
   model::Decoder m = model::Decoder::with_random_weights(c, 3, on_grid ? &g_grid->tp() : nullptr);
   m.to(at::kCPU, at::kDouble);
   pruning::SparseOptions o;
   o.method = method;
-  o.global = global;
+  o.scope = scope;
+  o.threshold = threshold;
   o.sparsity = 0.6;
   o.gamma = 0.05;
   o.reweight_every = 2;
@@ -363,23 +364,37 @@ SparseRun sparse_run(bool on_grid, pruning::SparseMethod method, bool global) {
 TEST(Sparse, MasksHoldThroughTrainingAndTheGridPrunesAlike) {
   const ModelConfig c = tiny_llama();
   const auto plan = model::ShardPlan::make(c, g_grid->tp().rank(), g_grid->tp().size());
-  for (const auto method : {pruning::SparseMethod::rpp, pruning::SparseMethod::imp}) {
-    for (const bool global : {true, false}) {
-      const SparseRun grid = sparse_run(true, method, global), one = sparse_run(false, method, global);
-      int64_t zeros = 0, total = 0, differ = 0;
-      for (const auto& [n, mask] : grid.masks) {
-        EXPECT_TRUE(at::equal(grid.weights.at(n) * (1 - mask), at::zeros_like(mask))) << n << ": a masked weight moved";
-        const auto cut = plan.slice_of(n, c);
-        const at::Tensor ref = cut.dim < 0 ? one.masks.at(n) : one.masks.at(n).narrow(cut.dim, cut.range.begin, cut.range.size());
-        differ += (mask != ref).sum().item<int64_t>();
-        zeros += (one.masks.at(n) == 0).sum().item<int64_t>();
-        total += one.masks.at(n).numel();
-      }
-      EXPECT_EQ(differ, 0) << (method == pruning::SparseMethod::rpp ? "rpp" : "imp") << (global ? " global" : " per tensor");
-      if (global) EXPECT_EQ(zeros, static_cast<int64_t>(std::floor(0.6 * static_cast<double>(total))));
-      EXPECT_NEAR(grid.sparsity, one.sparsity, 1e-12);
-      EXPECT_GE(one.sparsity, 0.6 - 1e-3);
+  struct Case {
+    pruning::SparseMethod method;
+    std::string scope;
+    double threshold;
+  };
+  const std::vector<Case> cases = {{pruning::SparseMethod::rpp, "global", -1}, {pruning::SparseMethod::imp, "global", -1},
+                                   {pruning::SparseMethod::rpp, "per_layer", -1}, {pruning::SparseMethod::imp, "per_tensor", -1},
+                                   {pruning::SparseMethod::rpp, "global", 0.0}};
+  for (const Case& k : cases) {
+    const std::string what = std::string(k.method == pruning::SparseMethod::rpp ? "rpp " : "imp ") + k.scope +
+                             (k.threshold >= 0 ? " threshold" : "");
+    const SparseRun grid = sparse_run(true, k.method, k.scope, k.threshold);
+    const SparseRun one = sparse_run(false, k.method, k.scope, k.threshold);
+    int64_t zeros = 0, total = 0, differ = 0;
+    for (const auto& [n, mask] : grid.masks) {
+      EXPECT_TRUE(at::equal(grid.weights.at(n) * (1 - mask), at::zeros_like(mask))) << n << ": a masked weight moved";
+      const auto cut = plan.slice_of(n, c);
+      const at::Tensor ref = cut.dim < 0 ? one.masks.at(n) : one.masks.at(n).narrow(cut.dim, cut.range.begin, cut.range.size());
+      differ += (mask != ref).sum().item<int64_t>();
+      zeros += (one.masks.at(n) == 0).sum().item<int64_t>();
+      total += one.masks.at(n).numel();
     }
+    EXPECT_EQ(differ, 0) << what;
+    EXPECT_NEAR(grid.sparsity, one.sparsity, 1e-12) << what;
+    if (k.threshold >= 0) {                                     // exactly the zeros the proximal steps made
+      EXPECT_GT(one.sparsity, 0.0) << what;
+      EXPECT_LT(one.sparsity, 0.6) << what;
+      continue;
+    }
+    if (k.scope == "global") EXPECT_EQ(zeros, static_cast<int64_t>(std::floor(0.6 * static_cast<double>(total)))) << what;
+    EXPECT_GE(one.sparsity, 0.6 - 1e-3) << what;
   }
 }
 

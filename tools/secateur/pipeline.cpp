@@ -242,7 +242,8 @@ pruning::SparseOptions sparse_options(const config::Config& cfg) {
   pruning::SparseOptions o;
   o.method = cfg.get<std::string>("sparse.method") == "imp" ? pruning::SparseMethod::imp : pruning::SparseMethod::rpp;
   o.sparsity = cfg.get<double>("sparse.sparsity");
-  o.global = cfg.get<std::string>("sparse.scope") == "global";
+  o.scope = cfg.get<std::string>("sparse.scope");
+  o.threshold = cfg.get<double>("sparse.threshold");
   o.targets = cfg.get<std::vector<std::string>>("sparse.targets");
   o.gamma = cfg.get<double>("sparse.gamma");
   o.epsilon = cfg.get<double>("sparse.epsilon");
@@ -404,10 +405,10 @@ void Pipeline::sparse() {
     io::write_file_atomic((fs::path(dir_) / "sparsity.json").string(), sp.dump(2) + "\n");
   }
   spdlog::info("sparse ({}, {}): {:.2f}% of the pruned matrices are zero (target {:.2f}%), {} steps in {:.1f} s -> {}",
-               so.method == pruning::SparseMethod::rpp ? "rpp" : "imp", so.global ? "global" : "per tensor",
+               so.method == pruning::SparseMethod::rpp ? "rpp" : "imp", so.scope,
                100 * sp["sparsity"].get<double>(), 100 * so.sparsity, r.steps, r.seconds, out);
   record({{"stage", "sparse"}, {"method", so.method == pruning::SparseMethod::rpp ? "rpp" : "imp"},
-          {"scope", so.global ? "global" : "per_tensor"}, {"target", so.sparsity}, {"sparsity", sp["sparsity"]},
+          {"scope", so.scope}, {"threshold", so.threshold}, {"target", so.sparsity}, {"sparsity", sp["sparsity"]},
           {"layers", sp["layers"]}, {"tensors", sp["tensors"]}, {"distill", t.options.teacher != nullptr},
           {"steps", r.steps}, {"final_loss", r.last_loss}, {"seconds", r.seconds}, {"out", out}});
 }
