@@ -12,12 +12,8 @@ namespace secateur::pruning {
 
 namespace {
 
-// Fraction of neurons i with some j > i at cos_ij >= t.
-double similar_fraction(const at::Tensor& cos, double t) {
-  if (cos.size(0) == 0) return 0;
-  const at::Tensor later = at::ones_like(cos, at::kBool).triu(1);
-  return ((cos >= t) & later).any(1).to(at::kDouble).mean().item<double>();
-}
+// Per neuron i: is there a j > i (`later`, the strict upper triangle) with cos_ij >= t?
+at::Tensor has_partner(const at::Tensor& cos, const at::Tensor& later, double t) { return ((cos >= t) & later).any(1); }
 
 }  // namespace
 
@@ -96,11 +92,13 @@ nlohmann::json redundancy_report(model::Decoder& model, const at::Tensor& sample
       at::Tensor cos = C / (root.unsqueeze(1) * root.unsqueeze(0) + 1e-6);
       cos.fill_diagonal_(0);
       const at::Tensor r2 = reconstructability(C, opt.ridge);
-      const at::Tensor similar = ((cos >= 0.8) & at::ones_like(cos, at::kBool).triu(1)).any(1);
+      const at::Tensor later = at::ones_like(cos, at::kBool).triu(1);
+      const at::Tensor similar = has_partner(cos, later, 0.8);
       const double n_similar = similar.sum().item<double>();
-      j["unique"] = 1 - similar_fraction(cos, 0.8);
-      j["unique_0.9"] = 1 - similar_fraction(cos, 0.9);
-      j["unique_0.99"] = 1 - similar_fraction(cos, 0.99);
+      const auto unique = [&](double t) { return 1 - has_partner(cos, later, t).to(at::kDouble).mean().item<double>(); };
+      j["unique"] = 1 - n_similar / static_cast<double>(f);
+      j["unique_0.9"] = unique(0.9);
+      j["unique_0.99"] = unique(0.99);
       j["r2_above_0.9"] = (r2 > 0.9).to(at::kDouble).mean().item<double>();
       j["r2_above_0.99"] = (r2 > 0.99).to(at::kDouble).mean().item<double>();
       j["similar_also_reconstructable"] =

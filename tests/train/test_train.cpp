@@ -159,12 +159,20 @@ TEST(Lora, FreshAdaptersChangeNothingAndMergingEqualsTheAdapters) {
   EXPECT_EQ(train::lora_parameter_count(c, lo), whole);
 }
 
-TEST(Distill, LossIsAlphaT2KlPlusCrossEntropy) {
-  const ModelConfig c = tiny_llama();
+// A student and a teacher of one vocabulary, sharded on the grid's TP, in float64.
+struct Pair {
+  ModelConfig c = tiny_llama();
   model::Decoder s = model::Decoder::with_random_weights(c, 3, &g_grid->tp());
   model::Decoder t = model::Decoder::with_random_weights(c, 4, &g_grid->tp());
-  s.to(at::kCPU, at::kDouble);
-  t.to(at::kCPU, at::kDouble);
+  Pair() {
+    s.to(at::kCPU, at::kDouble);
+    t.to(at::kCPU, at::kDouble);
+  }
+};
+
+TEST(Distill, LossIsAlphaT2KlPlusCrossEntropy) {
+  Pair pair;
+  auto& [c, s, t] = pair;
   at::NoGradGuard no_grad;
   at::manual_seed(1);
   const at::Tensor ids = at::randint(c.vocab_size, {2, 9}, at::kLong);
@@ -182,11 +190,8 @@ TEST(Distill, LossIsAlphaT2KlPlusCrossEntropy) {
 // Only the masked positions count: the sum equals the per-token loss picked by hand, for CE and
 // for distillation with the hidden-state term (TP: vocabulary-parallel, the hidden term once).
 TEST(Distill, TargetMaskAndHiddenStateTerm) {
-  const ModelConfig c = tiny_llama();
-  model::Decoder s = model::Decoder::with_random_weights(c, 3, &g_grid->tp());
-  model::Decoder t = model::Decoder::with_random_weights(c, 4, &g_grid->tp());
-  s.to(at::kCPU, at::kDouble);
-  t.to(at::kCPU, at::kDouble);
+  Pair pair;
+  auto& [c, s, t] = pair;
   at::NoGradGuard no_grad;
   at::manual_seed(2);
   const at::Tensor ids = at::randint(c.vocab_size, {2, 9}, at::kLong);

@@ -59,17 +59,6 @@ double matmul_peak(int64_t n, at::Device device, at::ScalarType dtype) {
   return best;
 }
 
-// Σ r · (in + out) over the adapted projections of the whole model (MACs of one adapter forward).
-double adapter_macs(const model::ModelConfig& c, int64_t r) {
-  double sum = 0;
-  for (int64_t l = 0; l < c.n_layers(); ++l) {
-    const double d = static_cast<double>(c.hidden), q = static_cast<double>(c.n_heads[l] * c.head_dim);
-    const double kv = static_cast<double>(c.n_kv_heads[l] * c.head_dim), f = static_cast<double>(c.d_ff[l]);
-    sum += (d + q) + 2 * (d + kv) + (q + d) + 2 * (d + f) + (f + d);
-  }
-  return sum * static_cast<double>(r);
-}
-
 }  // namespace
 
 int bench_train(parallel::Grid& grid, const BenchTrainOptions& opt) {
@@ -116,7 +105,8 @@ int bench_train(parallel::Grid& grid, const BenchTrainOptions& opt) {
     std::sort(step_seconds.begin(), step_seconds.end());
     const double secs = step_seconds[step_seconds.size() / 2];
     const double fwd = 2.0 * eval::macs_per_token(c, (opt.seq + 1) / 2);
-    double flops = is_lora ? 2.0 * fwd + 6.0 * adapter_macs(c, lora.rank) : 3.0 * fwd;
+    // An adapter costs as many MACs per token as it has parameters: r · (in + out).
+    double flops = is_lora ? 2.0 * fwd + 6.0 * static_cast<double>(train::lora_parameter_count(c, lora)) : 3.0 * fwd;
     if (kd) flops += 2.0 * eval::macs_per_token(teacher->config(), (opt.seq + 1) / 2);
     // Per rank: the global batch's tokens over the world's ranks (the TP group shares its sequences,
     // and a rank does 1/tp of their FLOPs).

@@ -176,20 +176,20 @@ int main(int argc, char** argv) {
     if (*gum) return run_pipeline(resolve(args, {}), "gum", {"gum"}, &argc, &argv);
     if (*sparse) return run_pipeline(resolve(args, {}), "sparse", {"sparse"}, &argc, &argv);
     if (*report) return run_pipeline(resolve(args, {}), "report", {"report"}, &argc, &argv);
-    if (*bench_comm) {
-      auto grid = parallel::Grid::init(&argc, &argv, bc.tp > 0 ? bc.tp : 1);
+    // A benchmark on its own grid (tp <= 0: 1).
+    const auto on_grid = [&](int tp, c10::DeviceType device, const auto& bench) {
+      auto grid = parallel::Grid::init(&argc, &argv, tp > 0 ? tp : 1, device);
       log::init(grid->rank(), grid->world_size());
-      const int rc = tools::bench_comm(*grid, bc);
+      const int rc = bench(*grid);
       grid->finalize();
       return rc;
+    };
+    if (*bench_comm) {
+      return on_grid(bc.tp, c10::DeviceType::CPU, [&](parallel::Grid& g) { return tools::bench_comm(g, bc); });
     }
     if (*bench_train) {
-      auto grid = parallel::Grid::init(&argc, &argv, bt.tp > 0 ? bt.tp : 1,
-                                       bt.device == "cuda" ? c10::DeviceType::CUDA : c10::DeviceType::CPU);
-      log::init(grid->rank(), grid->world_size());
-      const int rc = tools::bench_train(*grid, bt);
-      grid->finalize();
-      return rc;
+      return on_grid(bt.tp, bt.device == "cuda" ? c10::DeviceType::CUDA : c10::DeviceType::CPU,
+                     [&](parallel::Grid& g) { return tools::bench_train(g, bt); });
     }
     if (*tok) {
       const auto cfg = config::Config::load("");
