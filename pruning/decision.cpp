@@ -8,7 +8,7 @@
 #include <set>
 
 #include "runtime/core/check.h"
-#include "runtime/model/decoder.h"
+#include "runtime/model/spec.h"
 
 namespace secateur::pruning {
 
@@ -45,7 +45,9 @@ void rank(std::vector<Candidate>& c) {
   });
 }
 
-uint64_t fnv1a(const std::vector<Group>& removed) {
+}  // namespace
+
+uint64_t decision_hash(const std::vector<Group>& removed) {
   uint64_t h = 1469598103934665603ull;
   const auto mix = [&](int64_t v) {
     for (int i = 0; i < 8; ++i) {
@@ -60,8 +62,6 @@ uint64_t fnv1a(const std::vector<Group>& removed) {
   }
   return h;
 }
-
-}  // namespace
 
 void validate(const PruneOptions& opt, const ModelConfig& c) {
   SECATEUR_CHECK(opt.ratio >= 0.0 && opt.ratio < 1.0, "[config] 'prune.ratio' = {} must be in [0, 1)", opt.ratio);
@@ -82,20 +82,38 @@ void validate(const PruneOptions& opt, const ModelConfig& c) {
                  "[config] 'prune.mlp' is false and 'prune.attention' is none: nothing to prune");
   SECATEUR_CHECK(opt.min_keep > 0.0 && opt.min_keep <= 1.0, "[config] 'prune.min_keep' = {} must be in (0, 1]",
                  opt.min_keep);
+  SECATEUR_CHECK(opt.keep_first >= 0.0 && opt.keep_first < 1.0, "[config] 'prune.keep_first' = {} must be in [0, 1)",
+                 opt.keep_first);
+  SECATEUR_CHECK(opt.keep_last >= 0.0 && opt.keep_last < 1.0, "[config] 'prune.keep_last' = {} must be in [0, 1)",
+                 opt.keep_last);
   for (int64_t l : opt.keep_layers) {
-    SECATEUR_CHECK(l >= 0 && l < c.n_layers(), "[config] 'prune.keep_layers' has layer {}, the model has 0..{}", l,
-                   c.n_layers() - 1);
+    SECATEUR_CHECK(l >= -c.n_layers() && l < c.n_layers(), "[config] 'prune.keep_layers' has layer {}, the model has "
+                   "0..{} (or -{}..-1 from the end)", l, c.n_layers() - 1, c.n_layers());
   }
-  SECATEUR_CHECK(static_cast<int64_t>(std::set<int64_t>(opt.keep_layers.begin(), opt.keep_layers.end()).size()) <
-                     c.n_layers() || opt.ratio == 0.0,
-                 "[config] 'prune.keep_layers' keeps every layer: nothing can be pruned");
+  SECATEUR_CHECK(static_cast<int64_t>(kept_layers(opt, c).size()) < c.n_layers() || opt.ratio == 0.0,
+                 "[config] 'prune.keep_first', 'prune.keep_last' and 'prune.keep_layers' keep all {} layers: nothing "
+                 "can be pruned", c.n_layers());
+}
+
+std::vector<int64_t> kept_layers(const PruneOptions& opt, const ModelConfig& c) {
+  const int64_t L = c.n_layers();
+  std::set<int64_t> keep;
+  for (int64_t l : opt.keep_layers) keep.insert(l < 0 ? L + l : l);
+  if (opt.scope != "uniform" && opt.scope != "channel") {
+    // ⌈f·L⌉, with a margin so that 0.1 × 30 (3.0000000000000004 in binary) keeps 3.
+    const auto ends = [&](double f) { return static_cast<int64_t>(std::ceil(f * static_cast<double>(L) - 1e-9)); };
+    for (int64_t l = 0; l < std::min(L, ends(opt.keep_first)); ++l) keep.insert(l);
+    for (int64_t l = std::max<int64_t>(0, L - ends(opt.keep_last)); l < L; ++l) keep.insert(l);
+  }
+  return {keep.begin(), keep.end()};
 }
 
 Decision decide(const ModelConfig& c, const Statistics& stats, const PruneOptions& opt) {
   validate(opt, c);
+  const std::vector<int64_t> kept = kept_layers(opt, c);
   std::map<std::string, std::vector<int64_t>> shapes;
-  for (const auto& [n, s] : model::Decoder::weight_shapes(c)) shapes[n] = s;
-  const std::set<int64_t> keep(opt.keep_layers.begin(), opt.keep_layers.end());
+  for (model::Weight& w : model::weights(c)) shapes[w.name] = std::move(w.shape);
+  const std::set<int64_t> keep(kept.begin(), kept.end());
   const GroupKind attn_kind = opt.attention == "query_head" ? GroupKind::query_head : GroupKind::kv_group;
 
   const int64_t total = c.n_params();
@@ -136,8 +154,7 @@ Decision decide(const ModelConfig& c, const Statistics& stats, const PruneOption
         for (int64_t i = 0; i < c.d_ff[l]; ++i) all.push_back(make_group(GroupKind::neuron, l, i));
       }
       if (opt.attention != "none") {
-        const int64_t n = attn_kind == GroupKind::kv_group ? c.n_kv_heads[l] : c.n_heads[l];
-        for (int64_t i = 0; i < n; ++i) all.push_back(make_group(attn_kind, l, i));
+        for (int64_t i = 0; i < model::unit_count(c, attn_kind, l); ++i) all.push_back(make_group(attn_kind, l, i));
       }
     }
     const std::vector<double> scores = score_groups(all, stats, opt.criterion, opt.aggregate, opt.seed);
@@ -174,8 +191,7 @@ Decision decide(const ModelConfig& c, const Statistics& stats, const PruneOption
       // per_layer / uniform: the largest fraction f whose floors stay within the budget.
       const auto count_for = [&](const std::vector<Candidate>& cands, GroupKind kind, double f, int64_t layer) {
         if (kind == GroupKind::query_head) {                   // the same number from every kv-group
-          const int64_t per = c.n_heads[layer] / c.n_kv_heads[layer];
-          return static_cast<int64_t>(std::floor(f * per)) * c.n_kv_heads[layer];
+          return static_cast<int64_t>(std::floor(f * c.group_size(layer))) * c.n_kv_heads[layer];
         }
         return static_cast<int64_t>(std::floor(f * static_cast<double>(cands.size())));
       };
@@ -195,8 +211,8 @@ Decision decide(const ModelConfig& c, const Statistics& stats, const PruneOption
       double max_f = 1.0 - 1e-12;
       for (const auto& [key, cands] : by_layer_kind) {        // keep at least one unit of each kind
         const double n = static_cast<double>(static_cast<GroupKind>(key.second) == GroupKind::query_head
-                                                 ? c.n_heads[key.first] / c.n_kv_heads[key.first]
-                                                 : cands.size());
+                                                 ? c.group_size(key.first)
+                                                 : static_cast<int64_t>(cands.size()));
         max_f = std::min(max_f, (n - 1) / n + 1e-12);
       }
       SECATEUR_CHECK(opt.ratio == 0.0 || removed_params(max_f) >= budget,
@@ -225,7 +241,7 @@ Decision decide(const ModelConfig& c, const Statistics& stats, const PruneOption
         const auto kind = static_cast<GroupKind>(key.second);
         const int64_t n = count_for(cands, kind, f, key.first) + (kind == GroupKind::neuron ? extra : 0);
         if (kind == GroupKind::query_head) {                   // lowest heads within each kv-group
-          const int64_t per = c.n_heads[key.first] / c.n_kv_heads[key.first];
+          const int64_t per = c.group_size(key.first);
           for (int64_t g = 0; g < c.n_kv_heads[key.first]; ++g) {
             std::vector<Candidate> in_group(cands.begin() + g * per, cands.begin() + (g + 1) * per);
             rank(in_group);
@@ -245,28 +261,16 @@ Decision decide(const ModelConfig& c, const Statistics& stats, const PruneOption
   });
   Decision d;
   d.removed = removed;
+  d.kept_layers = kept;
   d.before = c;
-  d.after = c;
-  for (const Group& g : removed) {
-    if (g.kind == GroupKind::neuron) --d.after.d_ff[g.layer];
-    if (g.kind == GroupKind::kv_group) {
-      d.after.n_heads[g.layer] -= c.n_heads[g.layer] / c.n_kv_heads[g.layer];
-      --d.after.n_kv_heads[g.layer];
-    }
-    if (g.kind == GroupKind::query_head) --d.after.n_heads[g.layer];
-    if (g.kind == GroupKind::hidden_channel) --d.after.hidden;
-  }
-  for (auto it = removed.rbegin(); it != removed.rend(); ++it) {   // layers last, from the back
-    if (it->kind != GroupKind::layer) continue;
-    d.after.n_heads.erase(d.after.n_heads.begin() + it->layer);
-    d.after.n_kv_heads.erase(d.after.n_kv_heads.begin() + it->layer);
-    d.after.d_ff.erase(d.after.d_ff.begin() + it->layer);
-  }
+  std::vector<model::UnitRef> units;
+  for (const Group& g : removed) units.push_back({g.kind, g.layer, g.index});
+  d.after = model::without(c, units);
   d.params_before = total;
   d.params_after = d.after.n_params();
   d.target_ratio = opt.ratio;
   d.achieved_ratio = 1.0 - static_cast<double>(d.params_after) / static_cast<double>(total);
-  d.hash = fnv1a(removed);
+  d.hash = decision_hash(removed);
   return d;
 }
 
@@ -305,7 +309,7 @@ nlohmann::json Decision::to_json(const PruneOptions& opt) const {
           {"scope", opt.scope},
           {"attention", opt.attention},
           {"mlp", opt.mlp},
-          {"keep_layers", opt.keep_layers},
+          {"keep_layers", kept_layers},
           {"ratio_target", target_ratio},
           {"ratio_achieved", achieved_ratio},
           {"params_before", params_before},

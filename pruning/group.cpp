@@ -1,13 +1,13 @@
 #include "pruning/group.h"
 
 #include <algorithm>
+#include <tuple>
 
 #include "runtime/core/check.h"
-#include "runtime/model/decoder.h"
+#include "runtime/model/spec.h"
 
 namespace secateur::pruning {
 
-using model::Family;
 using model::ModelConfig;
 
 const char* kind_name(GroupKind k) {
@@ -32,34 +32,23 @@ GroupKind parse_kind(const std::string& name) {
 
 namespace {
 
-struct Builder {
-  const ModelConfig& c;
-  const std::vector<std::string>& names;   // every weight the model has, sorted
-  Group g;
+using model::Dim;
+using model::Unit;
 
-  bool has(const std::string& n) const { return std::binary_search(names.begin(), names.end(), n); }
-  // Adds the slice if the model has that tensor (biases are optional).
-  void add(const std::string& tensor, int dim, int64_t begin, int64_t end) {
-    if (has(tensor)) g.slices.push_back({tensor, dim, begin, end});
-  }
-};
-
-int64_t count(const ModelConfig& c, GroupKind kind, int64_t layer) {
-  switch (kind) {
-    case GroupKind::neuron: return c.d_ff[layer];
-    case GroupKind::query_head: return c.n_heads[layer];
-    case GroupKind::kv_group: return c.n_kv_heads[layer];
-    case GroupKind::hidden_channel: return c.hidden;
-    case GroupKind::layer: return 1;
-  }
-  return 0;
+// A slice's place in its group: the group's own dimension before the coupled ones, then by
+// projection, a weight before its bias (the order the scores' sums run in).
+std::tuple<int, int, bool> slice_order(const model::TensorSpec& t, bool coupled) {
+  return {coupled ? 1 : 0, t.proj ? static_cast<int>(*t.proj) : -1, t.bias};
 }
 
 }  // namespace
 
-GroupMaker::GroupMaker(const ModelConfig& config) : config_(config) {
-  for (const auto& [name, shape] : model::Decoder::weight_shapes(config)) names_.push_back(name);
-  std::sort(names_.begin(), names_.end());
+GroupMaker::GroupMaker(const ModelConfig& config) : config_(config), weights_(model::weights(config)) {
+  heads_are_kv_ = model::spec_of(config).heads_are_kv;
+  by_layer_.resize(config.n_layers());
+  for (size_t i = 0; i < weights_.size(); ++i) {
+    if (weights_[i].layer >= 0) by_layer_[weights_[i].layer].push_back(i);
+  }
 }
 
 Group make_group(const ModelConfig& c, GroupKind kind, int64_t layer, int64_t index) {
@@ -71,66 +60,48 @@ Group GroupMaker::operator()(GroupKind kind, int64_t layer, int64_t index) const
   const bool model_wide = kind == GroupKind::hidden_channel;
   SECATEUR_CHECK(model_wide || (layer >= 0 && layer < c.n_layers()), "[pruning] layer {} out of range (0..{})", layer,
                  c.n_layers() - 1);
-  SECATEUR_CHECK(index >= 0 && index < count(c, kind, model_wide ? 0 : layer),
+  SECATEUR_CHECK(index >= 0 && index < model::unit_count(c, kind, model_wide ? 0 : layer),
                  "[pruning] {} {} out of range in layer {}", kind_name(kind), index, layer);
-  Builder b{c, names_, {kind, model_wide ? -1 : layer, index, {}}};
-  const int64_t D = c.head_dim;
-  const std::string p = model_wide ? "" : model::layer_prefix(layer);
-  const auto attn = [&](const char* proj, const char* what) { return p + "self_attn." + proj + "_proj." + what; };
-  const auto mlp = [&](const char* proj, const char* what) { return p + "mlp." + proj + "_proj." + what; };
-  const auto query_heads = [&](int64_t first, int64_t n) {
-    b.add(attn("q", "weight"), 0, first * D, (first + n) * D);
-    b.add(attn("q", "bias"), 0, first * D, (first + n) * D);
-    b.add(attn("o", "weight"), 1, first * D, (first + n) * D);
-  };
-  switch (kind) {
-    case GroupKind::neuron:
-      for (const char* proj : {"gate", "up"}) {
-        b.add(mlp(proj, "weight"), 0, index, index + 1);
-        b.add(mlp(proj, "bias"), 0, index, index + 1);
-      }
-      b.add(mlp("down", "weight"), 1, index, index + 1);
-      break;
-    case GroupKind::query_head:
-      if (c.family == Family::gpt2) {   // no GQA: the head's keys and values go with it
-        for (const char* proj : {"k", "v"}) {
-          b.add(attn(proj, "weight"), 0, index * D, (index + 1) * D);
-          b.add(attn(proj, "bias"), 0, index * D, (index + 1) * D);
+  Group g{kind, model_wide ? -1 : layer, index, {}};
+  if (kind == GroupKind::layer || kind == GroupKind::hidden_channel) {
+    // Every tensor of the layer, whole; or every tensor's index along the hidden dimension.
+    if (kind == GroupKind::layer) {
+      for (size_t i : by_layer_[layer]) g.slices.push_back({weights_[i].name, -1, 0, 0});
+    } else {
+      for (const model::Weight& w : weights_) {
+        for (size_t d = 0; d < w.spec->axes.size(); ++d) {
+          if (w.spec->axes[d] == Dim::hidden) g.slices.push_back({w.name, static_cast<int>(d), index, index + 1});
         }
       }
-      query_heads(index, 1);
-      break;
-    case GroupKind::kv_group: {
-      for (const char* proj : {"k", "v"}) {
-        b.add(attn(proj, "weight"), 0, index * D, (index + 1) * D);
-        b.add(attn(proj, "bias"), 0, index * D, (index + 1) * D);
-      }
-      const int64_t per_group = c.n_heads[layer] / c.n_kv_heads[layer];
-      query_heads(index * per_group, per_group);
-      break;
     }
-    case GroupKind::hidden_channel:
-      for (const auto& name : b.names) {
-        const auto ends = [&](const char* suffix) {
-          const std::string x(suffix);
-          return name.size() >= x.size() && name.compare(name.size() - x.size(), x.size(), x) == 0;
-        };
-        if (name.find("o_proj.") != std::string::npos || name.find("down_proj.") != std::string::npos) {
-          b.add(name, 0, index, index + 1);                     // output row of o / down, and their biases
-        } else if (ends("_proj.weight") || name.find("embed") != std::string::npos || name == "lm_head.weight") {
-          b.add(name, 1, index, index + 1);                     // input column; embedding / head column
-        } else if (!ends("_proj.bias")) {
-          b.add(name, 0, index, index + 1);                     // every norm's weight and bias
-        }
-      }
-      break;
-    case GroupKind::layer:
-      for (const auto& name : b.names) {
-        if (name.rfind(p, 0) == 0) b.add(name, -1, 0, 0);        // the whole tensor
-      }
-      break;
+    std::sort(g.slices.begin(), g.slices.end(), [](const Slice& a, const Slice& b) { return a.tensor < b.tensor; });
+    return g;
   }
-  return b.g;
+  // Units within a layer: the slices along the group's own dimension, and, for a kv-group, its
+  // query heads along q (an architecture without GQA treats a query head as its own kv-group).
+  const int64_t D = c.head_dim;
+  std::vector<std::tuple<Dim, int64_t, int64_t, bool>> spans;   // dim, begin, end, coupled
+  if (kind == GroupKind::neuron) {
+    spans.emplace_back(Dim::d_ff, index, index + 1, false);
+  } else if (kind == GroupKind::kv_group || heads_are_kv_) {
+    const int64_t per = kind == GroupKind::kv_group ? c.group_size(layer) : 1;
+    spans.emplace_back(Dim::kv, index * D, (index + 1) * D, false);
+    spans.emplace_back(Dim::q, index * per * D, (index + 1) * per * D, true);
+  } else {
+    spans.emplace_back(Dim::q, index * D, (index + 1) * D, false);
+  }
+  std::vector<std::pair<std::tuple<int, int, bool>, Slice>> found;
+  for (size_t i : by_layer_[layer]) {
+    const model::Weight& w = weights_[i];
+    for (size_t d = 0; d < w.spec->axes.size(); ++d) {
+      for (const auto& [dim, begin, end, coupled] : spans) {
+        if (w.spec->axes[d] == dim) found.push_back({slice_order(*w.spec, coupled), {w.name, static_cast<int>(d), begin, end}});
+      }
+    }
+  }
+  std::stable_sort(found.begin(), found.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+  for (auto& [order, slice] : found) g.slices.push_back(std::move(slice));
+  return g;
 }
 
 std::vector<Group> enumerate_groups(const ModelConfig& c, GroupKind kind) {
@@ -141,7 +112,7 @@ std::vector<Group> enumerate_groups(const ModelConfig& c, GroupKind kind) {
     return out;
   }
   for (int64_t l = 0; l < c.n_layers(); ++l) {
-    for (int64_t i = 0; i < count(c, kind, l); ++i) out.push_back(make(kind, l, i));
+    for (int64_t i = 0; i < model::unit_count(c, kind, l); ++i) out.push_back(make(kind, l, i));
   }
   return out;
 }

@@ -1,24 +1,24 @@
 // pruning/group.h — the Group, the one noun of pruning: a set of coupled slices that are
-// removed together. Coupling is written out per family (not traced from a graph):
-//   LLaMA  neuron         gate row, up row (+ biases), down column
-//          query_head     q rows (+ bias), o columns           — its kv-group keeps the rest
-//          kv_group       k and v rows (+ biases) and the group's query heads (q rows, o columns)
-//          hidden_channel one column of the embedding, every norm, every input projection and the
-//                         LM head; one row of every output projection (o, down, + their biases)
-//          layer          every tensor of the layer
-//   GPT-2  neuron (fc row + bias, proj column), query_head (q/k/v rows + biases, o columns —
-//          GPT-2 has no GQA, so a head is its own kv-group), hidden_channel, layer.
+// removed together. Coupling is derived from the model spec (runtime/model/spec.h): a group is
+// every slice along one named dimension of the model (the coupled dimension), e.g. for LLaMA
+//   neuron         index i along d_ff: gate row, up row (+ biases), down column
+//   query_head     head h along q: q rows (+ bias), o columns     — its kv-group keeps the rest
+//   kv_group       group g along kv (k and v rows + biases) and its query heads along q
+//   hidden_channel index i along hidden: a column of the embedding and of every input projection
+//                  and the LM head, a row of every output projection (o, down + biases), every norm
+//   layer          every tensor of the layer
+// An architecture without GQA (GPT-2) treats a query head as its own kv-group.
 // Indices are in the unsharded model; apply (pruning/apply.h) is the only code that slices.
 #pragma once
 #include <cstdint>
 #include <string>
 #include <vector>
 
-#include "runtime/model/config.h"
+#include "runtime/model/spec.h"
 
 namespace secateur::pruning {
 
-enum class GroupKind { neuron, query_head, kv_group, hidden_channel, layer };
+using GroupKind = model::Unit;   // the coupled dimension a group removes a unit of
 
 const char* kind_name(GroupKind k);
 GroupKind parse_kind(const std::string& name);   // Error naming the allowed kinds
@@ -39,7 +39,7 @@ struct Group {
 // Every group of one kind in a model of this config, in (layer, index) order.
 std::vector<Group> enumerate_groups(const model::ModelConfig& config, GroupKind kind);
 
-// Builds groups of one model: the model's weight names are listed once, not per group.
+// Builds groups of one model: the model's weights are listed once, not per group.
 class GroupMaker {
  public:
   explicit GroupMaker(const model::ModelConfig& config);
@@ -47,7 +47,9 @@ class GroupMaker {
 
  private:
   const model::ModelConfig& config_;
-  std::vector<std::string> names_;
+  std::vector<model::Weight> weights_;
+  std::vector<std::vector<size_t>> by_layer_;      // indices into weights_, per layer
+  bool heads_are_kv_ = false;
 };
 
 // The group of one kind at (layer, index); Error if out of range.

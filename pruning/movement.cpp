@@ -226,10 +226,11 @@ std::vector<at::Tensor> GradualPruner::current_scores() const {
     at::Tensor sq = at::zeros({c.d_ff[l]}, at::TensorOptions(model_.device()).dtype(at::kDouble));
     const model::Range rows = model_.plan().layers[l].neurons;
     if (rows.size() > 0) {
-      const std::string p = model::layer_prefix(l) + "mlp.";
-      at::Tensor local = w.at(p + "up_proj.weight").to(at::kDouble).square().sum(1) +
-                         w.at(p + "down_proj.weight").to(at::kDouble).square().sum(0);
-      if (w.count(p + "gate_proj.weight")) local = local + w.at(p + "gate_proj.weight").to(at::kDouble).square().sum(1);
+      const auto energy = [&](model::Proj p, int dim) {
+        return w.at(model::proj_weight(c, l, p)).to(at::kDouble).square().sum(dim);
+      };
+      at::Tensor local = energy(model::Proj::up, 1) + energy(model::Proj::down, 0);
+      if (model::proj_spec(c, model::Proj::gate)) local = local + energy(model::Proj::gate, 1);
       sq.narrow(0, rows.begin, rows.size()).copy_(local);
     }
     if (model_.tp() && model_.tp()->size() > 1) model_.tp()->all_reduce(sq, parallel::ReduceOp::sum);

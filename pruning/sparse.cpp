@@ -13,18 +13,6 @@
 
 namespace secateur::pruning {
 
-namespace {
-
-const std::map<std::string, std::string>& target_names() {
-  static const std::map<std::string, std::string> names = {
-      {"q", "self_attn.q_proj.weight"}, {"k", "self_attn.k_proj.weight"}, {"v", "self_attn.v_proj.weight"},
-      {"o", "self_attn.o_proj.weight"}, {"gate", "mlp.gate_proj.weight"}, {"up", "mlp.up_proj.weight"},
-      {"down", "mlp.down_proj.weight"}};
-  return names;
-}
-
-}  // namespace
-
 void SparseOptions::validate() const {
   SECATEUR_CHECK(sparsity >= 0 && sparsity < 1, "[config] 'sparse.sparsity' = {} must be in [0, 1)", sparsity);
   SECATEUR_CHECK(gamma >= 0, "[config] 'sparse.gamma' = {} must be >= 0", gamma);
@@ -35,9 +23,7 @@ void SparseOptions::validate() const {
   SECATEUR_CHECK(scope == "global" || scope == "per_layer" || scope == "per_tensor",
                  "[config] 'sparse.scope' = '{}' (allowed: global, per_layer, per_tensor)", scope);
   SECATEUR_CHECK(!targets.empty(), "[config] 'sparse.targets' is empty");
-  for (const std::string& t : targets) {
-    SECATEUR_CHECK(target_names().count(t), "[config] 'sparse.targets' has '{}' (allowed: q, k, v, o, gate, up, down)", t);
-  }
+  for (const std::string& t : targets) (void)model::parse_proj(t, "sparse.targets");
 }
 
 at::Tensor soft_threshold(const at::Tensor& w, const at::Tensor& t) {
@@ -51,7 +37,9 @@ SparsePruner::SparsePruner(model::Decoder& model, SparseOptions opt, int64_t tot
   prune_step_ = std::max<int64_t>(1, std::llround(opt_.prune_at * static_cast<double>(total_)));
   std::vector<std::string> wanted;
   for (int64_t l = 0; l < model_.config().n_layers(); ++l) {
-    for (const std::string& t : opt_.targets) wanted.push_back(model::layer_prefix(l) + target_names().at(t));
+    for (const std::string& t : opt_.targets) {
+      wanted.push_back(model::proj_weight(model_.config(), l, model::parse_proj(t, "sparse.targets")));
+    }
   }
   const model::NamedTensors named = model_.named_tensors();
   const std::vector<at::Tensor*> params = model_.parameters();

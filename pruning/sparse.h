@@ -37,7 +37,7 @@ struct SparseOptions {
   double sparsity = 0.5;           // target fraction of zeros in the pruned tensors
   std::string scope = "global";    // global | per_layer | per_tensor: where the target holds
   double threshold = -1;           // >= 0: the (last) hard prune removes |w| <= threshold instead
-  std::vector<std::string> targets = {"q", "k", "v", "o", "gate", "up", "down"};
+  std::vector<std::string> targets = model::proj_names();
   double gamma = 0.1;              // rpp: weight of the reweighted ℓ1
   double epsilon = 1e-3;           // rpp: α = 1/(|w| + ε)
   int64_t reweight_every = 10;     // rpp: steps between refreshes of α

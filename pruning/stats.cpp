@@ -85,24 +85,6 @@ struct StatsHook : torch::autograd::PostAccumulateGradHook {
   std::string name_;
 };
 
-// The canonical weights that read each activation tap, and the tap's input columns.
-std::vector<std::string> readers(const model::Decoder& m, int64_t layer, model::Decoder::Tap tap) {
-  using Tap = model::Decoder::Tap;
-  const std::string p = layer >= 0 ? model::layer_prefix(layer) : "";
-  const bool llama = m.config().family == model::Family::llama;
-  switch (tap) {
-    case Tap::attn_in:
-      return {p + "self_attn.q_proj.weight", p + "self_attn.k_proj.weight", p + "self_attn.v_proj.weight"};
-    case Tap::attn_out: return {p + "self_attn.o_proj.weight"};
-    case Tap::mlp_in:
-      return llama ? std::vector<std::string>{p + "mlp.gate_proj.weight", p + "mlp.up_proj.weight"}
-                   : std::vector<std::string>{p + "mlp.up_proj.weight"};
-    case Tap::mlp_hidden: return {p + "mlp.down_proj.weight"};
-    case Tap::head_in: return {m.config().tied_embeddings ? "model.embed_tokens.weight" : "lm_head.weight"};
-  }
-  return {};
-}
-
 // Every field that sums over the other dim: made whole over TP as described in the header.
 void make_whole_over_tp(Statistics& stats, const model::Decoder& model) {
   parallel::Comm* tp = model.tp();
@@ -161,7 +143,7 @@ Statistics collect_statistics(model::Decoder& model, const at::Tensor& samples, 
       for (auto tap : {model::Decoder::Tap::attn_in, model::Decoder::Tap::attn_out, model::Decoder::Tap::mlp_in,
                        model::Decoder::Tap::mlp_hidden, model::Decoder::Tap::head_in}) {
         if ((l < 0) != (tap == model::Decoder::Tap::head_in)) continue;
-        for (const std::string& n : readers(model, l, tap)) {
+        for (const std::string& n : model::readers(model.config(), l, tap)) {
           const auto& w = stats.weights.at(n).l1[1];
           stats.weights.at(n).act[1] = at::zeros_like(w);
         }
@@ -169,7 +151,7 @@ Statistics collect_statistics(model::Decoder& model, const at::Tensor& samples, 
     }
     model.set_observer([&](int64_t layer, model::Decoder::Tap tap, const at::Tensor& x) {
       const at::Tensor energy = x.detach().square().reshape({-1, x.size(-1)}).sum({0}, false, at::kDouble);
-      for (const std::string& n : readers(model, layer, tap)) stats.weights.at(n).act[1] += energy;
+      for (const std::string& n : model::readers(model.config(), layer, tap)) stats.weights.at(n).act[1] += energy;
     });
     at::NoGradGuard no_grad;
     Progress progress("calibration (activations)", std::max<int64_t>(local.size(0), 1), "samples");

@@ -7,6 +7,7 @@
 #include "runtime/config/default_yaml.h"   // generated: kDefaultYaml
 #include "runtime/core/check.h"
 #include "runtime/io/atomic_file.h"
+#include "runtime/model/spec.h"
 
 namespace secateur::config {
 
@@ -14,6 +15,8 @@ namespace {
 
 // Keys whose values come from a fixed set.
 const std::map<std::string, std::set<std::string>>& allowed_values() {
+  static const std::vector<std::string> proj = model::proj_names();
+  static const std::set<std::string> projections(proj.begin(), proj.end());
   static const std::map<std::string, std::set<std::string>> m = {
       {"model.dtype", {"float32", "bfloat16", "float16"}},
       {"model.device", {"cpu", "cuda"}},
@@ -21,12 +24,12 @@ const std::map<std::string, std::set<std::string>>& allowed_values() {
       {"run.stages", {"convert", "eval", "prune", "gum", "sparse", "recover", "report", "generate"}},
       {"sparse.method", {"rpp", "imp"}},
       {"sparse.scope", {"global", "per_layer", "per_tensor"}},
-      {"sparse.targets", {"q", "k", "v", "o", "gate", "up", "down"}},
+      {"sparse.targets", projections},
       {"gum.method", {"random", "magnitude", "movement", "movement_soft", "gum"}},
       {"gum.ranking", {"global", "local"}},
       {"recover.method", {"lora", "full"}},
       {"recover.schedule", {"cosine", "linear", "constant"}},
-      {"recover.lora_targets", {"q", "k", "v", "o", "gate", "up", "down"}},
+      {"recover.lora_targets", projections},
       {"prune.criterion",
        {"random", "l1", "l2", "taylor_element1", "taylor_element2", "taylor_vector", "taylor_mixed", "activation"}},
       {"prune.aggregate", {"sum", "prod", "max", "last"}},

@@ -257,10 +257,7 @@ std::vector<Scored> score_requests(const model::Decoder& model,
   std::vector<size_t> order(requests.size());
   std::iota(order.begin(), order.end(), 0);
   std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return inputs[a].size() > inputs[b].size(); });
-  at::Tensor head;                                   // [V_local, d]: this rank's vocabulary shard
-  for (const auto& [name, t] : model.named_tensors()) {
-    if (name == "lm_head.weight" || (!head.defined() && name == "model.embed_tokens.weight")) head = t;
-  }
+  const at::Tensor head = model.head_weight();       // [V_local, d]: this rank's vocabulary shard
   std::vector<Scored> out(requests.size());
   for (size_t b0 = 0; b0 < order.size(); b0 += batch) {
     const size_t n = std::min<size_t>(batch, order.size() - b0);

@@ -23,7 +23,6 @@
 namespace secateur::io {
 
 namespace fs = std::filesystem;
-using model::Family;
 using model::ModelConfig;
 using model::NamedTensors;
 
@@ -43,10 +42,13 @@ at::Tensor unpermute_rope_rows(const at::Tensor& w, int64_t heads) {
 ModelConfig gguf_config(const GgufFile& g) {
   const std::string& path = g.path();
   const std::string arch = g.get_string("general.architecture");
-  SECATEUR_CHECK(arch == "llama", "[io/checkpoint] {}: GGUF architecture '{}' is not supported (llama)", path, arch);
+  const model::ArchSpec* spec = model::find_arch_by_gguf(arch);
+  SECATEUR_CHECK(spec != nullptr, "[io/checkpoint] {}: GGUF architecture '{}' is not supported ({})", path, arch,
+                 model::gguf_archs());
   const auto key = [&](const char* k) { return arch + "." + k; };
   ModelConfig c;
-  c.family = Family::llama;
+  c.family = spec->family;
+  c.arch = spec->name;
   const int64_t layers = g.get_int(key("block_count"));
   const int64_t heads = g.get_int(key("attention.head_count"));
   const int64_t kv = g.get_int(key("attention.head_count_kv"), heads);
@@ -72,109 +74,91 @@ ModelConfig gguf_config(const GgufFile& g) {
 LoadedModel load_gguf(const std::string& path) {
   const GgufFile g(path);
   const ModelConfig c = gguf_config(g);
-  const int64_t layers = c.n_layers(), heads = c.n_heads[0], kv = c.n_kv_heads[0];
   LoadedModel m{c, {}, "gguf"};
-  const auto take = [&](const std::string& from, const std::string& to) {
+  for (const model::Weight& w : model::weights(c)) {           // the spec's GGUF names
+    SECATEUR_CHECK(!w.spec->gguf.empty(), "[io/checkpoint] {}: '{}' has no GGUF name in the {} spec", path, w.name,
+                   model::spec_of(c).name);
+    const std::string from = w.layer < 0 ? w.spec->gguf : fmt::format("blk.{}.{}", w.layer, w.spec->gguf);
     SECATEUR_CHECK(g.find(from) != nullptr, "[io/checkpoint] {}: missing tensor '{}'", path, from);
-    m.tensors.emplace_back(to, g.dequantize(from));
-  };
-  take("token_embd.weight", "model.embed_tokens.weight");
-  for (int64_t l = 0; l < layers; ++l) {
-    const std::string b = fmt::format("blk.{}.", l), p = model::layer_prefix(l);
-    take(b + "attn_norm.weight", p + "input_layernorm.weight");
-    take(b + "attn_q.weight", p + "self_attn.q_proj.weight");
-    m.tensors.back().second = unpermute_rope_rows(m.tensors.back().second, heads);
-    take(b + "attn_k.weight", p + "self_attn.k_proj.weight");
-    m.tensors.back().second = unpermute_rope_rows(m.tensors.back().second, kv);
-    take(b + "attn_v.weight", p + "self_attn.v_proj.weight");
-    take(b + "attn_output.weight", p + "self_attn.o_proj.weight");
-    take(b + "ffn_norm.weight", p + "post_attention_layernorm.weight");
-    take(b + "ffn_gate.weight", p + "mlp.gate_proj.weight");
-    take(b + "ffn_up.weight", p + "mlp.up_proj.weight");
-    take(b + "ffn_down.weight", p + "mlp.down_proj.weight");
+    at::Tensor t = g.dequantize(from);
+    if (w.spec->gguf_rope_rows) t = unpermute_rope_rows(t, w.shape[0] / c.head_dim);
+    m.tensors.emplace_back(w.name, std::move(t));
   }
-  take("output_norm.weight", "model.norm.weight");
-  if (!c.tied_embeddings) take("output.weight", "lm_head.weight");
   return m;
 }
 
-// GPT-2 checkpoints: Conv1D weights are [in, out] and q/k/v share one c_attn.
-NamedTensors gpt2_to_canonical(const SafetensorsCheckpoint& ck, const ModelConfig& c) {
-  const std::string root = ck.has("transformer.wte.weight") ? "transformer." : "";
-  const auto get = [&](const std::string& n) {
-    SECATEUR_CHECK(ck.has(root + n), "[io/checkpoint] GPT-2 checkpoint has no tensor '{}'", root + n);
-    return ck.tensor(root + n);
-  };
-  NamedTensors t;
-  t.emplace_back("model.embed_tokens.weight", get("wte.weight"));
-  t.emplace_back("model.embed_positions.weight", get("wpe.weight"));
-  for (int64_t l = 0; l < c.n_layers(); ++l) {
-    const std::string h = fmt::format("h.{}.", l), p = model::layer_prefix(l);
-    const int64_t q = c.n_heads[l] * c.head_dim, kv = c.n_kv_heads[l] * c.head_dim;
-    const auto qkv_w = get(h + "attn.c_attn.weight").split_with_sizes({q, kv, kv}, 1);
-    const auto qkv_b = get(h + "attn.c_attn.bias").split_with_sizes({q, kv, kv}, 0);
-    t.emplace_back(p + "input_layernorm.weight", get(h + "ln_1.weight"));
-    t.emplace_back(p + "input_layernorm.bias", get(h + "ln_1.bias"));
-    const char* names[3] = {"q_proj", "k_proj", "v_proj"};
-    for (int i = 0; i < 3; ++i) {
-      t.emplace_back(p + "self_attn." + names[i] + ".weight", qkv_w[i].t());
-      t.emplace_back(p + "self_attn." + names[i] + ".bias", qkv_b[i]);
-    }
-    t.emplace_back(p + "self_attn.o_proj.weight", get(h + "attn.c_proj.weight").t());
-    t.emplace_back(p + "self_attn.o_proj.bias", get(h + "attn.c_proj.bias"));
-    t.emplace_back(p + "post_attention_layernorm.weight", get(h + "ln_2.weight"));
-    t.emplace_back(p + "post_attention_layernorm.bias", get(h + "ln_2.bias"));
-    t.emplace_back(p + "mlp.up_proj.weight", get(h + "mlp.c_fc.weight").t());
-    t.emplace_back(p + "mlp.up_proj.bias", get(h + "mlp.c_fc.bias"));
-    t.emplace_back(p + "mlp.down_proj.weight", get(h + "mlp.c_proj.weight").t());
-    t.emplace_back(p + "mlp.down_proj.bias", get(h + "mlp.c_proj.bias"));
+// The checkpoint name map of the spec (TensorSpec::hf): a tensor's name in an HF checkpoint, under
+// `root` (GPT-2 checkpoints come with and without "transformer.").
+std::string hf_name(const model::ArchSpec& a, const model::Weight& w, const std::string& root) {
+  if (w.spec->hf.empty()) return w.name;
+  return root + (w.layer < 0 ? "" : fmt::format("{}{}.", a.hf_layer_prefix, w.layer)) + w.spec->hf;
+}
+
+// The tensors that share w's HF tensor (GPT-2's q, k, v in c_attn), by part.
+std::vector<const model::Weight*> parts_of(const std::vector<model::Weight>& all, const model::Weight& w) {
+  std::vector<const model::Weight*> parts;
+  for (const model::Weight& o : all) {
+    if (o.layer != w.layer || o.spec->hf != w.spec->hf || o.spec->hf_part < 0) continue;
+    if (static_cast<int>(parts.size()) <= o.spec->hf_part) parts.resize(o.spec->hf_part + 1);
+    parts[o.spec->hf_part] = &o;
   }
-  t.emplace_back("model.norm.weight", get("ln_f.weight"));
-  t.emplace_back("model.norm.bias", get("ln_f.bias"));
-  if (!c.tied_embeddings) t.emplace_back("lm_head.weight", ck.tensor("lm_head.weight"));
+  return parts;
+}
+
+NamedTensors hf_to_canonical(const SafetensorsCheckpoint& ck, const ModelConfig& c) {
+  const model::ArchSpec& a = model::spec_of(c);
+  const std::vector<model::Weight> all = model::weights(c);
+  std::string root = a.hf_prefix;
+  for (const model::Weight& w : all) {
+    if (w.spec->hf.empty()) continue;
+    if (!ck.has(hf_name(a, w, root))) root.clear();
+    break;
+  }
+  NamedTensors t;
+  for (const model::Weight& w : all) {
+    const std::string n = hf_name(a, w, root);
+    if (w.spec->hf.empty()) {                 // canonical; a missing one is named by the Decoder
+      if (ck.has(n)) t.emplace_back(w.name, ck.tensor(n));
+      continue;
+    }
+    SECATEUR_CHECK(ck.has(n), "[io/checkpoint] {} checkpoint has no tensor '{}'", a.name, n);
+    at::Tensor x = ck.tensor(n);
+    if (w.spec->hf_part >= 0) {
+      std::vector<int64_t> sizes;
+      for (const model::Weight* p : parts_of(all, w)) sizes.push_back(p ? p->shape[0] : 0);
+      x = x.split_with_sizes(sizes, w.spec->hf_transposed ? 1 : 0)[w.spec->hf_part];
+    }
+    t.emplace_back(w.name, w.spec->hf_transposed ? x.t() : x);
+  }
   return t;
 }
 
-NamedTensors canonical_to_gpt2(const ModelConfig& c, const NamedTensors& in) {
+NamedTensors canonical_to_hf(const ModelConfig& c, const NamedTensors& in) {
+  const model::ArchSpec& a = model::spec_of(c);
+  const std::vector<model::Weight> all = model::weights(c);
   std::map<std::string, at::Tensor> m(in.begin(), in.end());
   NamedTensors t;
-  const auto put = [&](const std::string& n, const at::Tensor& x) { t.emplace_back("transformer." + n, x); };
-  put("wte.weight", m.at("model.embed_tokens.weight"));
-  put("wpe.weight", m.at("model.embed_positions.weight"));
-  for (int64_t l = 0; l < c.n_layers(); ++l) {
-    const std::string h = fmt::format("h.{}.", l), p = model::layer_prefix(l);
-    const auto a = [&](const char* n) { return m.at(p + "self_attn." + n); };
-    put(h + "ln_1.weight", m.at(p + "input_layernorm.weight"));
-    put(h + "ln_1.bias", m.at(p + "input_layernorm.bias"));
-    put(h + "attn.c_attn.weight", at::cat({a("q_proj.weight"), a("k_proj.weight"), a("v_proj.weight")}, 0).t());
-    put(h + "attn.c_attn.bias", at::cat({a("q_proj.bias"), a("k_proj.bias"), a("v_proj.bias")}, 0));
-    put(h + "attn.c_proj.weight", a("o_proj.weight").t());
-    put(h + "attn.c_proj.bias", a("o_proj.bias"));
-    put(h + "ln_2.weight", m.at(p + "post_attention_layernorm.weight"));
-    put(h + "ln_2.bias", m.at(p + "post_attention_layernorm.bias"));
-    put(h + "mlp.c_fc.weight", m.at(p + "mlp.up_proj.weight").t());
-    put(h + "mlp.c_fc.bias", m.at(p + "mlp.up_proj.bias"));
-    put(h + "mlp.c_proj.weight", m.at(p + "mlp.down_proj.weight").t());
-    put(h + "mlp.c_proj.bias", m.at(p + "mlp.down_proj.bias"));
+  for (const model::Weight& w : all) {
+    const std::string n = hf_name(a, w, a.hf_prefix);
+    at::Tensor x;
+    if (w.spec->hf_part < 0) {
+      x = m.at(w.name);
+    } else if (w.spec->hf_part == 0) {        // the shared tensor, written once, at its first part
+      std::vector<at::Tensor> parts;
+      for (const model::Weight* p : parts_of(all, w)) parts.push_back(m.at(p->name));
+      x = at::cat(parts, 0);
+    } else {
+      continue;
+    }
+    t.emplace_back(n, w.spec->hf_transposed ? x.t() : x);
   }
-  put("ln_f.weight", m.at("model.norm.weight"));
-  put("ln_f.bias", m.at("model.norm.bias"));
-  if (!c.tied_embeddings) t.emplace_back("lm_head.weight", m.at("lm_head.weight"));
   return t;
 }
 
 LoadedModel load_hf(const std::string& path) {
   const fs::path dir = fs::is_directory(path) ? fs::path(path) : fs::path(path).parent_path();
   LoadedModel m{read_hf_config((dir / "config.json").string()), {}, "hf"};
-  const SafetensorsCheckpoint ck(dir.string());
-  if (m.config.family == Family::gpt2) {
-    m.tensors = gpt2_to_canonical(ck, m.config);
-  } else {
-    for (const std::string& n : ck.names()) {
-      if (n == "lm_head.weight" && m.config.tied_embeddings) continue;   // some writers keep the tied copy
-      m.tensors.emplace_back(n, ck.tensor(n));
-    }
-  }
+  m.tensors = hf_to_canonical(SafetensorsCheckpoint(dir.string()), m.config);   // a tied copy of the head is left out
   return m;
 }
 
@@ -258,13 +242,12 @@ at::Tensor read_slice(const SafetensorsCheckpoint& ck, const std::string& name, 
 }  // namespace
 
 model::NamedTensors load_shard(const std::string& path, const ModelConfig& config, const model::ShardPlan& plan) {
-  const bool hf_llama = !ends_with(path, ".gguf") && config.family == Family::llama;
-  if (hf_llama) {                          // read only this rank's slices from the files
+  if (!ends_with(path, ".gguf") && model::spec_of(config).hf_canonical()) {   // read only this rank's slices
     const fs::path dir = fs::is_directory(path) ? fs::path(path) : fs::path(path).parent_path();
     const SafetensorsCheckpoint ck(dir.string());
     NamedTensors out;
     // Check the whole shapes against the config first: a slice alone could fit by accident.
-    for (const auto& [n, shape] : model::Decoder::weight_shapes(config)) {
+    for (const auto& [spec, layer, n, shape] : model::weights(config)) {
       SECATEUR_CHECK(ck.has(n), "[io/checkpoint] {}: the config needs tensor '{}', which is missing", path, n);
       SECATEUR_CHECK(ck.info(n).shape == shape, "[io/checkpoint] {}: '{}' has shape {} in the checkpoint, the config needs {}",
                      path, n, fmt::join(ck.info(n).shape, "x"), fmt::join(shape, "x"));
@@ -357,7 +340,7 @@ void save_hf_model(const std::string& dir, const ModelConfig& config, const Name
   fs::create_directories(tmp_dir);
   NamedTensors out;
   for (const auto& [name, t] : tensors) out.emplace_back(name, t.to(at::kCPU, dtype).contiguous());
-  if (config.family == Family::gpt2) out = canonical_to_gpt2(config, out);
+  out = canonical_to_hf(config, out);
   write_safetensors_dir(tmp_dir.string(), out, max_shard_bytes, {{"format", "pt"}});
   write_side_files(tmp_dir, config, dtype, tokenizer);
   fs::remove_all(final_dir);
@@ -367,7 +350,7 @@ void save_hf_model(const std::string& dir, const ModelConfig& config, const Name
 void save_hf_model_parallel(const std::string& dir, const ModelConfig& config, const NamedTensors& parts,
                             const std::vector<model::ShardPlan::TensorSlice>& placement, at::ScalarType dtype,
                             const text::Tokenizer* tokenizer, parallel::Comm& world, uint64_t max_shard_bytes) {
-  SECATEUR_CHECK(config.family == Family::llama, "[io/checkpoint] {}: a GPT-2 checkpoint is written by one rank "
+  SECATEUR_CHECK(model::spec_of(config).hf_canonical(), "[io/checkpoint] {}: a GPT-2 checkpoint is written by one rank "
                  "(save_hf_model), not in parallel", dir);
   SECATEUR_CHECK(parts.size() == placement.size(), "[io/checkpoint] {}: {} parts but {} placements", dir,
                  parts.size(), placement.size());
@@ -376,7 +359,7 @@ void save_hf_model_parallel(const std::string& dir, const ModelConfig& config, c
     fs::remove_all(tmp_dir);
     fs::create_directories(tmp_dir);
     NamedTensors layout;
-    for (const auto& [name, shape] : model::Decoder::weight_shapes(config)) {
+    for (const auto& [spec, layer, name, shape] : model::weights(config)) {
       layout.emplace_back(name, at::empty(shape, at::TensorOptions().dtype(dtype).device(at::kMeta)));
     }
     write_safetensors_dir(tmp_dir.string(), layout, max_shard_bytes, {{"format", "pt"}}, /*data=*/false);

@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "runtime/core/check.h"
+#include "runtime/model/spec.h"
 
 namespace secateur::io {
 
@@ -52,9 +53,13 @@ void read_layer_widths(const json& j, ModelConfig& c, const std::string& where) 
 
 ModelConfig config_from_hf(const json& j, const std::string& where) {
   const std::string type = get<std::string>(j, "model_type", where);
+  const model::ArchSpec* spec = model::find_arch_by_hf_type(type);
+  SECATEUR_CHECK(spec != nullptr, "[io/hf_config] {}: model_type '{}' is not supported ({})", where, type,
+                 model::hf_model_types());
   ModelConfig c;
-  if (type == "llama") {
-    c.family = Family::llama;
+  c.family = spec->family;
+  c.arch = spec->name;
+  if (spec->family == Family::llama) {
     c.vocab_size = get<int64_t>(j, "vocab_size", where);
     c.hidden = get<int64_t>(j, "hidden_size", where);
     const int64_t layers = get<int64_t>(j, "num_hidden_layers", where);
@@ -79,8 +84,7 @@ ModelConfig config_from_hf(const json& j, const std::string& where) {
     c.tied_embeddings = get_or<bool>(j, "tie_word_embeddings", false, where);
     c.attention_bias = get_or<bool>(j, "attention_bias", false, where);
     c.mlp_bias = get_or<bool>(j, "mlp_bias", false, where);
-  } else if (type == "gpt2") {
-    c.family = Family::gpt2;
+  } else {
     c.vocab_size = get<int64_t>(j, "vocab_size", where);
     c.hidden = get<int64_t>(j, "n_embd", where);
     const int64_t layers = get<int64_t>(j, "n_layer", where);
@@ -98,8 +102,6 @@ ModelConfig config_from_hf(const json& j, const std::string& where) {
                    "[io/hf_config] {}: activation_function '{}' is not supported for gpt2 (gelu_new)", where, act);
     c.tied_embeddings = get_or<bool>(j, "tie_word_embeddings", true, where);
     c.attention_bias = c.mlp_bias = true;
-  } else {
-    SECATEUR_FAIL("[io/hf_config] {}: model_type '{}' is not supported (llama, gpt2)", where, type);
   }
   c.bos_id = first_id(j, "bos_token_id");
   c.eos_id = first_id(j, "eos_token_id");
@@ -112,9 +114,10 @@ ModelConfig config_from_hf(const json& j, const std::string& where) {
 json config_to_hf(const ModelConfig& c, const std::string& dtype_name) {
   json j;
   const auto id = [](int64_t v) { return v < 0 ? json(nullptr) : json(v); };
+  const model::ArchSpec& spec = model::spec_of(c);
+  j["architectures"] = {spec.hf_class};
+  j["model_type"] = spec.hf_model_type;
   if (c.family == Family::llama) {
-    j["architectures"] = {"LlamaForCausalLM"};
-    j["model_type"] = "llama";
     j["vocab_size"] = c.vocab_size;
     j["hidden_size"] = c.hidden;
     j["intermediate_size"] = c.d_ff.front();
@@ -133,8 +136,6 @@ json config_to_hf(const ModelConfig& c, const std::string& dtype_name) {
     j["initializer_range"] = 0.02;
     j["pretraining_tp"] = 1;
   } else {
-    j["architectures"] = {"GPT2LMHeadModel"};
-    j["model_type"] = "gpt2";
     j["vocab_size"] = c.vocab_size;
     j["n_embd"] = c.hidden;
     j["n_layer"] = c.n_layers();

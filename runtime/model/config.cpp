@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "runtime/core/check.h"
+#include "runtime/model/spec.h"
 
 namespace secateur::model {
 
@@ -21,19 +22,11 @@ static bool all_equal(const std::vector<int64_t>& v) {
 bool ModelConfig::uniform() const { return all_equal(n_heads) && all_equal(n_kv_heads) && all_equal(d_ff); }
 
 int64_t ModelConfig::n_params() const {
-  const bool llama = family == Family::llama;
-  int64_t n = vocab_size * hidden;                                  // embedding
-  if (!tied_embeddings) n += vocab_size * hidden;                   // LM head
-  if (!llama) n += max_positions * hidden;                          // learned positions
-  const int64_t norm = llama ? hidden : 2 * hidden;                 // LayerNorm has a bias
-  n += norm;                                                        // final norm
-  for (int64_t l = 0; l < n_layers(); ++l) {
-    const int64_t q = n_heads[l] * head_dim, kv = n_kv_heads[l] * head_dim;
-    n += 2 * norm;
-    n += hidden * (q + 2 * kv) + q * hidden;                        // q, k, v, o
-    if (attention_bias) n += q + 2 * kv + hidden;
-    n += (llama ? 3 : 2) * hidden * d_ff[l];                        // gate?, up, down
-    if (mlp_bias) n += (llama ? 2 : 1) * d_ff[l] + hidden;
+  int64_t n = 0;
+  for (const Weight& w : weights(*this)) {
+    int64_t e = 1;
+    for (int64_t d : w.shape) e *= d;
+    n += e;
   }
   return n;
 }
@@ -46,6 +39,8 @@ void ModelConfig::validate() const {
   SECATEUR_CHECK(n_kv_heads.size() == n_heads.size() && d_ff.size() == n_heads.size(),
                  "[model/config] per-layer widths disagree in length: heads {}, kv_heads {}, d_ff {}",
                  n_heads.size(), n_kv_heads.size(), d_ff.size());
+  SECATEUR_CHECK(spec_of(*this).family == family, "[model/config] architecture '{}' runs as {}, not {}", arch,
+                 family_name(spec_of(*this).family), family_name(family));
   SECATEUR_CHECK(family != Family::llama || head_dim % 2 == 0, "[model/config] RoPE needs an even head_dim, got {}",
                  head_dim);
   for (size_t l = 0; l < n_heads.size(); ++l) {
@@ -61,6 +56,7 @@ ModelConfig ModelConfig::make(Family family, int64_t vocab, int64_t hidden, int6
                               int64_t kv_heads, int64_t d_ff) {
   ModelConfig c;
   c.family = family;
+  c.arch = family_name(family);
   c.vocab_size = vocab;
   c.hidden = hidden;
   c.head_dim = hidden / heads;

@@ -14,7 +14,8 @@ const char* family_name(Family f);
 Family parse_family(const std::string& name);   // "llama" | "gpt2"; Error otherwise
 
 struct ModelConfig {
-  Family family = Family::llama;
+  Family family = Family::llama;      // the forward code that runs it
+  std::string arch;                   // its model spec (runtime/model/spec.h); "" = the family's own
   int64_t vocab_size = 0;
   int64_t hidden = 0;                 // d_model
   int64_t head_dim = 0;               // kept fixed by pruning (RoPE needs it)
@@ -30,8 +31,10 @@ struct ModelConfig {
   int64_t bos_id = -1, eos_id = -1, pad_id = -1;
 
   int64_t n_layers() const { return static_cast<int64_t>(n_heads.size()); }
+  // Query heads per kv-group in layer l (0 when the layer has no attention left).
+  int64_t group_size(int64_t l) const { return n_kv_heads.at(l) > 0 ? n_heads.at(l) / n_kv_heads.at(l) : 0; }
   bool uniform() const;               // every layer has the same widths (a stock HF config can describe it)
-  int64_t n_params() const;           // parameters, tied embeddings counted once
+  int64_t n_params() const;           // parameters of every tensor of its spec (tied embeddings once)
   void validate() const;              // Error naming the first inconsistent field
 
   // Uniform constructor helper.

@@ -9,11 +9,10 @@
 
 #include "parallel/comm.h"
 #include "runtime/core/check.h"
+#include "runtime/model/spec.h"
 #include "runtime/model/tp_ops.h"
 
 namespace secateur::model {
-
-std::string layer_prefix(int64_t layer) { return fmt::format("model.layers.{}.", layer); }
 
 namespace {
 
@@ -24,46 +23,44 @@ at::Tensor rotate_half(const at::Tensor& x) {           // [..., D] -> [-x2, x1]
 
 }  // namespace
 
-// The one table of which weights a config has, their names and shapes.
-std::vector<Decoder::Slot> Decoder::slots() {
-  const ModelConfig& c = local_;
-  at::Tensor &embed = embed_, &pos_embed = pos_embed_, &norm_w = norm_w_, &norm_b = norm_b_, &lm_head = lm_head_;
-  std::vector<LayerWeights>& layers = layers_;
-  const bool llama = c.family == Family::llama;
-  const int64_t d = c.hidden, D = c.head_dim;
-  std::vector<Slot> s;
-  s.push_back({"model.embed_tokens.weight", &embed, {c.vocab_size, d}});
-  if (!llama) s.push_back({"model.embed_positions.weight", &pos_embed, {c.max_positions, d}});
-  for (int64_t l = 0; l < c.n_layers(); ++l) {
-    LayerWeights& w = layers[l];
-    const std::string p = layer_prefix(l);
-    const int64_t q = c.n_heads[l] * D, kv = c.n_kv_heads[l] * D, ff = c.d_ff[l];
-    s.push_back({p + "input_layernorm.weight", &w.ln1_w, {d}});
-    if (!llama) s.push_back({p + "input_layernorm.bias", &w.ln1_b, {d}});
-    s.push_back({p + "self_attn.q_proj.weight", &w.q_w, {q, d}});
-    s.push_back({p + "self_attn.k_proj.weight", &w.k_w, {kv, d}});
-    s.push_back({p + "self_attn.v_proj.weight", &w.v_w, {kv, d}});
-    s.push_back({p + "self_attn.o_proj.weight", &w.o_w, {d, q}});
-    if (c.attention_bias) {
-      s.push_back({p + "self_attn.q_proj.bias", &w.q_b, {q}});
-      s.push_back({p + "self_attn.k_proj.bias", &w.k_b, {kv}});
-      s.push_back({p + "self_attn.v_proj.bias", &w.v_b, {kv}});
-      s.push_back({p + "self_attn.o_proj.bias", &w.o_b, {d}});
-    }
-    s.push_back({p + "post_attention_layernorm.weight", &w.ln2_w, {d}});
-    if (!llama) s.push_back({p + "post_attention_layernorm.bias", &w.ln2_b, {d}});
-    if (llama) s.push_back({p + "mlp.gate_proj.weight", &w.gate_w, {ff, d}});
-    s.push_back({p + "mlp.up_proj.weight", &w.up_w, {ff, d}});
-    s.push_back({p + "mlp.down_proj.weight", &w.down_w, {d, ff}});
-    if (c.mlp_bias) {
-      if (llama) s.push_back({p + "mlp.gate_proj.bias", &w.gate_b, {ff}});
-      s.push_back({p + "mlp.up_proj.bias", &w.up_b, {ff}});
-      s.push_back({p + "mlp.down_proj.bias", &w.down_b, {d}});
-    }
+// Where each tensor of the spec lives in this Decoder.
+at::Tensor* Decoder::slot(Role role, int64_t layer) {
+  LayerWeights* w = layer >= 0 ? &layers_.at(layer) : nullptr;
+  switch (role) {
+    case Role::embed: return &embed_;
+    case Role::positions: return &pos_embed_;
+    case Role::norm_w: return &norm_w_;
+    case Role::norm_b: return &norm_b_;
+    case Role::lm_head: return &lm_head_;
+    case Role::ln1_w: return &w->ln1_w;
+    case Role::ln1_b: return &w->ln1_b;
+    case Role::q_w: return &w->q_w;
+    case Role::q_b: return &w->q_b;
+    case Role::k_w: return &w->k_w;
+    case Role::k_b: return &w->k_b;
+    case Role::v_w: return &w->v_w;
+    case Role::v_b: return &w->v_b;
+    case Role::o_w: return &w->o_w;
+    case Role::o_b: return &w->o_b;
+    case Role::ln2_w: return &w->ln2_w;
+    case Role::ln2_b: return &w->ln2_b;
+    case Role::gate_w: return &w->gate_w;
+    case Role::gate_b: return &w->gate_b;
+    case Role::up_w: return &w->up_w;
+    case Role::up_b: return &w->up_b;
+    case Role::down_w: return &w->down_w;
+    case Role::down_b: return &w->down_b;
   }
-  s.push_back({"model.norm.weight", &norm_w, {d}});
-  if (!llama) s.push_back({"model.norm.bias", &norm_b, {d}});
-  if (!c.tied_embeddings) s.push_back({"lm_head.weight", &lm_head, {c.vocab_size, d}});
+  SECATEUR_FAIL("[model] no slot for a tensor role");
+}
+
+// Every weight of this rank's config (the spec's list, local shapes) and where it lives.
+std::vector<Decoder::Slot> Decoder::slots() {
+  std::vector<Slot> s;
+  for (Weight& w : weights(local_)) {
+    at::Tensor* t = slot(w.spec->role, w.layer);
+    s.push_back({std::move(w.name), t, std::move(w.shape), w.spec->norm});
+  }
   return s;
 }
 
@@ -88,15 +85,13 @@ at::Tensor Decoder::project(int64_t l, Proj p, const at::Tensor& x, const at::Te
   if (!ad.a.defined()) return y;
   at::Tensor xin = x;
   if (training_ && ad.dropout > 0) {
-    const bool row_parallel = p == Proj::o || p == Proj::down;
     std::vector<int64_t> whole = x.sizes().vec();
     int64_t first = 0;
-    if (row_parallel && tp_) {                          // x holds this rank's columns of the input
-      const Range r = p == Proj::o ? Range{plan_.layers[l].heads.begin * config_.head_dim,
-                                           plan_.layers[l].heads.end * config_.head_dim}
-                                   : plan_.layers[l].neurons;
-      whole.back() = p == Proj::o ? config_.n_heads[l] * config_.head_dim : config_.d_ff[l];
-      first = r.begin;
+    const std::string weight = proj_weight(config_, l, p);
+    const auto cut = plan_.slice_of(weight, config_);
+    if (cut.dim == 1) {                                 // row-parallel: x holds this rank's columns of the input
+      whole.back() = extent(config_, proj_spec(config_, p)->axes[1], l);
+      first = cut.range.begin;
     }
     auto gen = at::make_generator<at::CPUGeneratorImpl>(dropout_seed_ * 1000003ull + l * 16 + static_cast<int>(p));
     const at::Tensor keep = at::empty(whole, x.options().device(at::kCPU).dtype(at::kFloat))
@@ -108,20 +103,10 @@ at::Tensor Decoder::project(int64_t l, Proj p, const at::Tensor& x, const at::Te
   return y + at::linear(at::linear(xin, ad.a), ad.b) * ad.scale;
 }
 
-std::vector<std::pair<std::string, std::vector<int64_t>>> Decoder::weight_shapes(const ModelConfig& config) {
-  Decoder whole(config, nullptr);
-  std::vector<std::pair<std::string, std::vector<int64_t>>> out;
-  for (const Slot& s : whole.slots()) out.emplace_back(s.name, s.shape);
-  return out;
-}
-
 Decoder Decoder::with_random_weights(const ModelConfig& config, uint64_t seed, parallel::Comm* tp) {
   Decoder whole(config, nullptr);
   at::manual_seed(seed);
-  for (Slot& s : whole.slots()) {
-    const bool norm = s.name.find("layernorm.weight") != std::string::npos || s.name == "model.norm.weight";
-    *s.tensor = norm ? 1 + 0.1 * at::randn(s.shape) : 0.08 * at::randn(s.shape);
-  }
+  for (Slot& s : whole.slots()) *s.tensor = s.norm ? 1 + 0.1 * at::randn(s.shape) : 0.08 * at::randn(s.shape);
   if (!tp || tp->size() == 1) return whole;
   std::map<std::string, at::Tensor> by_name;
   for (const auto& [name, t] : whole.named_tensors()) by_name[name] = t;

@@ -1,7 +1,7 @@
 // runtime/model/decoder.h — one decoder implementation for the LLaMA and GPT-2 families.
 // Driven entirely by ModelConfig (per-layer widths), so a pruned model with uneven
-// layers runs through the same code. Weights live under canonical names (HF LLaMA
-// names, see canonical_names()); GPT-2 checkpoints are renamed on load/save (runtime/io).
+// layers runs through the same code. Which weights it has, under which canonical names and
+// shapes, comes from the model spec (runtime/model/spec.h); the Decoder binds each by its role.
 #pragma once
 #include <ATen/core/Tensor.h>
 
@@ -13,6 +13,7 @@
 
 #include "runtime/model/config.h"
 #include "runtime/model/shard.h"
+#include "runtime/model/spec.h"
 
 namespace secateur::parallel {
 class Comm;
@@ -49,14 +50,13 @@ class Decoder {
   // Random weights (seeded; the same on every rank) of the right shapes: for tests and benchmarks.
   static Decoder with_random_weights(const ModelConfig& config, uint64_t seed, parallel::Comm* tp = nullptr);
 
-  // Every weight of a whole (unsharded) model of this config: canonical name and shape.
-  static std::vector<std::pair<std::string, std::vector<int64_t>>> weight_shapes(const ModelConfig& config);
-
   const ModelConfig& config() const { return config_; }          // the whole model
   const ModelConfig& local_config() const { return local_; }     // this rank's widths
   const ShardPlan& plan() const { return plan_; }
   parallel::Comm* tp() const { return tp_; }
   at::ScalarType dtype() const { return embed_.scalar_type(); }
+  // The LM head's weight (the embedding when tied): [V_local, d], this rank's vocabulary rows.
+  const at::Tensor& head_weight() const { return config_.tied_embeddings ? embed_ : lm_head_; }
   at::Device device() const { return embed_.device(); }
 
   // Cast / move every weight (norm weights included, as HF does).
@@ -89,7 +89,7 @@ class Decoder {
   // observer the input of each group of linear layers (this rank's columns of it):
   //   attn_in  -> q, k, v     attn_out -> o     mlp_in -> gate, up     mlp_hidden -> down
   //   head_in  -> the LM head (layer -1)
-  enum class Tap { attn_in, attn_out, mlp_in, mlp_hidden, head_in };
+  using Tap = model::Tap;
   using Observer = std::function<void(int64_t layer, Tap tap, const at::Tensor& input)>;
   void set_observer(Observer observer) { observer_ = std::move(observer); }
 
@@ -99,7 +99,7 @@ class Decoder {
   // columns, so the adapter's output joins the partial sum before the existing all-reduce.
   // Dropout masks are drawn for the whole input from a generator seeded by (dropout_seed,
   // layer, projection), then sliced, so every TP layout drops the same elements.
-  enum class Proj { q, k, v, o, gate, up, down };
+  using Proj = model::Proj;
   struct Adapter {
     at::Tensor a, b;
     double scale = 0, dropout = 0;
@@ -131,14 +131,15 @@ class Decoder {
     std::string name;
     at::Tensor* tensor;
     std::vector<int64_t> shape;
+    bool norm;                 // a norm's scale
   };
-  std::vector<Slot> slots();   // the one table of which weights the config has, with names and shapes
+  std::vector<Slot> slots();   // the spec's weights for this rank's config, with where each lives
+  at::Tensor* slot(Role role, int64_t layer);
 
   at::Tensor attention(int64_t l, const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
                        KVCache* cache) const;
   at::Tensor mlp(int64_t l, const at::Tensor& x) const;
   at::Tensor norm(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) const;
-  at::Tensor head_weight() const { return config_.tied_embeddings ? embed_ : lm_head_; }
   at::Tensor embed(const at::Tensor& ids) const;
   // at::linear plus the projection's adapter, if any.
   at::Tensor project(int64_t l, Proj p, const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) const;
@@ -151,14 +152,11 @@ class Decoder {
   parallel::Comm* tp_ = nullptr;
   at::Tensor embed_, pos_embed_, norm_w_, norm_b_, lm_head_;
   std::vector<LayerWeights> layers_;
-  std::vector<std::array<Adapter, 7>> adapters_;
+  std::vector<std::array<Adapter, kProjCount>> adapters_;
   std::vector<at::Tensor> mlp_masks_;
   bool training_ = false;
   uint64_t dropout_seed_ = 0;
   Observer observer_;
 };
-
-// Canonical tensor names of one layer's weights, e.g. "model.layers.3.self_attn.q_proj.weight".
-std::string layer_prefix(int64_t layer);
 
 }  // namespace secateur::model

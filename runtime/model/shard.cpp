@@ -1,8 +1,7 @@
 #include "runtime/model/shard.h"
 
-#include <regex>
-
 #include "runtime/core/check.h"
+#include "runtime/model/spec.h"
 
 namespace secateur::model {
 
@@ -20,7 +19,7 @@ ShardPlan ShardPlan::make(const ModelConfig& full, int rank, int size) {
   for (int64_t l = 0; l < full.n_layers(); ++l) {
     Layer L;
     L.kv_heads = split_range(full.n_kv_heads[l], rank, size);
-    const int64_t group = full.n_kv_heads[l] > 0 ? full.n_heads[l] / full.n_kv_heads[l] : 0;
+    const int64_t group = full.group_size(l);
     L.heads = {L.kv_heads.begin * group, L.kv_heads.end * group};
     L.neurons = split_range(full.d_ff[l], rank, size);
     p.layers.push_back(L);
@@ -42,21 +41,26 @@ ModelConfig ShardPlan::local_config(const ModelConfig& full) const {
 
 ShardPlan::TensorSlice ShardPlan::slice_of(const std::string& name, const ModelConfig& full) const {
   if (!sharded()) return {};
-  if (name == "model.embed_tokens.weight" || name == "lm_head.weight") return {0, vocab};
-  static const std::regex layer_re(R"(model\.layers\.(\d+)\.(self_attn|mlp)\.(\w+)_proj\.(weight|bias))");
-  std::smatch m;
-  if (!std::regex_match(name, m, layer_re)) return {};                   // norms, positions: replicated
-  const auto l = std::stoll(m[1]);
-  SECATEUR_CHECK(l < static_cast<int64_t>(layers.size()), "[model/shard] {} is past the model's layers", name);
-  const std::string proj = m[3];
-  const bool weight = m[4] == "weight";
+  const auto at = locate(full, name);
+  SECATEUR_CHECK(at.has_value(), "[model/shard] '{}' is not a tensor of a {} model", name, spec_of(full).name);
+  const TensorSpec& t = *at->spec;
+  if (t.split == Split::replicated) return {};
+  const int dim = t.split == Split::row ? 1 : 0;
   const int64_t D = full.head_dim;
-  const Layer& L = layers[l];
-  if (proj == "q") return {0, {L.heads.begin * D, L.heads.end * D}};
-  if (proj == "k" || proj == "v") return {0, {L.kv_heads.begin * D, L.kv_heads.end * D}};
-  if (proj == "gate" || proj == "up") return {0, L.neurons};
-  if (proj == "o") return weight ? TensorSlice{1, {L.heads.begin * D, L.heads.end * D}} : TensorSlice{};
-  if (proj == "down") return weight ? TensorSlice{1, L.neurons} : TensorSlice{};
+  switch (t.axes.at(dim)) {
+    case Dim::vocab: return {dim, vocab};
+    case Dim::q: {
+      const Range& h = layers.at(at->layer).heads;
+      return {dim, {h.begin * D, h.end * D}};
+    }
+    case Dim::kv: {
+      const Range& h = layers.at(at->layer).kv_heads;
+      return {dim, {h.begin * D, h.end * D}};
+    }
+    case Dim::d_ff: return {dim, layers.at(at->layer).neurons};
+    case Dim::hidden:
+    case Dim::positions: break;
+  }
   SECATEUR_FAIL("[model/shard] no sharding rule for '{}'", name);
 }
 

@@ -17,7 +17,7 @@ struct LoraOptions {
   int64_t rank = 8;
   double alpha = 16;
   double dropout = 0.05;
-  std::vector<std::string> targets = {"q", "k", "v", "o", "gate", "up", "down"};
+  std::vector<std::string> targets = model::proj_names();
   uint64_t seed = 0;
 };
 

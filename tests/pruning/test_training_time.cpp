@@ -110,7 +110,7 @@ TEST(Movement, StraightThroughScoreGradientIsSumOfGradTimesWeight) {
   for (auto [name, t] : whole.named_tensors()) {
     original[name] = t;
     for (int64_t l = 0; l < c.n_layers(); ++l) {
-      const std::string p = model::layer_prefix(l) + "mlp.";
+      const std::string p = model::layer_prefix(c, l) + "mlp.";
       if (name == p + "gate_proj.weight" || name == p + "up_proj.weight") t = t * hard[l].unsqueeze(1);
       if (name == p + "down_proj.weight") t = t * hard[l].unsqueeze(0);
     }
@@ -121,7 +121,7 @@ TEST(Movement, StraightThroughScoreGradientIsSumOfGradTimesWeight) {
   std::map<std::string, at::Tensor> grad;
   for (const auto& [name, t] : masked) grad[name] = t.grad();
   for (int64_t l = 0; l < c.n_layers(); ++l) {
-    const std::string p = model::layer_prefix(l) + "mlp.";
+    const std::string p = model::layer_prefix(c, l) + "mlp.";
     const auto gw = [&](const std::string& n, int dim) { return (grad[p + n] * original[p + n]).sum(dim); };
     const at::Tensor want = gw("gate_proj.weight", 1) + gw("up_proj.weight", 1) + gw("down_proj.weight", 0);
     at::Tensor got = scores[l].grad().clone();

@@ -32,7 +32,7 @@ def main():
         t0 = time.time()
         subprocess.run([a.secateur, "run", "run.stages=[prune,eval]", f"model.path={a.model}", f"run.dir={run_dir}",
                         f"prune.criterion={crit}", f"prune.scope={scope}", f"prune.ratio={a.ratio}",
-                        "eval.windows=[128]"] + (["prune.keep_layers=[]"] if scope != "per_layer" else []),
+                        "eval.windows=[128]"] + (["prune.keep_first=0", "prune.keep_last=0"] if scope != "per_layer" else []),
                        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         metrics = [json.loads(l) for l in open(os.path.join(run_dir, "metrics.jsonl"))]
         p = next(m for m in metrics if m["stage"] == "prune")

@@ -216,6 +216,8 @@ pruning::PruneOptions prune_options(const config::Config& cfg) {
   o.ratio = cfg.get<double>("prune.ratio");
   o.attention = cfg.get<std::string>("prune.attention");
   o.mlp = cfg.get<bool>("prune.mlp");
+  o.keep_first = cfg.get<double>("prune.keep_first");
+  o.keep_last = cfg.get<double>("prune.keep_last");
   o.keep_layers = cfg.get<std::vector<int64_t>>("prune.keep_layers");
   o.min_keep = cfg.get<double>("prune.min_keep");
   o.seed = static_cast<uint64_t>(cfg.get<int64_t>("run.seed"));
@@ -271,7 +273,7 @@ void Pipeline::validate(const std::vector<std::string>& stages) {
   }
   if (!has("prune") && !has("recover") && !has("gum") && !has("sparse")) return;
   const model::ModelConfig config = io::load_config(cfg_.get<std::string>("model.path"));
-  SECATEUR_CHECK(grid_.tp_size() == 1 || config.family == model::Family::llama, "[config] pruning or recovering a "
+  SECATEUR_CHECK(grid_.tp_size() == 1 || model::spec_of(config).hf_canonical(), "[config] pruning or recovering a "
                  "GPT-2 model needs 'parallel.tp' = 1 (its checkpoint fuses q/k/v and is written by one rank)");
   if (has("recover") || has("gum") || has("sparse")) {
     const std::string spec = cfg_.get<std::string>("recover.text");
@@ -305,11 +307,7 @@ void Pipeline::prune() {
     getrusage(RUSAGE_SELF, &ru);
   }
   const pruning::Decision d = pruning::decide(before, stats, opt);
-  // One decision everywhere: every rank compares the hash of its own.
-  parallel::Comm& world = grid_.world();
-  SECATEUR_CHECK(world.all_reduce_min(d.hash) == world.all_reduce_max(d.hash),
-                 "[pruning] ranks reached different decisions (hash {:016x} on rank {}): scores differ between ranks",
-                 d.hash, grid_.rank());
+  check_one_decision(d.hash);
   const nlohmann::json dj = d.to_json(opt);
   if (writer()) io::write_file_atomic((fs::path(dir_) / "decision.json").string(), dj.dump(2) + "\n");
   std::string out = cfg_.get<std::string>("prune.out");
@@ -323,6 +321,13 @@ void Pipeline::prune() {
           {"ratio_target", opt.ratio}, {"ratio_achieved", d.achieved_ratio}, {"params_before", d.params_before},
           {"params_after", d.params_after}, {"scoring_seconds", stats.seconds},
           {"peak_rss_mib_after_scoring", ru.ru_maxrss / 1024.0}, {"hash", dj["hash"]}, {"out", out}});
+}
+
+void Pipeline::check_one_decision(uint64_t hash) {
+  parallel::Comm& world = grid_.world();
+  SECATEUR_CHECK(world.all_reduce_min(hash) == world.all_reduce_max(hash),
+                 "[pruning] ranks reached different decisions (hash {:016x} on rank {}): scores differ between ranks",
+                 hash, grid_.rank());
 }
 
 std::string Pipeline::current_model_path() const {
@@ -587,12 +592,7 @@ void Pipeline::gum() {
   const train::TrainResult r = run_training(t);
   if (cfg_.get<std::string>("recover.method") == "lora") train::merge_lora(m);
   const std::vector<pruning::Group> removed = pruner.final_removal();
-  // One decision everywhere: every rank compares a hash of the neurons it removes.
-  uint64_t hash = removed.size();
-  for (const pruning::Group& grp : removed) hash = hash * 1000003ull + static_cast<uint64_t>(grp.layer * 65536 + grp.index);
-  parallel::Comm& world = grid_.world();
-  SECATEUR_CHECK(world.all_reduce_min(hash) == world.all_reduce_max(hash), "[pruning] ranks chose different neurons "
-                 "(hash {:016x} on rank {})", hash, grid_.rank());
+  check_one_decision(pruning::decision_hash(removed));
   const nlohmann::json summary = pruner.summary();
   if (writer()) io::write_file_atomic((fs::path(dir_) / "gum.json").string(), summary.dump(2) + "\n");
   std::string out = cfg_.get<std::string>("gum.out");

@@ -60,6 +60,8 @@ class Pipeline {
   };
   void prepare_training(Training& t, const std::string& stage);
   train::TrainResult run_training(const Training& t);   // the current model, on the grid, metrics recorded
+  // One decision everywhere: every rank compares the hash of the groups it removes (Error if any differs).
+  void check_one_decision(uint64_t hash);
   // Removes the groups from the current model, writes it to out and continues with it.
   void remove_groups(const std::vector<pruning::Group>& removed, const std::string& out);
   // Writes the current model's parts (placed as ShardPlan::slice_of says) as the HF directory out:
