@@ -3,12 +3,12 @@
 #include <ATen/ATen.h>
 
 #include "runtime/core/check.h"
-#include "runtime/model/shard.h"
+#include "parallel/split.h"
 
 namespace secateur::parallel {
 
 std::pair<int64_t, int64_t> dp_share(int64_t n, const Comm& dp) {
-  const model::Range r = model::split_range(n, dp.rank(), dp.size());
+  const Range r = split_range(n, dp.rank(), dp.size());
   return {r.begin, r.end};
 }
 

@@ -7,7 +7,7 @@
 #include <cmath>
 #include <map>
 
-#include "parallel/comm.h"
+#include "parallel/collectives.h"
 #include "runtime/core/check.h"
 #include "runtime/core/log.h"
 
@@ -114,10 +114,8 @@ void CosineStats::add(const at::Tensor& h_rows, const at::Tensor& h_all) {
 
 void CosineStats::commit(double beta, parallel::Comm* dp) {
   if (!c_cur_.defined()) return;
-  if (dp && dp->size() > 1) {
-    dp->all_reduce(c_cur_, parallel::ReduceOp::sum);
-    dp->all_reduce(n_cur_, parallel::ReduceOp::sum);
-  }
+  parallel::sum(dp, c_cur_);
+  parallel::sum(dp, n_cur_);
   if (!c_run_.defined()) {
     c_run_ = c_cur_ * beta;
     n_run_ = n_cur_ * beta;
@@ -162,11 +160,11 @@ GradualPruner::GradualPruner(model::Decoder& model, GradualOptions opt, int64_t 
   SECATEUR_CHECK(total_ - 4 * warmup_steps_ > 0, "[config] {} steps leave no room for the cubic schedule after "
                  "{} warm-up and {} cool-down steps ('gum.warmup' = {})", total_, warmup_steps_, 3 * warmup_steps_,
                  opt_.warmup);
-  parallel::Comm* tp = model_.tp();
+  const parallel::Group tp = model_.tp();
   for (int64_t l = 0; l < c.n_layers(); ++l) {
     const model::Range rows = model_.plan().layers[l].neurons;
     SECATEUR_CHECK(c.d_ff[l] == 0 || rows.size() > 0, "[pruning] layer {} has {} MLP neurons, fewer than the {} TP "
-                   "ranks: training-time pruning needs some on every rank", l, c.d_ff[l], tp ? tp->size() : 1);
+                   "ranks: training-time pruning needs some on every rank", l, c.d_ff[l], tp.size());
     at::Tensor s = at::zeros({c.d_ff[l]}, at::kFloat);
     if (opt_.method == GradualMethod::random) {
       auto gen = at::make_generator<at::CPUGeneratorImpl>(opt_.seed * 1000003ull + static_cast<uint64_t>(l));
@@ -193,8 +191,7 @@ GradualPruner::GradualPruner(model::Decoder& model, GradualOptions opt, int64_t 
       if (!collecting_ || tap != model::Decoder::Tap::mlp_hidden) return;
       // On the activations' device (the TP comm moves that kind of tensor), float32 at least.
       const at::Tensor h = input.detach().reshape({-1, input.size(-1)}).to(at::promote_types(input.scalar_type(), at::kFloat));
-      const at::Tensor all = tp && tp->size() > 1 ? tp->all_gather_v(h.t().contiguous()).t() : h;
-      stats_[layer].add(h, all);
+      stats_[layer].add(h, parallel::gather(tp, h, 1));
     });
   }
 }
@@ -233,7 +230,7 @@ std::vector<at::Tensor> GradualPruner::current_scores() const {
       if (model::proj_spec(c, model::Proj::gate)) local = local + energy(model::Proj::gate, 1);
       sq.narrow(0, rows.begin, rows.size()).copy_(local);
     }
-    if (model_.tp() && model_.tp()->size() > 1) model_.tp()->all_reduce(sq, parallel::ReduceOp::sum);
+    parallel::sum(model_.tp(), sq);
     out.push_back(sq.sqrt().to(at::kFloat).cpu());
   }
   return out;
@@ -285,12 +282,12 @@ void GradualPruner::after_gradients(int64_t step) {
   }
   if (opt_.method != GradualMethod::gum) return;
   const double v = kept_fraction(step);
-  parallel::Comm* tp = model_.tp();
+  const parallel::Group tp = model_.tp();
   for (size_t l = 0; l < stats_.size(); ++l) {
     stats_[l].commit(opt_.beta, dp_);
     if (stats_[l].empty()) continue;
     at::Tensor r = stats_[l].abs_cos_sum() / (static_cast<double>(scores_[l].numel()) * v);   // this rank's rows
-    if (tp && tp->size() > 1) r = tp->all_gather_v(r.contiguous());
+    r = parallel::gather(tp, r);
     mult_[l] = r.to(at::kFloat).cpu() * opt_.lambda_u;
   }
 }

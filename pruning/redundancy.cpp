@@ -3,7 +3,7 @@
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
 
-#include "parallel/comm.h"
+#include "parallel/collectives.h"
 #include "pruning/movement.h"
 #include "runtime/core/check.h"
 #include "runtime/core/log.h"
@@ -38,7 +38,7 @@ nlohmann::json redundancy_report(model::Decoder& model, const at::Tensor& sample
                      opt.ridge >= 0, "[report] needs windows of at least 2 tokens, micro_batch > 0, ridge >= 0");
   const model::ModelConfig& c = model.config();
   const int64_t L = c.n_layers();
-  parallel::Comm* tp = model.tp();
+  const parallel::Group tp = model.tp();
   std::vector<CosineStats> stats;
   std::vector<at::Tensor> scores, sens;
   for (int64_t l = 0; l < L; ++l) {
@@ -54,11 +54,11 @@ nlohmann::json redundancy_report(model::Decoder& model, const at::Tensor& sample
   model.set_observer([&](int64_t layer, model::Decoder::Tap tap, const at::Tensor& input) {
     if (tap != model::Decoder::Tap::mlp_hidden) return;
     const at::Tensor h = input.detach().reshape({-1, input.size(-1)}).to(at::kDouble);   // on its device
-    stats[layer].add(h, tp && tp->size() > 1 ? tp->all_gather_v(h.t().contiguous()).t() : h);
+    stats[layer].add(h, parallel::gather(tp, h, 1));
   });
   // Batches are fixed windows of the sample list; DP rank r takes batches r, r + dp, ...
   const int64_t n = samples.size(0), batches = (n + opt.micro_batch - 1) / opt.micro_batch;
-  const int dp_size = dp ? dp->size() : 1, dp_rank = dp ? dp->rank() : 0;
+  const int dp_size = parallel::size_of(dp), dp_rank = parallel::rank_of(dp);
   SECATEUR_CHECK(batches >= dp_size, "[report] {} batches of {} windows cannot be split over {} DP ranks", batches,
                  opt.micro_batch, dp_size);
   for (int64_t b = dp_rank; b < batches; b += dp_size) {
@@ -78,15 +78,15 @@ nlohmann::json redundancy_report(model::Decoder& model, const at::Tensor& sample
   double sens_total = 0, unique_n = 0, r2_9 = 0, r2_99 = 0, neurons = 0;
   for (int64_t l = 0; l < L; ++l) {
     stats[l].commit(1.0, dp);                                    // plain sums over every token
-    if (tp && tp->size() > 1) tp->all_reduce(sens[l], parallel::ReduceOp::sum);
-    if (dp && dp->size() > 1) dp->all_reduce(sens[l], parallel::ReduceOp::sum);
+    parallel::sum(tp, sens[l]);
+    parallel::sum(dp, sens[l]);
     const at::Tensor s = sens[l] / static_cast<double>(batches);
     const int64_t f = c.d_ff[l];
     nlohmann::json j = {{"layer", l}, {"neurons", f}, {"sensitivity_sum", s.sum().item<double>()},
                         {"sensitivity_mean", f ? s.mean().item<double>() : 0.0}};
     if (f > 0 && !stats[l].empty()) {
       at::Tensor C = stats[l].gram_rows();
-      if (tp && tp->size() > 1) C = tp->all_gather_v(C.contiguous());
+      C = parallel::gather(tp, C);
       const at::Tensor diag = C.diagonal();
       const at::Tensor root = diag.sqrt();
       at::Tensor cos = C / (root.unsqueeze(1) * root.unsqueeze(0) + 1e-6);

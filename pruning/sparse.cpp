@@ -7,7 +7,7 @@
 #include <cmath>
 #include <map>
 
-#include "parallel/comm.h"
+#include "parallel/collectives.h"
 #include "runtime/core/check.h"
 #include "runtime/core/log.h"
 
@@ -96,11 +96,11 @@ void SparsePruner::after_update(int64_t step, double lr) {
 
 void SparsePruner::hard_prune(double target, int64_t step) {
   at::NoGradGuard no_grad;
-  parallel::Comm* tp = model_.tp();
-  const auto sum_tp = [&](int64_t v) { return tp && tp->size() > 1 ? tp->all_reduce_int(v, parallel::ReduceOp::sum) : v; };
+  const parallel::Group tp = model_.tp();
+  const auto sum_tp = [&](int64_t v) { return parallel::sum(tp, v); };
   // A replicated tensor is counted on TP rank 0 only.
   const auto counted = [&](size_t i) {
-    return model_.plan().slice_of(tensors_[i].first, model_.config()).dim >= 0 || !tp || tp->rank() == 0;
+    return model_.plan().slice_of(tensors_[i].first, model_.config()).dim >= 0 || tp.rank() == 0;
   };
   // The threshold t with count(|w| <= t) >= target over `which`, by bisection on [0, max |w|]; the
   // magnitudes are recomputed per pass rather than held (a copy of every pruned weight otherwise).
@@ -113,7 +113,7 @@ void SparsePruner::hard_prune(double target, int64_t step) {
       if (w.numel() > 0) hi = std::max(hi, w.abs().max().item<double>());
     }
     n = sum_tp(n);
-    if (tp && tp->size() > 1) hi = tp->all_reduce_scalar(hi, parallel::ReduceOp::max);
+    hi = parallel::max(tp, hi);
     const int64_t want = static_cast<int64_t>(std::floor(target * static_cast<double>(n)));
     if (want == 0) return -1.0;
     const auto at_most = [&](double t) {
@@ -165,16 +165,16 @@ void SparsePruner::hard_prune(double target, int64_t step) {
 }
 
 nlohmann::json SparsePruner::sparsity(bool per_tensor) const {
-  parallel::Comm* tp = model_.tp();
+  const parallel::Group tp = model_.tp();
   std::vector<int64_t> counts;                        // zeros, elements per tensor, this rank's shards
   for (size_t i = 0; i < tensors_.size(); ++i) {
     const at::Tensor& w = *tensors_[i].second;
-    const bool counted = model_.plan().slice_of(tensors_[i].first, model_.config()).dim >= 0 || !tp || tp->rank() == 0;
+    const bool counted = model_.plan().slice_of(tensors_[i].first, model_.config()).dim >= 0 || tp.rank() == 0;
     counts.push_back(counted ? (w == 0).sum().item<int64_t>() : 0);
     counts.push_back(counted ? w.numel() : 0);
   }
   at::Tensor c = at::tensor(counts, at::kLong).to(at::kDouble);
-  if (tp && tp->size() > 1) tp->host().all_reduce(c, parallel::ReduceOp::sum);
+  parallel::sum(tp, c);
   nlohmann::json tensors = nlohmann::json::object();
   std::vector<double> layer_zeros(model_.config().n_layers(), 0), layer_total(model_.config().n_layers(), 0);
   double zeros = 0, total = 0;

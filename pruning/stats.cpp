@@ -7,7 +7,7 @@
 
 #include <chrono>
 
-#include "parallel/comm.h"
+#include "parallel/collectives.h"
 #include "runtime/core/check.h"
 #include "runtime/core/progress.h"
 #include "runtime/model/shard.h"
@@ -59,9 +59,9 @@ struct StatsHook : torch::autograd::PostAccumulateGradHook {
     WeightStats& s = c_->stats->weights[name_];
     if (c_->pass == Pass::first_order) {
       at::Tensor gd = g;
-      if (c_->dp && c_->dp->size() > 1) {                    // g of all samples; summed in float64
+      if (parallel::size_of(c_->dp) > 1) {                  // g of all samples; summed in float64
         gd = g.to(at::kDouble);
-        c_->dp->all_reduce(gd, parallel::ReduceOp::sum);
+        parallel::sum(c_->dp, gd);
         gd = gd.to(g.scalar_type());
       }
       const at::Tensor wg = w * gd;
@@ -87,8 +87,8 @@ struct StatsHook : torch::autograd::PostAccumulateGradHook {
 
 // Every field that sums over the other dim: made whole over TP as described in the header.
 void make_whole_over_tp(Statistics& stats, const model::Decoder& model) {
-  parallel::Comm* tp = model.tp();
-  if (!tp || tp->size() == 1) return;
+  const parallel::Group tp = model.tp();
+  if (parallel::size_of(tp) == 1) return;
   for (auto& [name, s] : stats.weights) {                     // the same names, in the same order, on every rank
     const int sharded = model.plan().slice_of(name, model.config()).dim;
     if (sharded < 0) continue;                                // replicated: already whole and equal
@@ -96,11 +96,11 @@ void make_whole_over_tp(Statistics& stats, const model::Decoder& model) {
       for (int d = 0; d < 2; ++d) {
         at::Tensor& v = (*field)[d];
         if (!v.defined()) continue;
-        if (d == sharded) v = tp->all_gather_v(v);
-        else tp->all_reduce(v, parallel::ReduceOp::sum);
+        if (d == sharded) v = parallel::gather(tp, v);
+        else parallel::sum(tp, v);
       }
     }
-    if (s.act[1].defined() && sharded == 1) s.act[1] = tp->all_gather_v(s.act[1]);   // inputs of row-parallel layers
+    if (s.act[1].defined() && sharded == 1) s.act[1] = parallel::gather(tp, s.act[1]);   // inputs of row-parallel layers
   }
 }
 
@@ -134,9 +134,7 @@ Statistics collect_statistics(model::Decoder& model, const at::Tensor& samples, 
   const model::Range mine = dp ? model::split_range(samples.size(0), dp->rank(), dp->size())
                                : model::Range{0, samples.size(0)};
   const at::Tensor local = samples.narrow(0, mine.begin, mine.size()).to(model.device());
-  const auto dp_sum = [&](at::Tensor& v) {
-    if (v.defined() && dp && dp->size() > 1) dp->all_reduce(v, parallel::ReduceOp::sum);
-  };
+  const auto dp_sum = [&](at::Tensor& v) { parallel::sum(dp, v); };
 
   if (opt.activations) {
     for (int64_t l = -1; l < model.config().n_layers(); ++l) {

@@ -5,7 +5,7 @@
 
 #include <cmath>
 
-#include "parallel/comm.h"
+#include "parallel/collectives.h"
 #include "runtime/core/check.h"
 #include "runtime/model/shard.h"
 #include "runtime/core/progress.h"
@@ -35,9 +35,9 @@ PerplexityResult perplexity(const model::Decoder& model, const std::vector<int32
     progress.add(n * window);
   }
   progress.finish();
-  if (dp && dp->size() > 1) {
+  if (parallel::size_of(dp) > 1) {
     at::Tensor sums = at::tensor({r.nll, static_cast<double>(r.predictions)}, at::kDouble);
-    dp->all_reduce(sums, parallel::ReduceOp::sum);
+    parallel::sum(dp, sums);
     r.nll = sums[0].item<double>();
     r.predictions = static_cast<int64_t>(sums[1].item<double>());
   }

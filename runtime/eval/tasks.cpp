@@ -16,12 +16,12 @@
 #include <numeric>
 #include <set>
 
-#include "parallel/comm.h"
+#include "parallel/collectives.h"
 #include "runtime/core/check.h"
 #include "runtime/core/progress.h"
 #include "runtime/io/atomic_file.h"
 #include "runtime/model/shard.h"
-#include "runtime/model/tp_ops.h"
+#include "parallel/tensor_parallel/mappings.h"
 
 namespace secateur::eval {
 
@@ -282,7 +282,7 @@ std::vector<Scored> score_requests(const model::Decoder& model,
     for (int64_t k0 = 0; k0 < picked.size(0); k0 += 1024) {   // at most [1024, V] logits at a time
       const int64_t k = std::min<int64_t>(1024, picked.size(0) - k0);
       const at::Tensor logits =
-          model::gather_last_dim(at::linear(picked.narrow(0, k0, k), head), model.tp()).to(at::kFloat);   // [k, V]
+          parallel::gather_last_dim(at::linear(picked.narrow(0, k0, k), head), model.tp()).to(at::kFloat);   // [k, V]
       const at::Tensor t = target.narrow(0, k0, k);
       logp_parts.push_back(at::log_softmax(logits, -1).gather(1, t.unsqueeze(1)).squeeze(1));
       greedy_parts.push_back(logits.argmax(-1).eq(t));
@@ -343,7 +343,7 @@ TaskResult evaluate_task(const model::Decoder& model, const text::Tokenizer& tok
     row[2] = scored[i].greedy ? 1.0 : 0.0;
     row[3] = static_cast<double>(requests[i].first.size() + requests[i].second.size()) - 1;
   }
-  if (dp && dp->size() > 1) dp->host().all_reduce(all, parallel::ReduceOp::sum);
+  parallel::sum(dp, all);
   // Metrics.
   int64_t hits = 0, hits_norm = 0;
   double loglik_sum = 0.0;

@@ -18,7 +18,7 @@
 #include "runtime/io/gguf.h"
 #include "runtime/io/hf_config.h"
 #include "runtime/io/safetensors.h"
-#include "parallel/comm.h"
+#include "parallel/collectives.h"
 
 namespace secateur::io {
 
@@ -264,10 +264,9 @@ model::NamedTensors load_shard(const std::string& path, const ModelConfig& confi
   return m.tensors;
 }
 
-model::Decoder load_decoder(const std::string& path, at::Device device, at::ScalarType dtype, parallel::Comm* tp) {
+model::Decoder load_decoder(const std::string& path, at::Device device, at::ScalarType dtype, parallel::Group tp) {
   const ModelConfig config = load_config(path);
-  const int tp_size = tp ? tp->size() : 1;
-  const auto plan = model::ShardPlan::make(config, tp ? tp->rank() : 0, tp_size);
+  const auto plan = model::ShardPlan::make(config, tp.rank(), tp.size());
   model::NamedTensors tensors = load_shard(path, config, plan);
   for (auto& [name, t] : tensors) t = t.to(device, dtype, /*non_blocking=*/false, /*copy=*/true).contiguous();
   return model::Decoder(config, tensors, tp);
@@ -349,7 +348,7 @@ void save_hf_model(const std::string& dir, const ModelConfig& config, const Name
 
 void save_hf_model_parallel(const std::string& dir, const ModelConfig& config, const NamedTensors& parts,
                             const std::vector<model::ShardPlan::TensorSlice>& placement, at::ScalarType dtype,
-                            const text::Tokenizer* tokenizer, parallel::Comm& world, uint64_t max_shard_bytes) {
+                            const text::Tokenizer* tokenizer, parallel::Group world, uint64_t max_shard_bytes) {
   SECATEUR_CHECK(model::spec_of(config).hf_canonical(), "[io/checkpoint] {}: a GPT-2 checkpoint is written by one rank "
                  "(save_hf_model), not in parallel", dir);
   SECATEUR_CHECK(parts.size() == placement.size(), "[io/checkpoint] {}: {} parts but {} placements", dir,
@@ -365,7 +364,7 @@ void save_hf_model_parallel(const std::string& dir, const ModelConfig& config, c
     write_safetensors_dir(tmp_dir.string(), layout, max_shard_bytes, {{"format", "pt"}}, /*data=*/false);
     write_side_files(tmp_dir, config, dtype, tokenizer);
   }
-  world.barrier();
+  parallel::barrier(world);
   const SafetensorsCheckpoint ck(tmp_dir.string());
   std::map<std::string, int> fds;                      // file -> descriptor, opened once
   try {
@@ -411,12 +410,12 @@ void save_hf_model_parallel(const std::string& dir, const ModelConfig& config, c
     }
     throw;
   }
-  world.barrier();
+  parallel::barrier(world);
   if (world.rank() == 0) {
     fs::remove_all(final_dir);
     fs::rename(tmp_dir, final_dir);
   }
-  world.barrier();
+  parallel::barrier(world);
 }
 
 }  // namespace secateur::io

@@ -34,7 +34,7 @@ model::NamedTensors load_shard(const std::string& path, const model::ModelConfig
 // A Decoder on `device` in `dtype` (this rank's shard when tp has more than one rank), with
 // weights copied out of any file mapping.
 model::Decoder load_decoder(const std::string& path, at::Device device, at::ScalarType dtype,
-                            parallel::Comm* tp = nullptr);
+                            parallel::Group tp = {});
 
 // The tokenizer of a .gguf file (its metadata) or of an HF directory (tokenizer.json).
 text::Tokenizer load_tokenizer(const std::string& path);
@@ -53,7 +53,7 @@ void save_hf_model(const std::string& dir, const model::ModelConfig& config, con
 // `config` (LLaMA family only: GPT-2 fuses q/k/v into one tensor). Collective over world.
 void save_hf_model_parallel(const std::string& dir, const model::ModelConfig& config, const model::NamedTensors& parts,
                             const std::vector<model::ShardPlan::TensorSlice>& placement, at::ScalarType dtype,
-                            const text::Tokenizer* tokenizer, parallel::Comm& world,
+                            const text::Tokenizer* tokenizer, parallel::Group world,
                             uint64_t max_shard_bytes = 4ull << 30);
 
 }  // namespace secateur::io

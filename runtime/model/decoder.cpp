@@ -7,10 +7,10 @@
 #include <cmath>
 #include <map>
 
-#include "parallel/comm.h"
+#include "parallel/tensor_parallel/mappings.h"
+#include "parallel/tensor_parallel/vocab_parallel.h"
 #include "runtime/core/check.h"
 #include "runtime/model/spec.h"
-#include "runtime/model/tp_ops.h"
 
 namespace secateur::model {
 
@@ -64,10 +64,9 @@ std::vector<Decoder::Slot> Decoder::slots() {
   return s;
 }
 
-Decoder::Decoder(ModelConfig config, parallel::Comm* tp)
-    : config_(std::move(config)), tp_(tp && tp->size() > 1 ? tp : nullptr) {
+Decoder::Decoder(ModelConfig config, parallel::Group tp) : config_(std::move(config)), tp_(tp) {
   config_.validate();
-  plan_ = ShardPlan::make(config_, tp_ ? tp_->rank() : 0, tp_ ? tp_->size() : 1);
+  plan_ = ShardPlan::make(config_, tp_.rank(), tp_.size());
   local_ = plan_.local_config(config_);
   layers_.resize(config_.n_layers());
   adapters_.resize(config_.n_layers());
@@ -103,11 +102,11 @@ at::Tensor Decoder::project(int64_t l, Proj p, const at::Tensor& x, const at::Te
   return y + at::linear(at::linear(xin, ad.a), ad.b) * ad.scale;
 }
 
-Decoder Decoder::with_random_weights(const ModelConfig& config, uint64_t seed, parallel::Comm* tp) {
+Decoder Decoder::with_random_weights(const ModelConfig& config, uint64_t seed, parallel::Group tp) {
   Decoder whole(config, nullptr);
   at::manual_seed(seed);
   for (Slot& s : whole.slots()) *s.tensor = s.norm ? 1 + 0.1 * at::randn(s.shape) : 0.08 * at::randn(s.shape);
-  if (!tp || tp->size() == 1) return whole;
+  if (tp.alone()) return whole;
   std::map<std::string, at::Tensor> by_name;
   for (const auto& [name, t] : whole.named_tensors()) by_name[name] = t;
   Decoder shard(config, tp);
@@ -119,7 +118,7 @@ Decoder Decoder::with_random_weights(const ModelConfig& config, uint64_t seed, p
   return shard;
 }
 
-Decoder::Decoder(ModelConfig config, const NamedTensors& tensors, parallel::Comm* tp)
+Decoder::Decoder(ModelConfig config, const NamedTensors& tensors, parallel::Group tp)
     : Decoder(std::move(config), tp) {
   std::map<std::string, const at::Tensor*> by_name;
   for (const auto& [name, t] : tensors) by_name[name] = &t;
@@ -172,8 +171,8 @@ at::Tensor Decoder::attention(int64_t l, const at::Tensor& x, const at::Tensor& 
   if (config_.n_heads[l] == 0) return add_bias(at::zeros_like(x));               // every head pruned
   // No head on this rank: still take part in both collectives (forward sum, and the gradient
   // sum of copy_to_tp in backward), contributing zeros.
-  if (H == 0) return add_bias(reduce_from_tp(copy_to_tp(x, tp_) * 0, tp_));
-  const at::Tensor xin = copy_to_tp(x, tp_);
+  if (H == 0) return add_bias(parallel::reduce_from_tp(parallel::copy_to_tp(x, tp_) * 0, tp_));
+  const at::Tensor xin = parallel::copy_to_tp(x, tp_);
   tap(l, Tap::attn_in, xin);
   at::Tensor q = project(l, Proj::q, xin, w.q_w, w.q_b).view({B, T, H, D}).transpose(1, 2);    // [B, H, T, D]
   at::Tensor k = project(l, Proj::k, xin, w.k_w, w.k_b).view({B, T, KV, D}).transpose(1, 2);   // [B, KV, T, D]
@@ -207,7 +206,7 @@ at::Tensor Decoder::attention(int64_t l, const at::Tensor& x, const at::Tensor& 
   }
   out = out.transpose(1, 2).reshape({B, T, H * D});  // [B, T, H*D]
   tap(l, Tap::attn_out, out);
-  return add_bias(reduce_from_tp(project(l, Proj::o, out, w.o_w, {}), tp_));
+  return add_bias(parallel::reduce_from_tp(project(l, Proj::o, out, w.o_w, {}), tp_));
 }
 
 void Decoder::set_mlp_mask(int64_t layer, at::Tensor mask) {
@@ -222,8 +221,8 @@ at::Tensor Decoder::mlp(int64_t l, const at::Tensor& x) const {
   const LayerWeights& w = layers_[l];
   const auto add_bias = [&](const at::Tensor& y) { return w.down_b.defined() ? y + w.down_b : y; };
   if (config_.d_ff[l] == 0) return add_bias(at::zeros_like(x));                   // every neuron pruned
-  if (local_.d_ff[l] == 0) return add_bias(reduce_from_tp(copy_to_tp(x, tp_) * 0, tp_));   // none here (see attention)
-  const at::Tensor xin = copy_to_tp(x, tp_);
+  if (local_.d_ff[l] == 0) return add_bias(parallel::reduce_from_tp(parallel::copy_to_tp(x, tp_) * 0, tp_));   // none here (see attention)
+  const at::Tensor xin = parallel::copy_to_tp(x, tp_);
   tap(l, Tap::mlp_in, xin);
   at::Tensor m;                                                                  // this rank's neurons' mask
   if (l < static_cast<int64_t>(mlp_masks_.size()) && mlp_masks_[l].defined()) {
@@ -241,7 +240,7 @@ at::Tensor Decoder::mlp(int64_t l, const at::Tensor& x) const {
   }
   h = masked(h);
   tap(l, Tap::mlp_hidden, h);
-  return add_bias(reduce_from_tp(project(l, Proj::down, h, w.down_w, {}), tp_));
+  return add_bias(parallel::reduce_from_tp(project(l, Proj::down, h, w.down_w, {}), tp_));
 }
 
 at::Tensor Decoder::hidden_states(const at::Tensor& ids, KVCache* cache) const {
@@ -281,21 +280,16 @@ at::Tensor Decoder::hidden_states(const at::Tensor& ids, KVCache* cache) const {
 }
 
 at::Tensor Decoder::embed(const at::Tensor& ids) const {
-  if (!tp_) return at::embedding(embed_, ids);
-  // Vocabulary-parallel: each rank looks up the ids in its rows, zeros elsewhere, then one sum.
-  const at::Tensor local = ids - plan_.vocab.begin;
-  const at::Tensor mine = (local >= 0) & (local < plan_.vocab.size());             // [B, T]
-  const at::Tensor x = at::embedding(embed_, local.clamp(0, std::max<int64_t>(plan_.vocab.size() - 1, 0)));
-  return reduce_from_tp(x * mine.unsqueeze(-1).to(x.scalar_type()), tp_);
+  return parallel::vocab_parallel_embedding(embed_, ids, plan_.vocab, tp_);
 }
 
 at::Tensor Decoder::logits(const at::Tensor& ids, KVCache* cache) const {
-  return gather_last_dim(at::linear(hidden_states(ids, cache), head_weight()), tp_);
+  return parallel::gather_last_dim(at::linear(hidden_states(ids, cache), head_weight()), tp_);
 }
 
 at::Tensor Decoder::loss_sum(const at::Tensor& ids, const Distill* kd, const at::Tensor& predict) const {
   const at::Tensor h0 = hidden_states(ids);                               // replicated over TP
-  const at::Tensor h = copy_to_tp(h0, tp_);                               // [B, T, d]; the head is column-parallel
+  const at::Tensor h = parallel::copy_to_tp(h0, tp_);                               // [B, T, d]; the head is column-parallel
   tap(-1, Tap::head_in, h);
   const int64_t B = ids.size(0), T = ids.size(1), chunk = 256;
   SECATEUR_CHECK(!predict.defined() || predict.sizes() == ids.sizes(), "[model] the target mask has shape [{}], "
@@ -312,43 +306,20 @@ at::Tensor Decoder::loss_sum(const at::Tensor& ids, const Distill* kd, const at:
     at::NoGradGuard no_grad;
     teacher_h = kd->teacher->hidden_states(ids);
   }
-  // log Σ_v exp(z_v) over the whole vocabulary, per row: [N] (the shards' max is only a shift).
-  const auto lse = [&](const at::Tensor& z) {
-    const at::Tensor m = max_over_tp(std::get<0>(z.detach().max(-1, true)), tp_);              // [N, 1]
-    return reduce_from_tp((z - m).exp().sum(-1), tp_).log() + m.squeeze(1);
-  };
   const at::ScalarType acc = at::promote_types(h.scalar_type(), at::kFloat);
   at::Tensor total = at::zeros({}, h.options().dtype(acc));
   for (int64_t t0 = 0; t0 < T - 1; t0 += chunk) {
     const int64_t n = std::min(chunk, T - 1 - t0);
     const at::Tensor lg = at::linear(h.narrow(1, t0, n), head_weight()).to(acc).reshape({B * n, -1});   // [B*n, V_local]
     const at::Tensor target = ids.narrow(1, t0 + 1, n).reshape({-1});                          // [B*n]
-    at::Tensor ce;                                                                              // [B*n]
-    if (!tp_) {
-      ce = at::cross_entropy_loss(lg, target, {}, at::Reduction::None);
-    } else {
-      // Vocabulary-parallel cross-entropy: log-sum-exp and the target's logit from the shards.
-      const at::Tensor local = target - plan_.vocab.begin;
-      const at::Tensor mine = (local >= 0) & (local < plan_.vocab.size());
-      const at::Tensor index = local.clamp(0, std::max<int64_t>(plan_.vocab.size() - 1, 0)).unsqueeze(1);
-      const at::Tensor picked = lg.gather(1, index).squeeze(1) * mine.to(lg.scalar_type());
-      ce = lse(lg) - reduce_from_tp(picked, tp_);
-    }
+    const at::Tensor ce = parallel::vocab_parallel_cross_entropy(lg, target, plan_.vocab, tp_);   // [B*n]
     at::Tensor per_token = ce;
     if (kd) {
-      // KL(t ‖ s) = Σ_v p_t log p_t − Σ_v p_t z_s + lse(z_s), with z = logits / T and Σ_v p_t = 1.
+      // z = logits / T.
       const double temp = kd->temperature;
       const at::Tensor zt =
           at::linear(teacher_h.narrow(1, t0, n), kd->teacher->head_weight()).to(acc).reshape({B * n, -1}) / temp;
-      const at::Tensor zs = lg / temp;
-      at::Tensor kl;                                                                            // [B*n]
-      if (!tp_) {                                                  // fused log-softmax kernels
-        const at::Tensor log_pt = at::log_softmax(zt, -1);
-        kl = (log_pt.exp() * (log_pt - at::log_softmax(zs, -1))).sum(-1);
-      } else {
-        const at::Tensor log_pt = zt - lse(zt).unsqueeze(1);
-        kl = reduce_from_tp((log_pt.exp() * (log_pt - zs)).sum(-1), tp_) + lse(zs);
-      }
+      const at::Tensor kl = parallel::vocab_parallel_kl(zt, lg / temp, tp_);                    // [B*n]
       per_token = (1.0 - kd->alpha) * ce + kd->alpha * temp * temp * kl;
       if (kd->hidden_weight != 0) {
         // On the replicated h0 (before copy_to_tp), so every TP rank adds the same gradient once.

@@ -11,13 +11,10 @@
 #include <utility>
 #include <vector>
 
+#include "parallel/collectives.h"
 #include "runtime/model/config.h"
 #include "runtime/model/shard.h"
 #include "runtime/model/spec.h"
-
-namespace secateur::parallel {
-class Comm;
-}
 
 namespace secateur::model {
 
@@ -37,23 +34,24 @@ struct KVCache {
   int64_t length = 0;
 };
 
-// With a TP comm of size > 1 the decoder holds this rank's shard (ShardPlan) of every weight and
-// runs Megatron-style: column-parallel q/k/v and gate/up, row-parallel o and down followed by one
-// all-reduce each, vocabulary-parallel embedding, LM head and cross-entropy (the full logits are
-// only gathered by logits(), for generation and tests). Without a comm it is the whole model.
+// On a TP group of more than one rank the decoder holds this rank's shard (ShardPlan) of every
+// weight and runs Megatron-style through the layers of parallel/tensor_parallel: column-parallel
+// q/k/v and gate/up, row-parallel o and down followed by one sum each, vocabulary-parallel
+// embedding, LM head, cross-entropy and KL (the full logits are only gathered by logits(), for
+// generation and tests). It never calls a communicator itself. Alone, it is the whole model.
 class Decoder {
  public:
   // Takes the tensors it needs by canonical name (this rank's shards when tp is given); Error
   // naming any missing or misshapen tensor.
-  Decoder(ModelConfig config, const NamedTensors& tensors, parallel::Comm* tp = nullptr);
+  Decoder(ModelConfig config, const NamedTensors& tensors, parallel::Group tp = {});
 
   // Random weights (seeded; the same on every rank) of the right shapes: for tests and benchmarks.
-  static Decoder with_random_weights(const ModelConfig& config, uint64_t seed, parallel::Comm* tp = nullptr);
+  static Decoder with_random_weights(const ModelConfig& config, uint64_t seed, parallel::Group tp = {});
 
   const ModelConfig& config() const { return config_; }          // the whole model
   const ModelConfig& local_config() const { return local_; }     // this rank's widths
   const ShardPlan& plan() const { return plan_; }
-  parallel::Comm* tp() const { return tp_; }
+  parallel::Group tp() const { return tp_; }                   // the TP ranks it runs on
   at::ScalarType dtype() const { return embed_.scalar_type(); }
   // The LM head's weight (the embedding when tied): [V_local, d], this rank's vocabulary rows.
   const at::Tensor& head_weight() const { return config_.tied_embeddings ? embed_ : lm_head_; }
@@ -126,7 +124,7 @@ class Decoder {
   std::vector<at::Tensor*> parameters();
 
  private:
-  Decoder(ModelConfig config, parallel::Comm* tp);   // shapes and plan only; weights undefined
+  Decoder(ModelConfig config, parallel::Group tp);   // shapes and plan only; weights undefined
   struct Slot {
     std::string name;
     at::Tensor* tensor;
@@ -149,7 +147,7 @@ class Decoder {
 
   ModelConfig config_, local_;
   ShardPlan plan_;
-  parallel::Comm* tp_ = nullptr;
+  parallel::Group tp_;
   at::Tensor embed_, pos_embed_, norm_w_, norm_b_, lm_head_;
   std::vector<LayerWeights> layers_;
   std::vector<std::array<Adapter, kProjCount>> adapters_;

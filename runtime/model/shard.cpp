@@ -5,12 +5,6 @@
 
 namespace secateur::model {
 
-Range split_range(int64_t total, int rank, int size) {
-  const int64_t base = total / size, extra = total % size;
-  const int64_t begin = rank * base + std::min<int64_t>(rank, extra);
-  return {begin, begin + base + (rank < extra ? 1 : 0)};
-}
-
 ShardPlan ShardPlan::make(const ModelConfig& full, int rank, int size) {
   SECATEUR_CHECK(size >= 1 && rank >= 0 && rank < size, "[model/shard] bad TP rank {} of {}", rank, size);
   ShardPlan p;

@@ -8,17 +8,13 @@
 #include <string>
 #include <vector>
 
+#include "parallel/split.h"
 #include "runtime/model/config.h"
 
 namespace secateur::model {
 
-struct Range {
-  int64_t begin = 0, end = 0;
-  int64_t size() const { return end - begin; }
-};
-
-// The i-th of n contiguous parts of [0, total), sizes differing by at most one.
-Range split_range(int64_t total, int rank, int size);
+using parallel::Range;
+using parallel::split_range;
 
 struct ShardPlan {
   int rank = 0, size = 1;

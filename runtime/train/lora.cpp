@@ -77,7 +77,7 @@ std::vector<Trainable> add_lora(Decoder& m, const LoraOptions& opt) {
       m.set_adapter(l, p, {a.to(opts).contiguous(), b.to(opts).contiguous(),
                            opt.alpha / static_cast<double>(opt.rank), opt.dropout});
       Decoder::Adapter& ad = m.adapter(l, p);
-      const bool tp = m.tp() != nullptr;
+      const bool tp = !m.tp().alone();
       const bool rows = w->split == model::Split::row;
       out.push_back({module + ".lora_A.weight", &ad.a, tp && rows, tp && !rows});
       out.push_back({module + ".lora_B.weight", &ad.b, tp && !rows, tp && rows});
@@ -105,7 +105,7 @@ std::vector<Trainable> all_weights(Decoder& m) {
   const auto named = m.named_tensors();
   const auto ptrs = m.parameters();
   for (size_t i = 0; i < ptrs.size(); ++i) {
-    const bool sharded = m.tp() && m.plan().slice_of(named[i].first, m.config()).dim >= 0;
+    const bool sharded = !m.tp().alone() && m.plan().slice_of(named[i].first, m.config()).dim >= 0;
     out.push_back({named[i].first, ptrs[i], sharded, false});
   }
   return out;

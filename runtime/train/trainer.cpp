@@ -12,7 +12,7 @@
 #include <random>
 #include <regex>
 
-#include "parallel/comm.h"
+#include "parallel/collectives.h"
 #include "parallel/data_parallel.h"
 #include "runtime/core/check.h"
 #include "runtime/core/log.h"
@@ -25,11 +25,9 @@ namespace fs = std::filesystem;
 
 namespace {
 
-int rank_of(parallel::Comm* c) { return c ? c->rank() : 0; }
-int size_of(parallel::Comm* c) { return c ? c->size() : 1; }
-void barrier(parallel::Comm* c) {
-  if (c) c->barrier();
-}
+using parallel::barrier;
+using parallel::rank_of;
+using parallel::size_of;
 
 struct Moments {
   std::vector<at::Tensor> m, v;
@@ -175,10 +173,8 @@ double heldout_loss(const model::Decoder& model, const TrainData& data, int64_t 
     sum += model.loss_sum(ids, nullptr, predict).item<double>();
     for (const int64_t s : seqs) count += static_cast<double>(data.targets(s, seq_len));
   }
-  if (g.dp && dp > 1) {
-    sum = g.dp->all_reduce_scalar(sum, parallel::ReduceOp::sum);
-    count = g.dp->all_reduce_scalar(count, parallel::ReduceOp::sum);
-  }
+  sum = parallel::sum(g.dp, sum);
+  count = parallel::sum(g.dp, count);
   SECATEUR_CHECK(count > 0, "[train] the held-out set has no target tokens");
   return sum / count;
 }
@@ -273,7 +269,7 @@ TrainResult train(model::Decoder& model, const std::vector<Trainable>& params, c
     }
     if (g.dp && dp > 1) {
       parallel::all_reduce_gradients(tensors, *g.dp, parallel::ReduceOp::sum);
-      loss_sum = g.dp->all_reduce_scalar(loss_sum, parallel::ReduceOp::sum);
+      loss_sum = parallel::sum(g.dp, loss_sum);
     }
     if (g.tp && !partial.empty()) parallel::all_reduce_gradients(partial, *g.tp, parallel::ReduceOp::sum);
     if (opt.hooks.after_gradients) opt.hooks.after_gradients(step);
@@ -283,7 +279,7 @@ TrainResult train(model::Decoder& model, const std::vector<Trainable>& params, c
       const double sq = p.tensor->grad().to(at::kDouble).square().sum().item<double>();
       (p.sharded ? sharded_sq : replicated_sq) += sq;
     }
-    if (g.tp && size_of(g.tp) > 1) sharded_sq = g.tp->all_reduce_scalar(sharded_sq, parallel::ReduceOp::sum);
+    sharded_sq = parallel::sum(g.tp, sharded_sq);
     const double norm = std::sqrt(sharded_sq + replicated_sq);
     const double coef = opt.clip > 0 && norm > opt.clip ? opt.clip / (norm + 1e-6) : 1.0;
     const double lr = learning_rate(opt, step);

@@ -9,6 +9,7 @@
 #include <iostream>
 #include <thread>
 
+#include "parallel/bench_comm.h"
 #include "parallel/device.h"
 #include "parallel/grid.h"
 #include "runtime/core/check.h"
@@ -16,7 +17,6 @@
 #include "runtime/io/atomic_file.h"
 #include "runtime/io/checkpoint.h"
 #include "runtime/text/source.h"
-#include "tools/secateur/bench_comm.h"
 #include "tools/secateur/bench_forward.h"
 #include "tools/secateur/bench_train.h"
 #include "tools/secateur/compare.h"
@@ -127,7 +127,7 @@ int main(int argc, char** argv) {
   bench_fwd->add_option("--out", bf.out, "JSON file to write");
   bench_fwd->add_flag("--backward", bf.backward, "also run backward of the summed NLL (weights require grad)");
 
-  tools::BenchCommOptions bc;
+  parallel::BenchCommOptions bc;
   auto* bench_comm = bench->add_subcommand("comm", "all-reduce / all-gather bandwidth over the world, TP and DP groups");
   bench_comm->add_option("--sizes", bc.sizes_bytes, "message sizes in bytes");
   bench_comm->add_option("--iters", bc.iters, "timed iterations per size");
@@ -185,7 +185,7 @@ int main(int argc, char** argv) {
       return rc;
     };
     if (*bench_comm) {
-      return on_grid(bc.tp, c10::DeviceType::CPU, [&](parallel::Grid& g) { return tools::bench_comm(g, bc); });
+      return on_grid(bc.tp, c10::DeviceType::CPU, [&](parallel::Grid& g) { return parallel::bench_comm(g, bc); });
     }
     if (*bench_train) {
       return on_grid(bt.tp, bt.device == "cuda" ? c10::DeviceType::CUDA : c10::DeviceType::CPU,

@@ -1,4 +1,4 @@
-#include "tools/secateur/bench_comm.h"
+#include "parallel/bench_comm.h"
 
 #include <ATen/ATen.h>
 #include <spdlog/spdlog.h>
@@ -13,13 +13,10 @@
 #include "runtime/core/check.h"
 #include "runtime/io/atomic_file.h"
 
-namespace secateur::tools {
+namespace secateur::parallel {
 
 namespace {
 
-using parallel::Comm;
-using parallel::Grid;
-using parallel::ReduceOp;
 
 // Seconds per op on the slowest rank: barrier over the world, run, wait for the device.
 template <class Op>
@@ -90,4 +87,4 @@ int bench_comm(Grid& grid, const BenchCommOptions& opt) {
   return 0;
 }
 
-}  // namespace secateur::tools
+}  // namespace secateur::parallel
