@@ -13,7 +13,7 @@
 #include "runtime/core/check.h"
 #include "runtime/io/atomic_file.h"
 #include "runtime/io/checkpoint.h"
-#include "tools/secateur/pipeline.h"
+#include "tools/secateur/run.h"
 
 namespace secateur::tools {
 

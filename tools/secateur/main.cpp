@@ -62,10 +62,7 @@ std::unique_ptr<parallel::Grid> start(const config::Config& cfg, const std::stri
 int run_pipeline(const config::Config& cfg, const std::string& command, const std::vector<std::string>& stages,
                  int* argc, char*** argv) {
   auto grid = start(cfg, command, argc, argv);
-  tools::Pipeline p(cfg, *grid, command == "run");
-  p.validate(stages);
-  for (const std::string& s : stages) p.run_stage(s);
-  p.finish();
+  tools::Pipeline(cfg, *grid, command == "run", stages).run();
   grid->finalize();
   return 0;
 }
