@@ -60,10 +60,11 @@ ModelConfig gguf_config(const GgufFile& g) {
   c.max_positions = g.get_int(key("context_length"), 2048);
   c.rope_theta = g.get_float(key("rope.freq_base"), 10000.0);
   c.norm_eps = g.get_float(key("attention.layer_norm_rms_epsilon"), 1e-5);
-  const GgufTensorInfo* embd = g.find("token_embd.weight");
-  SECATEUR_CHECK(embd != nullptr, "[io/checkpoint] {}: no tensor 'token_embd.weight'", path);
+  const std::string& embd_name = spec->find(model::Role::embed)->gguf;
+  const GgufTensorInfo* embd = g.find(embd_name);
+  SECATEUR_CHECK(embd != nullptr, "[io/checkpoint] {}: no tensor '{}'", path, embd_name);
   c.vocab_size = embd->shape.at(0);
-  c.tied_embeddings = g.find("output.weight") == nullptr;
+  c.tied_embeddings = g.find(spec->find(model::Role::lm_head)->gguf) == nullptr;
   c.bos_id = g.get_int("tokenizer.ggml.bos_token_id", -1);
   c.eos_id = g.get_int("tokenizer.ggml.eos_token_id", -1);
   c.pad_id = g.get_int("tokenizer.ggml.padding_token_id", -1);

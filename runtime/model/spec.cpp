@@ -187,6 +187,15 @@ Proj parse_proj(const std::string& name, const std::string& key) {
   SECATEUR_FAIL("[config] '{}' has '{}' (allowed: {})", key, name, fmt::join(kProjNames, ", "));
 }
 
+const TensorSpec* ArchSpec::find(Role role) const {
+  for (const auto* list : {&before, &layer, &after}) {
+    for (const TensorSpec& t : *list) {
+      if (t.role == role) return &t;
+    }
+  }
+  return nullptr;
+}
+
 bool ArchSpec::hf_canonical() const {
   for (const auto* list : {&before, &layer, &after}) {
     for (const TensorSpec& t : *list) {

@@ -82,6 +82,7 @@ struct ArchSpec {
   // Every tensor is stored in HF checkpoints under its canonical name and layout, so a TP rank
   // can read and write its slices in place (GPT-2's fused, transposed ones cannot).
   bool hf_canonical() const;
+  const TensorSpec* find(Role role) const;   // nullptr if the architecture has no such tensor
 };
 
 // Built in: "llama" and "gpt2". register_arch adds one (tests define their own); Error if the

@@ -6,19 +6,15 @@ and the pruned model reaches the default ratio.
 """
 import argparse, json, os, shutil, subprocess, sys
 
-import torch
-import transformers
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from random_llama import make_random_llama  # noqa: E402
 
 
 def make_model(tokenizer_dir, out):
-    torch.manual_seed(0)
     # Wide layers, so that 20% of all parameters fit in the two prunable layers beside the embedding.
-    cfg = transformers.LlamaConfig(vocab_size=49152, hidden_size=512, intermediate_size=8192, num_hidden_layers=4,
-                                   num_attention_heads=8, num_key_value_heads=4, max_position_embeddings=2048,
-                                   tie_word_embeddings=True)
-    transformers.LlamaForCausalLM(cfg).save_pretrained(out)
-    for f in ("tokenizer.json", "tokenizer_config.json"):
-        shutil.copy(os.path.join(tokenizer_dir, f), out)
+    make_random_llama(tokenizer_dir, out, hidden_size=512, intermediate_size=8192, num_hidden_layers=4,
+                      num_attention_heads=8, num_key_value_heads=4, max_position_embeddings=2048,
+                      tie_word_embeddings=True)
 
 
 def main():
