@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "runtime/core/check.h"
+#include "runtime/model/spec.h"
 
 namespace secateur::eval {
 
@@ -26,11 +27,12 @@ double since(std::chrono::steady_clock::time_point t) {
 
 double macs_per_token(const model::ModelConfig& c, int64_t context) {
   double macs = static_cast<double>(c.hidden) * static_cast<double>(c.vocab_size);                // LM head
-  for (int64_t l = 0; l < c.n_layers(); ++l) {
-    const double d = static_cast<double>(c.hidden), q = static_cast<double>(c.n_heads[l] * c.head_dim);
-    const double kv = static_cast<double>(c.n_kv_heads[l] * c.head_dim), ff = static_cast<double>(c.d_ff[l]);
-    const double mlp_mats = c.family == model::Family::llama ? 3.0 : 2.0;
-    macs += d * (q + 2 * kv) + q * d + mlp_mats * d * ff + 2.0 * q * static_cast<double>(context);
+  for (const model::Weight& w : model::weights(c)) {                // every projection's matmul
+    if (!w.spec->proj || w.spec->bias) continue;
+    macs += static_cast<double>(w.shape[0]) * static_cast<double>(w.shape[1]);
+  }
+  for (int64_t l = 0; l < c.n_layers(); ++l) {                      // q·k and p·v over the context
+    macs += 2.0 * static_cast<double>(model::extent(c, model::Dim::q, l)) * static_cast<double>(context);
   }
   return macs;
 }

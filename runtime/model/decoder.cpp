@@ -86,11 +86,10 @@ at::Tensor Decoder::project(int64_t l, Proj p, const at::Tensor& x, const at::Te
   if (training_ && ad.dropout > 0) {
     std::vector<int64_t> whole = x.sizes().vec();
     int64_t first = 0;
-    const std::string weight = proj_weight(config_, l, p);
-    const auto cut = plan_.slice_of(weight, config_);
-    if (cut.dim == 1) {                                 // row-parallel: x holds this rank's columns of the input
-      whole.back() = extent(config_, proj_spec(config_, p)->axes[1], l);
-      first = cut.range.begin;
+    const TensorSpec& spec = *proj_spec(config_, p);
+    if (spec.split == Split::row && !tp_.alone()) {     // x holds this rank's columns of the input
+      whole.back() = extent(config_, spec.axes[1], l);
+      first = plan_.slice_of(proj_weight(config_, l, p), config_).range.begin;
     }
     auto gen = at::make_generator<at::CPUGeneratorImpl>(dropout_seed_ * 1000003ull + l * 16 + static_cast<int>(p));
     const at::Tensor keep = at::empty(whole, x.options().device(at::kCPU).dtype(at::kFloat))

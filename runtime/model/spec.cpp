@@ -17,6 +17,14 @@ constexpr const char* kProjNames[kProjCount] = {"q", "k", "v", "o", "gate", "up"
 
 using D = Dim;
 
+// f(tensor, per_layer) for every tensor of the architecture, in order.
+template <typename Arch, typename F>
+void for_each_spec(Arch& a, F&& f) {
+  for (auto& t : a.before) f(t, false);
+  for (auto& t : a.layer) f(t, true);
+  for (auto& t : a.after) f(t, false);
+}
+
 // The attention block and MLP shared by the built-in architectures: HF LLaMA names.
 TensorSpec linear(Role role, const char* name, std::vector<Dim> axes, Split split, Proj p, Tap reads,
                   const char* gguf, bool rope_rows = false) {
@@ -107,16 +115,14 @@ void name_gpt2_checkpoint(ArchSpec& a) {
       {Role::down_w, "mlp.c_proj.weight", true, -1},   {Role::down_b, "mlp.c_proj.bias", false, -1},
       {Role::norm_w, "ln_f.weight", false, -1},        {Role::norm_b, "ln_f.bias", false, -1},
   };
-  for (auto* list : {&a.before, &a.layer, &a.after}) {
-    for (TensorSpec& t : *list) {
-      for (const Name& n : names) {
-        if (n.role != t.role) continue;
-        t.hf = n.hf;
-        t.hf_transposed = n.transposed;
-        t.hf_part = n.part;
-      }
+  for_each_spec(a, [&](TensorSpec& t, bool) {
+    for (const Name& n : names) {
+      if (n.role != t.role) continue;
+      t.hf = n.hf;
+      t.hf_transposed = n.transposed;
+      t.hf_part = n.part;
     }
-  }
+  });
 }
 
 ArchSpec decoder_arch(const char* name, Family family, bool gpt2) {
@@ -167,12 +173,6 @@ std::string list_of(F&& field) {
 
 std::string known_archs() { return list_of([](const ArchSpec& a) { return a.name; }); }
 
-template <typename F>
-void for_each_spec(const ArchSpec& a, F&& f) {   // f(spec, per_layer)
-  for (const TensorSpec& t : a.before) f(t, false);
-  for (const TensorSpec& t : a.layer) f(t, true);
-  for (const TensorSpec& t : a.after) f(t, false);
-}
 
 }  // namespace
 
@@ -188,21 +188,17 @@ Proj parse_proj(const std::string& name, const std::string& key) {
 }
 
 const TensorSpec* ArchSpec::find(Role role) const {
-  for (const auto* list : {&before, &layer, &after}) {
-    for (const TensorSpec& t : *list) {
-      if (t.role == role) return &t;
-    }
-  }
-  return nullptr;
+  const TensorSpec* found = nullptr;
+  for_each_spec(*this, [&](const TensorSpec& t, bool) {
+    if (!found && t.role == role) found = &t;
+  });
+  return found;
 }
 
 bool ArchSpec::hf_canonical() const {
-  for (const auto* list : {&before, &layer, &after}) {
-    for (const TensorSpec& t : *list) {
-      if (!t.hf.empty()) return false;
-    }
-  }
-  return true;
+  bool canonical = true;
+  for_each_spec(*this, [&](const TensorSpec& t, bool) { canonical = canonical && t.hf.empty(); });
+  return canonical;
 }
 
 void register_arch(ArchSpec spec) {
