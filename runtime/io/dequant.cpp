@@ -19,11 +19,11 @@ struct TypeEntry {
 constexpr TypeEntry kTypes[] = {
     {0, {"F32", 1, 4, true}},         {1, {"F16", 1, 2, true}},
     {2, {"Q4_0", 32, 18, true}},      {3, {"Q4_1", 32, 20, true}},
-    {6, {"Q5_0", 32, 22, false}},     {7, {"Q5_1", 32, 24, false}},
+    {6, {"Q5_0", 32, 22, true}},      {7, {"Q5_1", 32, 24, true}},
     {8, {"Q8_0", 32, 34, true}},      {9, {"Q8_1", 32, 40, false}},
     {10, {"Q2_K", 256, 84, false}},   {11, {"Q3_K", 256, 110, false}},
-    {12, {"Q4_K", 256, 144, false}},  {13, {"Q5_K", 256, 176, false}},
-    {14, {"Q6_K", 256, 210, false}},  {15, {"Q8_K", 256, 292, false}},
+    {12, {"Q4_K", 256, 144, true}},   {13, {"Q5_K", 256, 176, true}},
+    {14, {"Q6_K", 256, 210, true}},   {15, {"Q8_K", 256, 292, true}},
     {16, {"IQ2_XXS", 256, 66, false}}, {17, {"IQ2_XS", 256, 74, false}},
     {18, {"IQ3_XXS", 256, 98, false}}, {19, {"IQ1_S", 256, 50, false}},
     {20, {"IQ4_NL", 32, 18, false}},  {21, {"IQ3_S", 256, 110, false}},
@@ -39,6 +39,12 @@ constexpr TypeEntry kTypes[] = {
 inline uint16_t load_u16(const uint8_t* p) {
   uint16_t v;
   std::memcpy(&v, p, 2);
+  return v;
+}
+
+inline uint32_t load_u32(const uint8_t* p) {
+  uint32_t v;
+  std::memcpy(&v, p, 4);
   return v;
 }
 
@@ -85,6 +91,149 @@ void dequant_q4_1(const uint8_t* src, float* dst, int64_t n_blocks) {
   }
 }
 
+// 5-bit blocks: the low nibbles as in Q4_0/Q4_1, the fifth bit of element j is bit j of qh.
+//   Q5_0: f16 d, u32 qh, uint8 qs[16]           x = d * (q - 16)
+//   Q5_1: f16 d, f16 m, u32 qh, uint8 qs[16]    x = d * q + m
+void dequant_q5_0(const uint8_t* src, float* dst, int64_t n_blocks) {
+  for (int64_t b = 0; b < n_blocks; ++b, src += 22, dst += 32) {
+    const float d = half_to_float(load_u16(src));
+    const uint32_t qh = load_u32(src + 2);
+    const uint8_t* qs = src + 6;
+    for (int j = 0; j < 16; ++j) {
+      const int lo = (qs[j] & 0x0F) | static_cast<int>(((qh >> j) & 1u) << 4);
+      const int hi = (qs[j] >> 4) | static_cast<int>(((qh >> (j + 16)) & 1u) << 4);
+      dst[j] = d * static_cast<float>(lo - 16);
+      dst[j + 16] = d * static_cast<float>(hi - 16);
+    }
+  }
+}
+
+void dequant_q5_1(const uint8_t* src, float* dst, int64_t n_blocks) {
+  for (int64_t b = 0; b < n_blocks; ++b, src += 24, dst += 32) {
+    const float d = half_to_float(load_u16(src));
+    const float m = half_to_float(load_u16(src + 2));
+    const uint32_t qh = load_u32(src + 4);
+    const uint8_t* qs = src + 8;
+    for (int j = 0; j < 16; ++j) {
+      const uint32_t lo = (qs[j] & 0x0Fu) | (((qh >> j) & 1u) << 4);
+      const uint32_t hi = (qs[j] >> 4) | (((qh >> (j + 16)) & 1u) << 4);
+      const float lo_d = d * static_cast<float>(lo);   // rounded product, then the add
+      const float hi_d = d * static_cast<float>(hi);
+      dst[j] = lo_d + m;
+      dst[j + 16] = hi_d + m;
+    }
+  }
+}
+
+// K-quants: super-blocks of 256 elements in sub-blocks with their own scale.
+// Q4_K and Q5_K pack eight 6-bit scales sc[] and mins mn[] into 12 bytes s[]:
+//   sc[j] = s[j] & 63,                          mn[j] = s[j+4] & 63                           (j < 4)
+//   sc[j+4] = (s[j+8] & 15) | (s[j] >> 6) << 4,  mn[j+4] = (s[j+8] >> 4) | (s[j+4] >> 6) << 4
+// and sub-block i (32 elements) decodes as x = (d * sc[i]) * q - (dmin * mn[i]).
+struct SubScales {
+  float scale[8];   // d * sc[i]
+  float min[8];     // dmin * mn[i]
+};
+
+inline SubScales k_sub_scales(const uint8_t* block) {
+  const float d = half_to_float(load_u16(block));
+  const float dmin = half_to_float(load_u16(block + 2));
+  const uint8_t* s = block + 4;
+  SubScales out;
+  for (int j = 0; j < 4; ++j) {
+    out.scale[j] = d * static_cast<float>(s[j] & 63);
+    out.min[j] = dmin * static_cast<float>(s[j + 4] & 63);
+    out.scale[j + 4] = d * static_cast<float>((s[j + 8] & 15) | ((s[j] >> 6) << 4));
+    out.min[j + 4] = dmin * static_cast<float>((s[j + 8] >> 4) | ((s[j + 4] >> 6) << 4));
+  }
+  return out;
+}
+
+// Q4_K: f16 d, f16 dmin, scales[12], uint8 qs[128]. Sub-blocks 2k and 2k+1 are the low and the high
+// nibbles of qs[32k .. 32k+31].
+void dequant_q4_k(const uint8_t* src, float* dst, int64_t n_blocks) {
+  for (int64_t b = 0; b < n_blocks; ++b, src += 144, dst += 256) {
+    const SubScales sub = k_sub_scales(src);
+    const uint8_t* qs = src + 16;
+    for (int k = 0; k < 4; ++k) {
+      const float d_lo = sub.scale[2 * k], m_lo = sub.min[2 * k];
+      const float d_hi = sub.scale[2 * k + 1], m_hi = sub.min[2 * k + 1];
+      const uint8_t* q = qs + 32 * k;
+      float* y = dst + 64 * k;
+      for (int l = 0; l < 32; ++l) {
+        const float lo = d_lo * static_cast<float>(q[l] & 0x0F);
+        const float hi = d_hi * static_cast<float>(q[l] >> 4);
+        y[l] = lo - m_lo;
+        y[l + 32] = hi - m_hi;
+      }
+    }
+  }
+}
+
+// Q5_K: f16 d, f16 dmin, scales[12], uint8 qh[32], uint8 qs[128]. As Q4_K, with bit i of qh[l] the
+// fifth bit of element l of sub-block i.
+void dequant_q5_k(const uint8_t* src, float* dst, int64_t n_blocks) {
+  for (int64_t b = 0; b < n_blocks; ++b, src += 176, dst += 256) {
+    const SubScales sub = k_sub_scales(src);
+    const uint8_t* qh = src + 16;
+    const uint8_t* qs = src + 48;
+    for (int k = 0; k < 4; ++k) {
+      const float d_lo = sub.scale[2 * k], m_lo = sub.min[2 * k];
+      const float d_hi = sub.scale[2 * k + 1], m_hi = sub.min[2 * k + 1];
+      const uint8_t* q = qs + 32 * k;
+      float* y = dst + 64 * k;
+      for (int l = 0; l < 32; ++l) {
+        const int h = qh[l] >> (2 * k);
+        const float lo = d_lo * static_cast<float>((q[l] & 0x0F) | ((h & 1) << 4));
+        const float hi = d_hi * static_cast<float>((q[l] >> 4) | ((h & 2) << 3));
+        y[l] = lo - m_lo;
+        y[l + 32] = hi - m_hi;
+      }
+    }
+  }
+}
+
+// Q6_K: uint8 ql[128], uint8 qh[64], int8 scales[16], f16 d. Each half h of 128 elements takes
+// ql[64h ..], qh[32h ..] and scales[8h ..]; element 32j + l of the half (j < 4, l < 32) is
+//   q = (nibble j/2 of ql[64h + 32(j%2) + l]) | ((qh[32h + l] >> 2j) & 3) << 4,
+//   x = (d * scales[8h + 2j + l/16]) * (q - 32).
+void dequant_q6_k(const uint8_t* src, float* dst, int64_t n_blocks) {
+  for (int64_t b = 0; b < n_blocks; ++b, src += 210, dst += 256) {
+    const float d = half_to_float(load_u16(src + 208));
+    const int8_t* scales = reinterpret_cast<const int8_t*>(src + 192);
+    float ds[16];
+    for (int i = 0; i < 16; ++i) ds[i] = d * static_cast<float>(scales[i]);
+    for (int h = 0; h < 2; ++h) {
+      const uint8_t* ql = src + 64 * h;
+      const uint8_t* qh = src + 128 + 32 * h;
+      const float* dh = ds + 8 * h;
+      float* y = dst + 128 * h;
+      for (int g = 0; g < 2; ++g) {   // l in [16g, 16g + 16): one scale per (j, g)
+        const float d0 = dh[g], d1 = dh[2 + g], d2 = dh[4 + g], d3 = dh[6 + g];
+        for (int l = 16 * g; l < 16 * g + 16; ++l) {
+          const int q0 = ((ql[l] & 0x0F) | ((qh[l] & 0x03) << 4)) - 32;
+          const int q1 = ((ql[l + 32] & 0x0F) | ((qh[l] & 0x0C) << 2)) - 32;
+          const int q2 = ((ql[l] >> 4) | (qh[l] & 0x30)) - 32;
+          const int q3 = ((ql[l + 32] >> 4) | ((qh[l] & 0xC0) >> 2)) - 32;
+          y[l] = d0 * static_cast<float>(q0);
+          y[l + 32] = d1 * static_cast<float>(q1);
+          y[l + 64] = d2 * static_cast<float>(q2);
+          y[l + 96] = d3 * static_cast<float>(q3);
+        }
+      }
+    }
+  }
+}
+
+// Q8_K: f32 d, int8 qs[256], int16 bsums[16] (sums for dot products; not needed here). x = d * q.
+void dequant_q8_k(const uint8_t* src, float* dst, int64_t n_blocks) {
+  for (int64_t b = 0; b < n_blocks; ++b, src += 292, dst += 256) {
+    const float d = bits_to_float(load_u32(src));
+    const int8_t* q = reinterpret_cast<const int8_t*>(src + 4);
+    for (int j = 0; j < 256; ++j) dst[j] = d * static_cast<float>(q[j]);
+  }
+}
+
 }  // namespace
 
 float half_to_float(uint16_t h) {
@@ -121,6 +270,14 @@ bool ggml_type_dequantizable(uint32_t type) {
   return t != nullptr && t->dequantizable;
 }
 
+std::vector<std::string> dequantizable_type_names() {
+  std::vector<std::string> names;
+  for (const TypeEntry& e : kTypes) {
+    if (e.traits.dequantizable) names.emplace_back(e.traits.name);
+  }
+  return names;
+}
+
 void dequantize_row(uint32_t ggml_type, const uint8_t* src, float* dst, int64_t n) {
   const GgmlTypeTraits* t = ggml_type_traits(ggml_type);
   SECATEUR_CHECK(t != nullptr, "[io/dequant] unknown ggml type id {}", ggml_type);
@@ -147,6 +304,24 @@ void dequantize_row(uint32_t ggml_type, const uint8_t* src, float* dst, int64_t 
       return;
     case GgmlType::Q4_1:
       dequant_q4_1(src, dst, n_blocks);
+      return;
+    case GgmlType::Q5_0:
+      dequant_q5_0(src, dst, n_blocks);
+      return;
+    case GgmlType::Q5_1:
+      dequant_q5_1(src, dst, n_blocks);
+      return;
+    case GgmlType::Q4_K:
+      dequant_q4_k(src, dst, n_blocks);
+      return;
+    case GgmlType::Q5_K:
+      dequant_q5_k(src, dst, n_blocks);
+      return;
+    case GgmlType::Q6_K:
+      dequant_q6_k(src, dst, n_blocks);
+      return;
+    case GgmlType::Q8_K:
+      dequant_q8_k(src, dst, n_blocks);
       return;
     default:
       break;

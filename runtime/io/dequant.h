@@ -1,10 +1,15 @@
 // runtime/io/dequant.h — ggml tensor types and their raw block decoders.
 // The decoders reproduce PyPI gguf's gguf.quants.dequantize bit for bit (same float32 operations
 // in the same order, no FMA contraction); tests/fidelity/dequant_fidelity.py checks that.
-// Dequantised: F32, F16, BF16, Q8_0, Q4_0, Q4_1. Every other ggml type is known by id, name and
-// block geometry (so a GGUF holding it still parses and is size-checked) but not decoded.
+// Dequantised: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 and the K-quants Q4_K, Q5_K, Q6_K,
+// Q8_K (the types of llama.cpp's Q4_K_M / Q5_K_M / Q6_K files). gguf-py has no Q8_K decoder; ours
+// is ggml's dequantize_row_q8_K (x = d * q), which the fidelity script mirrors in numpy.
+// Every other ggml type is known by id, name and block geometry (so a GGUF holding it still parses
+// and is size-checked) but not decoded.
 #pragma once
 #include <cstdint>
+#include <string>
+#include <vector>
 
 namespace secateur::io {
 
@@ -28,6 +33,7 @@ const GgmlTypeTraits* ggml_type_traits(uint32_t type);
 // "Q4_1", "Q8_0", ...; "unknown" for an id ggml does not define.
 const char* ggml_type_name(uint32_t type);
 bool ggml_type_dequantizable(uint32_t type);
+std::vector<std::string> dequantizable_type_names();   // in id order
 
 // Decodes n elements (a multiple of the type's block size) from src into dst as float32.
 // Throws secateur::Error for an unknown or unsupported type, or n not a multiple of the block size.

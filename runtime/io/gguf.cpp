@@ -154,6 +154,54 @@ void skip_value(Cursor& c, uint32_t type, int depth) {
 
 std::string shape_str(const std::vector<int64_t>& shape) { return fmt::format("[{}]", fmt::join(shape, ", ")); }
 
+// One entry of the tensor table, checked: its name, shape (outermost first), a known ggml type,
+// whole blocks per row and a byte size that fits in the file. The cursor is left at its offset.
+GgufTensorInfo read_tensor_info(Cursor& c, uint64_t file_size, const std::string& path) {
+  GgufTensorInfo t;
+  t.name = std::string(c.str("tensor name"));
+  c.set_context(fmt::format("tensor '{}'", t.name));
+  const uint32_t n_dims = c.u32("n_dims");
+  SECATEUR_CHECK(n_dims <= kMaxDims, "[io/gguf] {}: tensor '{}' has n_dims {} > {}", path, t.name, n_dims, kMaxDims);
+  uint64_t ne[kMaxDims] = {1, 1, 1, 1};
+  unsigned __int128 numel = 1;
+  for (uint32_t d = 0; d < n_dims; ++d) {
+    ne[d] = c.u64("dimension");
+    SECATEUR_CHECK(ne[d] <= static_cast<uint64_t>(std::numeric_limits<int64_t>::max()),
+                   "[io/gguf] {}: tensor '{}' dimension {} is {}, too large", path, t.name, d, ne[d]);
+    numel *= ne[d];
+    SECATEUR_CHECK(numel <= static_cast<unsigned __int128>(std::numeric_limits<int64_t>::max()),
+                   "[io/gguf] {}: tensor '{}' has too many elements", path, t.name);
+  }
+  for (uint32_t d = n_dims; d-- > 0;) t.shape.push_back(static_cast<int64_t>(ne[d]));
+  t.type = c.u32("ggml type");
+  const GgmlTypeTraits* tt = ggml_type_traits(t.type);
+  SECATEUR_CHECK(tt != nullptr, "[io/gguf] {}: tensor '{}' has unknown ggml type id {}", path, t.name, t.type);
+  SECATEUR_CHECK(ne[0] % static_cast<uint64_t>(tt->block_size) == 0,
+                 "[io/gguf] {}: tensor '{}' row length {} is not a multiple of the {} block size {}", path, t.name,
+                 ne[0], tt->name, tt->block_size);
+  const unsigned __int128 nbytes = numel / static_cast<uint64_t>(tt->block_size) * static_cast<uint64_t>(tt->type_size);
+  SECATEUR_CHECK(nbytes <= file_size, "[io/gguf] {}: tensor '{}' ({} {}) needs {} bytes, more than the file size {}",
+                 path, t.name, tt->name, shape_str(t.shape), static_cast<uint64_t>(nbytes), file_size);
+  t.nbytes = static_cast<uint64_t>(nbytes);
+  return t;
+}
+
+// The tensor's absolute offset: aligned, and its data inside the file.
+uint64_t place_tensor(const GgufTensorInfo& t, uint64_t rel, uint64_t data_offset, uint64_t alignment,
+                      uint64_t file_size, const std::string& path) {
+  SECATEUR_CHECK(rel % alignment == 0, "[io/gguf] {}: tensor '{}' offset {} is not a multiple of the alignment {}",
+                 path, t.name, rel, alignment);
+  const unsigned __int128 begin = static_cast<unsigned __int128>(data_offset) + rel;
+  const unsigned __int128 end = begin + t.nbytes;
+  SECATEUR_CHECK(end <= file_size,
+                 "[io/gguf] {}: tensor '{}' data [{}, {}) (offset {} in the data area) is past end of file (size {})",
+                 path, t.name, static_cast<uint64_t>(begin < file_size ? begin : file_size),
+                 end > std::numeric_limits<uint64_t>::max() ? std::numeric_limits<uint64_t>::max()
+                                                             : static_cast<uint64_t>(end),
+                 rel, file_size);
+  return static_cast<uint64_t>(begin);
+}
+
 }  // namespace
 
 const char* gguf_value_type_name(uint32_t type) {
@@ -222,33 +270,8 @@ GgufFile::GgufFile(const std::string& path) : file_(MappedFile::open(path)) {
   rel_offsets.reserve(n_tensors);
   for (uint64_t i = 0; i < n_tensors; ++i) {
     c.set_context(fmt::format("tensor info {}", i));
-    GgufTensorInfo t;
-    t.name = std::string(c.str("tensor name"));
-    c.set_context(fmt::format("tensor '{}'", t.name));
+    GgufTensorInfo t = read_tensor_info(c, f.size(), path);
     SECATEUR_CHECK(tensor_index_.count(t.name) == 0, "[io/gguf] {}: duplicate tensor '{}'", path, t.name);
-    const uint32_t n_dims = c.u32("n_dims");
-    SECATEUR_CHECK(n_dims <= kMaxDims, "[io/gguf] {}: tensor '{}' has n_dims {} > {}", path, t.name, n_dims, kMaxDims);
-    uint64_t ne[kMaxDims] = {1, 1, 1, 1};
-    unsigned __int128 numel = 1;
-    for (uint32_t d = 0; d < n_dims; ++d) {
-      ne[d] = c.u64("dimension");
-      SECATEUR_CHECK(ne[d] <= static_cast<uint64_t>(std::numeric_limits<int64_t>::max()),
-                     "[io/gguf] {}: tensor '{}' dimension {} is {}, too large", path, t.name, d, ne[d]);
-      numel *= ne[d];
-      SECATEUR_CHECK(numel <= static_cast<unsigned __int128>(std::numeric_limits<int64_t>::max()),
-                     "[io/gguf] {}: tensor '{}' has too many elements", path, t.name);
-    }
-    for (uint32_t d = n_dims; d-- > 0;) t.shape.push_back(static_cast<int64_t>(ne[d]));
-    t.type = c.u32("ggml type");
-    const GgmlTypeTraits* tt = ggml_type_traits(t.type);
-    SECATEUR_CHECK(tt != nullptr, "[io/gguf] {}: tensor '{}' has unknown ggml type id {}", path, t.name, t.type);
-    SECATEUR_CHECK(ne[0] % static_cast<uint64_t>(tt->block_size) == 0,
-                   "[io/gguf] {}: tensor '{}' row length {} is not a multiple of the {} block size {}", path, t.name,
-                   ne[0], tt->name, tt->block_size);
-    const unsigned __int128 nbytes = numel / static_cast<uint64_t>(tt->block_size) * static_cast<uint64_t>(tt->type_size);
-    SECATEUR_CHECK(nbytes <= f.size(), "[io/gguf] {}: tensor '{}' ({} {}) needs {} bytes, more than the file size {}",
-                   path, t.name, tt->name, shape_str(t.shape), static_cast<uint64_t>(nbytes), f.size());
-    t.nbytes = static_cast<uint64_t>(nbytes);
     rel_offsets.push_back(c.u64("data offset"));
     tensor_index_.emplace(t.name, tensors_.size());
     tensors_.push_back(std::move(t));
@@ -257,19 +280,7 @@ GgufFile::GgufFile(const std::string& path) : file_(MappedFile::open(path)) {
   // Data area: aligned start; each tensor aligned and inside the file.
   data_offset_ = (c.pos() + alignment_ - 1) / alignment_ * alignment_;   // pos <= size: no overflow
   for (size_t i = 0; i < tensors_.size(); ++i) {
-    GgufTensorInfo& t = tensors_[i];
-    const uint64_t rel = rel_offsets[i];
-    SECATEUR_CHECK(rel % alignment_ == 0, "[io/gguf] {}: tensor '{}' offset {} is not a multiple of the alignment {}",
-                   path, t.name, rel, alignment_);
-    const unsigned __int128 begin = static_cast<unsigned __int128>(data_offset_) + rel;
-    const unsigned __int128 end = begin + t.nbytes;
-    SECATEUR_CHECK(end <= f.size(),
-                   "[io/gguf] {}: tensor '{}' data [{}, {}) (offset {} in the data area) is past end of file (size {})",
-                   path, t.name, static_cast<uint64_t>(begin < f.size() ? begin : f.size()),
-                   end > std::numeric_limits<uint64_t>::max() ? std::numeric_limits<uint64_t>::max()
-                                                               : static_cast<uint64_t>(end),
-                   rel, f.size());
-    t.offset = static_cast<uint64_t>(begin);
+    tensors_[i].offset = place_tensor(tensors_[i], rel_offsets[i], data_offset_, alignment_, f.size(), path);
   }
 }
 
@@ -422,8 +433,8 @@ at::Tensor GgufFile::dequantize(const std::string& name) const {
   const GgufTensorInfo& t = info(name);
   SECATEUR_CHECK(ggml_type_dequantizable(t.type),
                  "[io/gguf] {}: tensor '{}' has ggml type {} (id {}), which Secateur cannot dequantise "
-                 "(supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1)",
-                 path(), name, ggml_type_name(t.type), t.type);
+                 "(supported: {})",
+                 path(), name, ggml_type_name(t.type), t.type, fmt::join(dequantizable_type_names(), ", "));
   at::Tensor out = at::empty(t.shape, at::TensorOptions().dtype(at::kFloat));
   const int64_t numel = t.numel();
   if (numel == 0) return out;

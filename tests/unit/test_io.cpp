@@ -272,10 +272,66 @@ TEST(Gguf, DequantizeRowDecodesHalfAndBf16Exactly) {
   dequantize_row(static_cast<uint32_t>(GgmlType::BF16), reinterpret_cast<const uint8_t*>(bf), out, 2);
   EXPECT_EQ(out[0], 1.0f);
   EXPECT_EQ(out[1], -123.5f);
-  EXPECT_TRUE(has_all(error_of([&] { dequantize_row(14, nullptr, out, 256); }), {"Q6_K", "not supported"}));
+  EXPECT_TRUE(has_all(error_of([&] { dequantize_row(16, nullptr, out, 256); }), {"IQ2_XXS", "not supported"}));
   EXPECT_TRUE(has_all(error_of([&] { dequantize_row(2, nullptr, out, 31); }), {"Q4_0", "multiple"}));
   EXPECT_STREQ(ggml_type_name(3), "Q4_1");
   EXPECT_STREQ(ggml_type_name(4), "unknown");
+}
+
+// The bit layouts, on hand-packed blocks with exactly representable results (bit-exactness against
+// gguf-py on random blocks is tests/fidelity/dequant_fidelity.py's job).
+TEST(Gguf, DequantizeRowUnpacksFiveBitAndKQuantLayouts) {
+  // Q5_0: d = 0.5; element j has low nibble j & 15 and fifth bit (qh bit j) set for odd j.
+  uint8_t q50[22] = {0x00, 0x38};
+  const uint32_t qh = 0xAAAAAAAAu;
+  std::memcpy(q50 + 2, &qh, 4);
+  for (int j = 0; j < 16; ++j) q50[6 + j] = static_cast<uint8_t>(j | ((15 - j) << 4));
+  float out[256];
+  dequantize_row(static_cast<uint32_t>(GgmlType::Q5_0), q50, out, 32);
+  for (int j = 0; j < 32; ++j) {
+    const int q = (j < 16 ? j : 31 - j) | (j % 2 == 1 ? 16 : 0);
+    EXPECT_EQ(out[j], 0.5f * static_cast<float>(q - 16)) << "Q5_0 element " << j;
+  }
+
+  // Q4_K: d = 1, dmin = 0.5, six-bit scales and mins (the last four use the high bits), every
+  // byte of qs 0x21: low nibble 1 (even sub-blocks), high nibble 2 (odd sub-blocks).
+  const int sc[8] = {1, 2, 3, 4, 17, 33, 49, 63}, mn[8] = {0, 1, 2, 3, 20, 40, 60, 5};
+  uint8_t q4k[144] = {0x00, 0x3C, 0x00, 0x38};
+  for (int j = 0; j < 4; ++j) {
+    q4k[4 + j] = static_cast<uint8_t>(sc[j] | (sc[j + 4] >> 4) << 6);
+    q4k[8 + j] = static_cast<uint8_t>(mn[j] | (mn[j + 4] >> 4) << 6);
+    q4k[12 + j] = static_cast<uint8_t>((sc[j + 4] & 15) | (mn[j + 4] & 15) << 4);
+  }
+  std::memset(q4k + 16, 0x21, 128);
+  dequantize_row(static_cast<uint32_t>(GgmlType::Q4_K), q4k, out, 256);
+  for (int i = 0; i < 256; ++i) {
+    const int s = i / 32;
+    EXPECT_EQ(out[i], static_cast<float>(sc[s] * (s % 2 == 0 ? 1 : 2)) - 0.5f * static_cast<float>(mn[s]))
+        << "Q4_K element " << i;
+  }
+
+  // Q6_K: d = 0.25, scales[i] = i - 8; ql = 0x53 (nibbles 3 and 5), qh = 0b11100100 (2-bit fields
+  // 0, 1, 2, 3), so element 32j + l of each half is ((j < 2 ? 3 : 5) | j << 4) - 32.
+  uint8_t q6k[210] = {};
+  std::memset(q6k, 0x53, 128);
+  std::memset(q6k + 128, 0xE4, 64);
+  for (int i = 0; i < 16; ++i) q6k[192 + i] = static_cast<uint8_t>(static_cast<int8_t>(i - 8));
+  q6k[208] = 0x00;
+  q6k[209] = 0x34;
+  dequantize_row(static_cast<uint32_t>(GgmlType::Q6_K), q6k, out, 256);
+  for (int i = 0; i < 256; ++i) {
+    const int j = i % 128 / 32;
+    const int q = ((j < 2 ? 3 : 5) | j << 4) - 32;
+    EXPECT_EQ(out[i], 0.25f * static_cast<float>(i / 16 - 8) * static_cast<float>(q)) << "Q6_K element " << i;
+  }
+
+  // Q8_K: f32 d = -1.5, qs[j] = j - 128; bsums are not used.
+  uint8_t q8k[292] = {};
+  const float d8 = -1.5f;
+  std::memcpy(q8k, &d8, 4);
+  for (int j = 0; j < 256; ++j) q8k[4 + j] = static_cast<uint8_t>(j ^ 0x80);
+  dequantize_row(static_cast<uint32_t>(GgmlType::Q8_K), q8k, out, 256);
+  for (int j = 0; j < 256; ++j) EXPECT_EQ(out[j], -1.5f * static_cast<float>(j - 128)) << "Q8_K element " << j;
 }
 
 TEST(Gguf, BadMagicIsRejected) {
@@ -415,10 +471,10 @@ TEST(Gguf, BadTensorInfosAreRejected) {
 
 TEST(Gguf, UnsupportedTypeFailsAtDequantizeNamingIt) {
   TempDir tmp;
-  write_bytes(tmp / "q6k.gguf", one_tensor_gguf({256}, static_cast<uint32_t>(GgmlType::Q6_K), 0, 210));
-  GgufFile g(tmp / "q6k.gguf");   // parses: Q6_K is a known type
-  EXPECT_EQ(g.find("blk.0.w")->nbytes, 210u);
-  EXPECT_TRUE(has_all(error_of([&] { g.dequantize("blk.0.w"); }), {"q6k.gguf", "'blk.0.w'", "Q6_K", "cannot dequantise"}));
+  write_bytes(tmp / "iq2.gguf", one_tensor_gguf({256}, static_cast<uint32_t>(GgmlType::IQ2_XXS), 0, 66));
+  GgufFile g(tmp / "iq2.gguf");   // parses: IQ2_XXS is a known type
+  EXPECT_EQ(g.find("blk.0.w")->nbytes, 66u);
+  EXPECT_TRUE(has_all(error_of([&] { g.dequantize("blk.0.w"); }), {"iq2.gguf", "'blk.0.w'", "IQ2_XXS", "cannot dequantise"}));
 }
 
 TEST(Gguf, EveryTruncationOfCraftedFileIsAnError) {
