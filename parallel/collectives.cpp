@@ -13,6 +13,8 @@ Comm& comm_for(Group g, const at::Tensor& t) { return t.is_cuda() ? *g.comm() : 
 int rank_of(Group g) { return g.rank(); }
 int size_of(Group g) { return g.size(); }
 
+Range dp_share(int64_t n, Group dp) { return split_range(n, dp.rank(), dp.size()); }
+
 void sum(Group g, at::Tensor& t) {
   if (!g.alone() && t.defined()) comm_for(g, t).all_reduce(t, ReduceOp::sum);
 }

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "parallel/comm.h"
+#include "parallel/split.h"
 
 namespace secateur::parallel {
 
@@ -30,6 +31,10 @@ class Group {
 
 int rank_of(Group g);
 int size_of(Group g);
+
+// The one way work is split over DP ranks: this rank's contiguous share of n items (windows,
+// examples, samples, batches, sequences of a step); shares differ by at most one and may be empty.
+Range dp_share(int64_t n, Group dp);
 
 // Sums of partial results (a DP rank's share of the samples, a TP rank's partial sums), in place.
 void sum(Group g, at::Tensor& t);

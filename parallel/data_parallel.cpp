@@ -3,14 +3,8 @@
 #include <ATen/ATen.h>
 
 #include "runtime/core/check.h"
-#include "parallel/split.h"
 
 namespace secateur::parallel {
-
-std::pair<int64_t, int64_t> dp_share(int64_t n, const Comm& dp) {
-  const Range r = split_range(n, dp.rank(), dp.size());
-  return {r.begin, r.end};
-}
 
 void all_reduce_gradients(const std::vector<at::Tensor*>& params, Comm& dp, ReduceOp op, int64_t bucket_bytes) {
   SECATEUR_CHECK(op == ReduceOp::sum || op == ReduceOp::avg, "[parallel/dp] gradients are reduced by sum or avg");

@@ -1,6 +1,6 @@
-// parallel/data_parallel.h — data parallelism: each DP rank takes its share of the batches, and
-// gradients are summed (or averaged) over the DP group in buckets of flattened tensors, so one
-// collective moves many small gradients.
+// parallel/data_parallel.h — data parallelism: each DP rank takes its share of the batches
+// (parallel::dp_share), and gradients are summed (or averaged) over the DP group in buckets of
+// flattened tensors, so one collective moves many small gradients.
 #pragma once
 #include <ATen/core/Tensor.h>
 
@@ -10,9 +10,6 @@
 #include "parallel/comm.h"
 
 namespace secateur::parallel {
-
-// The [begin, end) of n items that DP rank r of size s takes (contiguous, sizes differ by <= 1).
-std::pair<int64_t, int64_t> dp_share(int64_t n, const Comm& dp);
 
 // All-reduces the .grad() of every parameter that has one, bucketed by dtype and device into
 // flat buffers of at most bucket_bytes (a larger tensor goes alone). op: sum or avg.

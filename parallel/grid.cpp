@@ -68,24 +68,10 @@ GridCoords grid_coords(int rank, int world, int tp) {
   return {rank % tp, rank / tp, tp, world / tp};
 }
 
-std::unique_ptr<Grid> Grid::init(int* argc, char*** argv, int tp, c10::DeviceType device) {
-  std::unique_ptr<Grid> g(new Grid());
-  g->device_type_ = device;
-  SECATEUR_CHECK(device == c10::DeviceType::CPU || device == c10::DeviceType::CUDA,
-                 "[parallel/grid] device must be cpu or cuda, got {}", c10::DeviceTypeName(device, true));
-#ifndef SECATEUR_WITH_CUDA
-  SECATEUR_CHECK(device == c10::DeviceType::CPU, "[parallel/grid] device cuda requested, but this build has no CUDA");
-#else
-  // Pick the GPU before MPI and NCCL touch CUDA, when the launcher already says the local rank.
-  const int env_local = local_rank_from_env();
-  int n_gpus = 0;
-  if (device == c10::DeviceType::CUDA) {
-    cuda_check(cudaGetDeviceCount(&n_gpus), "cudaGetDeviceCount");
-    SECATEUR_CHECK(n_gpus > 0, "[parallel/grid] device cuda requested, but no GPU is visible");
-    if (env_local >= 0) cuda_check(cudaSetDevice(env_local % n_gpus), "cudaSetDevice");
-  }
-#endif
+namespace {
 
+// MPI with serialized threads, unless the caller started it; returns the thread level granted.
+int start_mpi(int* argc, char*** argv) {
   int initialized = 0;
   MPI_Initialized(&initialized);
   int provided = MPI_THREAD_SINGLE;
@@ -95,75 +81,110 @@ std::unique_ptr<Grid> Grid::init(int* argc, char*** argv, int tp, c10::DeviceTyp
   } else {
     MPI_Query_thread(&provided);
   }
-  g->thread_level_ = thread_level_name(provided);
+  return provided;
+}
 
+// The number of GPUs this rank sees (0 for device cpu); picks this rank's GPU before MPI and
+// NCCL touch CUDA when the launcher already says the local rank.
+int select_gpu_early(c10::DeviceType device) {
+  SECATEUR_CHECK(device == c10::DeviceType::CPU || device == c10::DeviceType::CUDA,
+                 "[parallel/grid] device must be cpu or cuda, got {}", c10::DeviceTypeName(device, true));
+#ifndef SECATEUR_WITH_CUDA
+  SECATEUR_CHECK(device == c10::DeviceType::CPU, "[parallel/grid] device cuda requested, but this build has no CUDA");
+  return 0;
+#else
+  int n_gpus = 0;
+  if (device == c10::DeviceType::CUDA) {
+    cuda_check(cudaGetDeviceCount(&n_gpus), "cudaGetDeviceCount");
+    SECATEUR_CHECK(n_gpus > 0, "[parallel/grid] device cuda requested, but no GPU is visible");
+    const int env_local = local_rank_from_env();
+    if (env_local >= 0) cuda_check(cudaSetDevice(env_local % n_gpus), "cudaSetDevice");
+  }
+  return n_gpus;
+#endif
+}
+
+}  // namespace
+
+std::unique_ptr<Grid> Grid::init(int* argc, char*** argv, int tp, c10::DeviceType device) {
+  std::unique_ptr<Grid> g(new Grid());
+  g->device_type_ = device;
+  const int n_gpus = select_gpu_early(device);
+  g->thread_level_ = thread_level_name(start_mpi(argc, argv));
   g->mpi_world_ = MpiComm::world();
   g->rank_ = g->mpi_world_->rank();
   g->world_size_ = g->mpi_world_->size();
   // Every rank computes the same verdict from the same world size: all of them throw, none hangs.
   g->coords_ = grid_coords(g->rank_, g->world_size_, tp);
-
-  char host[MPI_MAX_PROCESSOR_NAME] = {0};
-  int host_len = 0;
-  MPI_Get_processor_name(host, &host_len);
-  g->host_.assign(host, static_cast<size_t>(host_len));
-
-  // The node: local size always, local rank from it when the launcher did not say.
   const std::unique_ptr<MpiComm> node = g->mpi_world_->split_shared();
-  g->local_size_ = node->size();
-  const int launcher_local = local_rank_from_env();
-  g->local_rank_ = launcher_local >= 0 ? launcher_local : node->rank();
-
-  // tp ranks are consecutive (fast index), dp ranks stride by tp; key = rank keeps world order.
-  g->mpi_tp_ = g->mpi_world_->split_mpi(g->coords_.dp_rank, g->rank_, "tp");
-  g->mpi_dp_ = g->mpi_world_->split_mpi(g->coords_.tp_rank, g->rank_, "dp");
-
-  // A TP group should stay inside one node (its all-reduces sit on the critical path).
-  at::Tensor node_id = at::full({1}, static_cast<int64_t>(g->rank_), at::TensorOptions(at::kLong));
-  node->broadcast(node_id, 0);   // the node's lowest world rank names it
-  const int64_t id = node_id.data_ptr<int64_t>()[0];
-  if (g->mpi_tp_->all_reduce_int(id, ReduceOp::min) != g->mpi_tp_->all_reduce_int(id, ReduceOp::max) &&
-      g->coords_.tp_rank == 0) {
-    spdlog::warn("[parallel/grid] TP group of dp_rank {} spans nodes: tp={} exceeds the ranks per node", g->coords_.dp_rank,
-                 tp);
-  }
-
+  g->split_groups(*node, tp);
   g->world_ = g->mpi_world_.get();
   g->tp_ = g->mpi_tp_.get();
   g->dp_ = g->mpi_dp_.get();
-
-#ifdef SECATEUR_WITH_CUDA
-  if (device == c10::DeviceType::CUDA) {
-    g->device_index_ = g->local_rank_ % n_gpus;
-    cuda_check(cudaSetDevice(g->device_index_), "cudaSetDevice");
-    cudaDeviceProp prop{};
-    cuda_check(cudaGetDeviceProperties(&prop, g->device_index_), "cudaGetDeviceProperties");
-    g->gpu_name_ = prop.name;
-    // NCCL refuses two ranks on one GPU; say so clearly (by UUID: with per-task GPU binding
-    // every rank sees its own GPU as device 0).
-    std::string uuid;
-    for (char c : prop.uuid.bytes) uuid += fmt::format("{:02x}", static_cast<unsigned char>(c));
-    const std::vector<std::string> uuids = node->all_gather_strings(uuid);
-    for (size_t a = 0; a < uuids.size(); ++a) {
-      for (size_t b = a + 1; b < uuids.size(); ++b) {
-        SECATEUR_CHECK(uuids[a] != uuids[b],
-                       "[parallel/grid] node-local ranks {} and {} on {} share one GPU ({} visible to this rank); "
-                       "NCCL needs one GPU per rank: launch at most one rank per GPU, or use device cpu", a, b,
-                       g->host_, n_gpus);
-      }
-    }
-    auto world = NcclComm::create(*g->mpi_world_, g->device_index_, "world");
-    g->nccl_tp_ = world->split_nccl(g->coords_.dp_rank, g->rank_, "tp");
-    g->nccl_dp_ = world->split_nccl(g->coords_.tp_rank, g->rank_, "dp");
-    g->nccl_world_ = std::move(world);
-    g->world_ = g->nccl_world_.get();
-    g->tp_ = g->nccl_tp_.get();
-    g->dp_ = g->nccl_dp_.get();
-  }
-#endif
+  if (device == c10::DeviceType::CUDA) g->start_nccl(*node, n_gpus);
   ++g_live_grids;
   g->live_ = true;
   return g;
+}
+
+void Grid::split_groups(MpiComm& node, int tp) {
+  char host[MPI_MAX_PROCESSOR_NAME] = {0};
+  int host_len = 0;
+  MPI_Get_processor_name(host, &host_len);
+  host_.assign(host, static_cast<size_t>(host_len));
+
+  // The node: local size always, local rank from it when the launcher did not say.
+  local_size_ = node.size();
+  const int launcher_local = local_rank_from_env();
+  local_rank_ = launcher_local >= 0 ? launcher_local : node.rank();
+
+  // tp ranks are consecutive (fast index), dp ranks stride by tp; key = rank keeps world order.
+  mpi_tp_ = mpi_world_->split_mpi(coords_.dp_rank, rank_, "tp");
+  mpi_dp_ = mpi_world_->split_mpi(coords_.tp_rank, rank_, "dp");
+
+  // A TP group should stay inside one node (its all-reduces sit on the critical path).
+  at::Tensor node_id = at::full({1}, static_cast<int64_t>(rank_), at::TensorOptions(at::kLong));
+  node.broadcast(node_id, 0);   // the node's lowest world rank names it
+  const int64_t id = node_id.data_ptr<int64_t>()[0];
+  if (mpi_tp_->all_reduce_int(id, ReduceOp::min) != mpi_tp_->all_reduce_int(id, ReduceOp::max) &&
+      coords_.tp_rank == 0) {
+    spdlog::warn("[parallel/grid] TP group of dp_rank {} spans nodes: tp={} exceeds the ranks per node", coords_.dp_rank,
+                 tp);
+  }
+}
+
+void Grid::start_nccl(MpiComm& node, int n_gpus) {
+#ifndef SECATEUR_WITH_CUDA
+  (void)node;
+  (void)n_gpus;
+  SECATEUR_FAIL("[parallel/grid] device cuda requested, but this build has no CUDA");
+#else
+  device_index_ = local_rank_ % n_gpus;
+  cuda_check(cudaSetDevice(device_index_), "cudaSetDevice");
+  cudaDeviceProp prop{};
+  cuda_check(cudaGetDeviceProperties(&prop, device_index_), "cudaGetDeviceProperties");
+  gpu_name_ = prop.name;
+  // NCCL refuses two ranks on one GPU; say so clearly (by UUID: with per-task GPU binding every
+  // rank sees its own GPU as device 0).
+  std::string uuid;
+  for (char c : prop.uuid.bytes) uuid += fmt::format("{:02x}", static_cast<unsigned char>(c));
+  const std::vector<std::string> uuids = node.all_gather_strings(uuid);
+  for (size_t a = 0; a < uuids.size(); ++a) {
+    for (size_t b = a + 1; b < uuids.size(); ++b) {
+      SECATEUR_CHECK(uuids[a] != uuids[b],
+                     "[parallel/grid] node-local ranks {} and {} on {} share one GPU ({} visible to this rank); "
+                     "NCCL needs one GPU per rank: launch at most one rank per GPU, or use device cpu", a, b, host_,
+                     n_gpus);
+    }
+  }
+  auto world = NcclComm::create(*mpi_world_, device_index_, "world");
+  nccl_tp_ = world->split_nccl(coords_.dp_rank, rank_, "tp");
+  nccl_dp_ = world->split_nccl(coords_.tp_rank, rank_, "dp");
+  nccl_world_ = std::move(world);
+  world_ = nccl_world_.get();
+  tp_ = nccl_tp_.get();
+  dp_ = nccl_dp_.get();
+#endif
 }
 
 Grid::~Grid() {

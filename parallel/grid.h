@@ -64,6 +64,8 @@ class Grid {
 
  private:
   Grid() = default;
+  void split_groups(MpiComm& node, int tp);            // host, node-local rank, the TP and DP groups
+  void start_nccl(MpiComm& node, int n_gpus);          // the device of this rank, NCCL world/TP/DP
   int rank_ = 0, world_size_ = 1, local_rank_ = 0, local_size_ = 1, device_index_ = -1;
   GridCoords coords_{0, 0, 1, 1};
   c10::DeviceType device_type_ = c10::DeviceType::CPU;

@@ -40,8 +40,8 @@ Pruned apply(const ModelConfig& config, const model::NamedTensors& tensors, cons
                    model::spec_of(config).name);
     const int64_t l = at->layer;
     if (l >= 0 && dead_layers.count(l)) continue;
-    const auto cut = plan ? plan->slice_of(name, config) : model::ShardPlan::TensorSlice{};
-    model::ShardPlan::TensorSlice place;
+    const auto cut = plan ? plan->slice_of(name, config) : model::Slice{};
+    model::Slice place;
     at::Tensor kept = t;
     auto it = drop.find(name);
     for (int dim = 0; dim < t.dim(); ++dim) {

@@ -13,7 +13,7 @@ struct Pruned {
   model::NamedTensors tensors;   // canonical names; layers renumbered when whole layers go
   // Per tensor, where it lies in the whole smaller tensor: dim -1 = it is the whole tensor; else
   // it is the range of that dim (a TP shard keeps its place: the kept indices before its own).
-  std::vector<model::ShardPlan::TensorSlice> placement;
+  std::vector<model::Slice> placement;
 };
 
 // Errors (before any slicing) when the removal would break the model: query heads removed

@@ -7,6 +7,7 @@
 #include <numeric>
 #include <set>
 
+#include "runtime/config/choices.h"
 #include "runtime/core/check.h"
 #include "runtime/model/spec.h"
 
@@ -65,13 +66,8 @@ uint64_t decision_hash(const std::vector<Group>& removed) {
 
 void validate(const PruneOptions& opt, const ModelConfig& c) {
   SECATEUR_CHECK(opt.ratio >= 0.0 && opt.ratio < 1.0, "[config] 'prune.ratio' = {} must be in [0, 1)", opt.ratio);
-  SECATEUR_CHECK(opt.scope == "per_layer" || opt.scope == "global" || opt.scope == "uniform" ||
-                     opt.scope == "channel" || opt.scope == "layer",
-                 "[config] 'prune.scope' = '{}' is not allowed (allowed: per_layer, global, uniform, channel, layer)",
-                 opt.scope);
-  SECATEUR_CHECK(opt.attention == "none" || opt.attention == "kv_group" || opt.attention == "query_head",
-                 "[config] 'prune.attention' = '{}' is not allowed (allowed: none, kv_group, query_head)",
-                 opt.attention);
+  config::check_choice(config::choices::prune_scope, "prune.scope", opt.scope);
+  config::check_choice(config::choices::prune_attention, "prune.attention", opt.attention);
   SECATEUR_CHECK(!(opt.scope == "global" && opt.attention == "query_head"),
                  "[config] 'prune.attention' = query_head needs scope per_layer or uniform (GQA keeps the same "
                  "number of query heads per group); use kv_group with global");

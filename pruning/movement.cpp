@@ -8,15 +8,13 @@
 #include <map>
 
 #include "parallel/collectives.h"
+#include "runtime/config/choices.h"
 #include "runtime/core/check.h"
 #include "runtime/core/log.h"
 
 namespace secateur::pruning {
 
 namespace {
-
-constexpr GradualMethod kMethods[] = {GradualMethod::random, GradualMethod::magnitude, GradualMethod::movement,
-                                      GradualMethod::movement_soft, GradualMethod::gum};
 
 bool learned(GradualMethod m) {
   return m == GradualMethod::movement || m == GradualMethod::movement_soft || m == GradualMethod::gum;
@@ -36,22 +34,12 @@ at::Tensor top_k_mask(const at::Tensor& scores, int64_t k) {
 
 }  // namespace
 
-const char* gradual_name(GradualMethod m) {
-  switch (m) {
-    case GradualMethod::random: return "random";
-    case GradualMethod::magnitude: return "magnitude";
-    case GradualMethod::movement: return "movement";
-    case GradualMethod::movement_soft: return "movement_soft";
-    case GradualMethod::gum: return "gum";
-  }
-  return "?";
-}
+static_assert(std::size(config::choices::gum_method) == static_cast<size_t>(GradualMethod::gum) + 1);
+
+const char* gradual_name(GradualMethod m) { return config::choice_name(config::choices::gum_method, m); }
 
 GradualMethod parse_gradual(const std::string& name) {
-  for (GradualMethod m : kMethods) {
-    if (name == gradual_name(m)) return m;
-  }
-  SECATEUR_FAIL("[config] 'gum.method' = '{}' (allowed: random, magnitude, movement, movement_soft, gum)", name);
+  return config::parse_choice<GradualMethod>(config::choices::gum_method, "gum.method", name);
 }
 
 void GradualOptions::validate() const {

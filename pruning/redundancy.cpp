@@ -32,6 +32,31 @@ at::Tensor reconstructability(const at::Tensor& gram, double ridge) {
   return at::where(live, r2, at::zeros_like(r2));
 }
 
+namespace {
+
+// Uniqueness and reconstructability of a layer's neurons from their Gram matrix C (all of them).
+void similarity_report(const at::Tensor& C, double ridge, nlohmann::json& j) {
+  const double f = static_cast<double>(C.size(0));
+  const at::Tensor diag = C.diagonal();
+  const at::Tensor root = diag.sqrt();
+  at::Tensor cos = C / (root.unsqueeze(1) * root.unsqueeze(0) + 1e-6);
+  cos.fill_diagonal_(0);
+  const at::Tensor r2 = reconstructability(C, ridge);
+  const at::Tensor later = at::ones_like(cos, at::kBool).triu(1);
+  const at::Tensor similar = has_partner(cos, later, 0.8);
+  const double n_similar = similar.sum().item<double>();
+  const auto unique = [&](double t) { return 1 - has_partner(cos, later, t).to(at::kDouble).mean().item<double>(); };
+  j["unique"] = 1 - n_similar / f;
+  j["unique_0.9"] = unique(0.9);
+  j["unique_0.99"] = unique(0.99);
+  j["r2_above_0.9"] = (r2 > 0.9).to(at::kDouble).mean().item<double>();
+  j["r2_above_0.99"] = (r2 > 0.99).to(at::kDouble).mean().item<double>();
+  j["similar_also_reconstructable"] = n_similar > 0 ? (similar & (r2 > 0.9)).sum().item<double>() / n_similar : 0.0;
+  j["dead"] = (diag == 0).sum().item<int64_t>();
+}
+
+}  // namespace
+
 nlohmann::json redundancy_report(model::Decoder& model, const at::Tensor& samples, const RedundancyOptions& opt,
                                  parallel::Comm* dp) {
   SECATEUR_CHECK(samples.dim() == 2 && samples.size(0) > 0 && samples.size(1) > 1 && opt.micro_batch > 0 &&
@@ -56,12 +81,12 @@ nlohmann::json redundancy_report(model::Decoder& model, const at::Tensor& sample
     const at::Tensor h = input.detach().reshape({-1, input.size(-1)}).to(at::kDouble);   // on its device
     stats[layer].add(h, parallel::gather(tp, h, 1));
   });
-  // Batches are fixed windows of the sample list; DP rank r takes batches r, r + dp, ...
+  // Batches are fixed windows of the sample list; each DP rank takes its share of them.
   const int64_t n = samples.size(0), batches = (n + opt.micro_batch - 1) / opt.micro_batch;
-  const int dp_size = parallel::size_of(dp), dp_rank = parallel::rank_of(dp);
-  SECATEUR_CHECK(batches >= dp_size, "[report] {} batches of {} windows cannot be split over {} DP ranks", batches,
-                 opt.micro_batch, dp_size);
-  for (int64_t b = dp_rank; b < batches; b += dp_size) {
+  SECATEUR_CHECK(batches >= parallel::size_of(dp), "[report] {} batches of {} windows cannot be split over {} DP ranks",
+                 batches, opt.micro_batch, parallel::size_of(dp));
+  const parallel::Range mine = parallel::dp_share(batches, dp);
+  for (int64_t b = mine.begin; b < mine.end; ++b) {
     const at::Tensor ids = samples.narrow(0, b * opt.micro_batch, std::min(opt.micro_batch, n - b * opt.micro_batch))
                                .to(model.device());
     for (at::Tensor& s : scores) s.mutable_grad().reset();
@@ -85,25 +110,7 @@ nlohmann::json redundancy_report(model::Decoder& model, const at::Tensor& sample
     nlohmann::json j = {{"layer", l}, {"neurons", f}, {"sensitivity_sum", s.sum().item<double>()},
                         {"sensitivity_mean", f ? s.mean().item<double>() : 0.0}};
     if (f > 0 && !stats[l].empty()) {
-      at::Tensor C = stats[l].gram_rows();
-      C = parallel::gather(tp, C);
-      const at::Tensor diag = C.diagonal();
-      const at::Tensor root = diag.sqrt();
-      at::Tensor cos = C / (root.unsqueeze(1) * root.unsqueeze(0) + 1e-6);
-      cos.fill_diagonal_(0);
-      const at::Tensor r2 = reconstructability(C, opt.ridge);
-      const at::Tensor later = at::ones_like(cos, at::kBool).triu(1);
-      const at::Tensor similar = has_partner(cos, later, 0.8);
-      const double n_similar = similar.sum().item<double>();
-      const auto unique = [&](double t) { return 1 - has_partner(cos, later, t).to(at::kDouble).mean().item<double>(); };
-      j["unique"] = 1 - n_similar / static_cast<double>(f);
-      j["unique_0.9"] = unique(0.9);
-      j["unique_0.99"] = unique(0.99);
-      j["r2_above_0.9"] = (r2 > 0.9).to(at::kDouble).mean().item<double>();
-      j["r2_above_0.99"] = (r2 > 0.99).to(at::kDouble).mean().item<double>();
-      j["similar_also_reconstructable"] =
-          n_similar > 0 ? (similar & (r2 > 0.9)).sum().item<double>() / n_similar : 0.0;
-      j["dead"] = (diag == 0).sum().item<int64_t>();
+      similarity_report(parallel::gather(tp, stats[l].gram_rows()), opt.ridge, j);
       unique_n += j["unique"].get<double>() * static_cast<double>(f);
       r2_9 += j["r2_above_0.9"].get<double>() * static_cast<double>(f);
       r2_99 += j["r2_above_0.99"].get<double>() * static_cast<double>(f);

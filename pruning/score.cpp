@@ -4,45 +4,22 @@
 
 #include <random>
 
+#include "runtime/config/choices.h"
 #include "runtime/core/check.h"
 
 namespace secateur::pruning {
 
-namespace {
-constexpr std::pair<Criterion, const char*> kCriteria[] = {
-    {Criterion::random, "random"},
-    {Criterion::l1, "l1"},
-    {Criterion::l2, "l2"},
-    {Criterion::taylor_element1, "taylor_element1"},
-    {Criterion::taylor_element2, "taylor_element2"},
-    {Criterion::taylor_vector, "taylor_vector"},
-    {Criterion::taylor_mixed, "taylor_mixed"},
-    {Criterion::activation, "activation"},
-};
-}  // namespace
+static_assert(std::size(config::choices::criterion) == static_cast<size_t>(Criterion::activation) + 1);
+static_assert(std::size(config::choices::aggregate) == static_cast<size_t>(Aggregate::last) + 1);
 
-const char* criterion_name(Criterion c) {
-  for (const auto& [k, n] : kCriteria) {
-    if (k == c) return n;
-  }
-  return "?";
-}
+const char* criterion_name(Criterion c) { return config::choice_name(config::choices::criterion, c); }
 
 Criterion parse_criterion(const std::string& name) {
-  for (const auto& [k, n] : kCriteria) {
-    if (name == n) return k;
-  }
-  std::string allowed;
-  for (const auto& [k, n] : kCriteria) allowed += (allowed.empty() ? "" : ", ") + std::string(n);
-  SECATEUR_FAIL("[pruning] unknown criterion '{}' (allowed: {})", name, allowed);
+  return config::parse_choice<Criterion>(config::choices::criterion, "prune.criterion", name);
 }
 
 Aggregate parse_aggregate(const std::string& name) {
-  if (name == "sum") return Aggregate::sum;
-  if (name == "prod") return Aggregate::prod;
-  if (name == "max") return Aggregate::max;
-  if (name == "last") return Aggregate::last;
-  SECATEUR_FAIL("[pruning] unknown aggregation '{}' (allowed: sum, prod, max, last)", name);
+  return config::parse_choice<Aggregate>(config::choices::aggregate, "prune.aggregate", name);
 }
 
 CalibrationOptions calibration_for(Criterion c) {

@@ -8,10 +8,13 @@
 #include <map>
 
 #include "parallel/collectives.h"
+#include "runtime/config/choices.h"
 #include "runtime/core/check.h"
 #include "runtime/core/log.h"
 
 namespace secateur::pruning {
+
+static_assert(std::size(config::choices::sparse_method) == static_cast<size_t>(SparseMethod::imp) + 1);
 
 void SparseOptions::validate() const {
   SECATEUR_CHECK(sparsity >= 0 && sparsity < 1, "[config] 'sparse.sparsity' = {} must be in [0, 1)", sparsity);
@@ -20,8 +23,7 @@ void SparseOptions::validate() const {
   SECATEUR_CHECK(reweight_every > 0, "[config] 'sparse.reweight_every' = {} must be > 0", reweight_every);
   SECATEUR_CHECK(prune_at > 0 && prune_at <= 1, "[config] 'sparse.prune_at' = {} must be in (0, 1]", prune_at);
   SECATEUR_CHECK(rounds > 0, "[config] 'sparse.rounds' = {} must be > 0", rounds);
-  SECATEUR_CHECK(scope == "global" || scope == "per_layer" || scope == "per_tensor",
-                 "[config] 'sparse.scope' = '{}' (allowed: global, per_layer, per_tensor)", scope);
+  config::check_choice(config::choices::sparse_scope, "sparse.scope", scope);
   SECATEUR_CHECK(!targets.empty(), "[config] 'sparse.targets' is empty");
   for (const std::string& t : targets) (void)model::parse_proj(t, "sparse.targets");
 }

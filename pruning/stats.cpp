@@ -104,6 +104,92 @@ void make_whole_over_tp(Statistics& stats, const model::Decoder& model) {
   }
 }
 
+// Every field defined on every rank before any pass (zeros where a rank sees no gradient, e.g.
+// an empty TP shard), so that the DP and TP sums line up.
+void init_fields(Statistics& stats, Collector& collector, const model::NamedTensors& named, const model::Decoder& model,
+                 const CalibrationOptions& opt) {
+  for (const auto& [name, t] : named) {
+    const at::Tensor w = t.detach();
+    WeightStats& s = stats.weights[name];
+    s.l1 = reduce_both(w.abs());
+    s.l2 = reduce_both(w * w);
+    if (opt.first_order) s.abs_wg = zeros_like(s.l1), s.wg = zeros_like(s.l1);
+    if (opt.fisher) s.w2f = zeros_like(s.l1);
+    if (opt.mixed) s.mix = zeros_like(s.l1), collector.fisher[name] = at::zeros_like(w);
+  }
+  if (!opt.activations) return;
+  for (int64_t l = -1; l < model.config().n_layers(); ++l) {
+    for (auto tap : {model::Decoder::Tap::attn_in, model::Decoder::Tap::attn_out, model::Decoder::Tap::mlp_in,
+                     model::Decoder::Tap::mlp_hidden, model::Decoder::Tap::head_in}) {
+      if ((l < 0) != (tap == model::Decoder::Tap::head_in)) continue;
+      for (const std::string& n : model::readers(model.config(), l, tap)) {
+        stats.weights.at(n).act[1] = at::zeros_like(stats.weights.at(n).l1[1]);
+      }
+    }
+  }
+}
+
+// Σ x² per input channel of every linear layer, over this rank's samples, then over DP.
+void activation_pass(model::Decoder& model, Statistics& stats, const at::Tensor& local, parallel::Group dp) {
+  model.set_observer([&](int64_t layer, model::Decoder::Tap tap, const at::Tensor& x) {
+    const at::Tensor energy = x.detach().square().reshape({-1, x.size(-1)}).sum({0}, false, at::kDouble);
+    for (const std::string& n : model::readers(model.config(), layer, tap)) stats.weights.at(n).act[1] += energy;
+  });
+  at::NoGradGuard no_grad;
+  Progress progress("calibration (activations)", std::max<int64_t>(local.size(0), 1), "samples");
+  for (int64_t i = 0; i < local.size(0); i += 8) {
+    const int64_t n = std::min<int64_t>(8, local.size(0) - i);
+    (void)model.loss_sum(local.narrow(0, i, n));
+    progress.add(n);
+  }
+  model.set_observer(nullptr);
+  for (auto& [name, s] : stats.weights) parallel::sum(dp, s.act[1]);
+}
+
+// One backward per sample (the hooks fold g² into w2f and, for mix, F), then summed over DP.
+void fisher_pass(model::Decoder& model, Statistics& stats, Collector& collector, const at::Tensor& local,
+                 const at::Tensor& samples, parallel::Group dp) {
+  collector.pass = Pass::fisher;
+  collector.fisher_scale = 1.0 / static_cast<double>(samples.size(0));
+  Progress progress("calibration (Fisher)", std::max<int64_t>(local.size(0), 1), "samples");
+  for (int64_t i = 0; i < local.size(0); ++i) {
+    const at::Tensor loss = model.loss_sum(local.narrow(0, i, 1)) / static_cast<double>(samples.size(1) - 1);
+    loss.backward();
+    progress.add(1);
+  }
+  for (auto& [name, s] : stats.weights) {
+    for (at::Tensor& v : s.w2f) parallel::sum(dp, v);
+  }
+  for (auto& [name, f] : collector.fisher) parallel::sum(dp, f);
+}
+
+// g = ∇ of the mean CE over all N samples, in one backward (LLM-Pruner's batch loss); a rank
+// without samples runs a zero-weighted pass so that it joins the DP sums in the hooks.
+void first_order_pass(model::Decoder& model, Collector& collector, const at::Tensor& local, const at::Tensor& samples) {
+  collector.pass = Pass::first_order;
+  Progress progress("calibration (first order)", samples.size(0), "samples");
+  const double tokens = static_cast<double>(samples.size(0) * (samples.size(1) - 1));   // predictions, all ranks
+  const at::Tensor batch = local.size(0) > 0 ? local : samples.narrow(0, 0, 1).to(model.device());
+  const double weight = local.size(0) > 0 ? 1.0 / tokens : 0.0;
+  (model.loss_sum(batch) * weight).backward();
+  progress.add(samples.size(0));
+}
+
+// The gradient hooks on every weight (collector != nullptr), or off again with the gradients dropped.
+void set_hooks(const model::NamedTensors& named, Collector* collector) {
+  for (const auto& [name, t] : named) {
+    at::Tensor leaf = t;
+    if (collector) {
+      leaf.set_requires_grad(true);
+      torch::autograd::impl::set_post_acc_grad_hooks(leaf, std::make_unique<StatsHook>(collector, name));
+    } else {
+      torch::autograd::impl::set_post_acc_grad_hooks(leaf, nullptr);
+      leaf.mutable_grad().reset();
+      leaf.set_requires_grad(false);
+    }
+  }
+}
+
 }  // namespace
 
 Statistics collect_statistics(model::Decoder& model, const at::Tensor& samples, const CalibrationOptions& opt_in,
@@ -120,87 +206,15 @@ Statistics collect_statistics(model::Decoder& model, const at::Tensor& samples, 
   collector.dp = dp;
   collector.mixed = opt.mixed;
   const auto named = model.named_tensors();
-  // Every field defined on every rank before any pass (zeros where a rank sees no gradient, e.g.
-  // an empty TP shard), so that the DP and TP sums below line up.
-  for (const auto& [name, t] : named) {
-    const at::Tensor w = t.detach();
-    WeightStats& s = stats.weights[name];
-    s.l1 = reduce_both(w.abs());
-    s.l2 = reduce_both(w * w);
-    if (opt.first_order) s.abs_wg = zeros_like(s.l1), s.wg = zeros_like(s.l1);
-    if (opt.fisher) s.w2f = zeros_like(s.l1);
-    if (opt.mixed) s.mix = zeros_like(s.l1), collector.fisher[name] = at::zeros_like(w);
-  }
-  const model::Range mine = dp ? model::split_range(samples.size(0), dp->rank(), dp->size())
-                               : model::Range{0, samples.size(0)};
+  init_fields(stats, collector, named, model, opt);
+  const parallel::Range mine = parallel::dp_share(samples.size(0), dp);
   const at::Tensor local = samples.narrow(0, mine.begin, mine.size()).to(model.device());
-  const auto dp_sum = [&](at::Tensor& v) { parallel::sum(dp, v); };
-
-  if (opt.activations) {
-    for (int64_t l = -1; l < model.config().n_layers(); ++l) {
-      for (auto tap : {model::Decoder::Tap::attn_in, model::Decoder::Tap::attn_out, model::Decoder::Tap::mlp_in,
-                       model::Decoder::Tap::mlp_hidden, model::Decoder::Tap::head_in}) {
-        if ((l < 0) != (tap == model::Decoder::Tap::head_in)) continue;
-        for (const std::string& n : model::readers(model.config(), l, tap)) {
-          const auto& w = stats.weights.at(n).l1[1];
-          stats.weights.at(n).act[1] = at::zeros_like(w);
-        }
-      }
-    }
-    model.set_observer([&](int64_t layer, model::Decoder::Tap tap, const at::Tensor& x) {
-      const at::Tensor energy = x.detach().square().reshape({-1, x.size(-1)}).sum({0}, false, at::kDouble);
-      for (const std::string& n : model::readers(model.config(), layer, tap)) stats.weights.at(n).act[1] += energy;
-    });
-    at::NoGradGuard no_grad;
-    Progress progress("calibration (activations)", std::max<int64_t>(local.size(0), 1), "samples");
-    for (int64_t i = 0; i < local.size(0); i += 8) {
-      const int64_t n = std::min<int64_t>(8, local.size(0) - i);
-      (void)model.loss_sum(local.narrow(0, i, n));
-      progress.add(n);
-    }
-    model.set_observer(nullptr);
-    for (auto& [name, s] : stats.weights) dp_sum(s.act[1]);
-  }
-
-  if (opt.first_order || opt.fisher) {
-    for (auto& [name, t] : named) {
-      at::Tensor leaf = t;
-      leaf.set_requires_grad(true);
-      torch::autograd::impl::set_post_acc_grad_hooks(leaf, std::make_unique<StatsHook>(&collector, name));
-    }
-  }
-  if (opt.fisher) {                                          // before the first-order pass, which mix needs F for
-    collector.pass = Pass::fisher;
-    collector.fisher_scale = 1.0 / static_cast<double>(samples.size(0));
-    Progress progress("calibration (Fisher)", std::max<int64_t>(local.size(0), 1), "samples");
-    for (int64_t i = 0; i < local.size(0); ++i) {
-      const at::Tensor loss = model.loss_sum(local.narrow(0, i, 1)) / static_cast<double>(samples.size(1) - 1);
-      loss.backward();
-      progress.add(1);
-    }
-    for (auto& [name, s] : stats.weights) {
-      for (at::Tensor& v : s.w2f) dp_sum(v);
-    }
-    for (auto& [name, f] : collector.fisher) dp_sum(f);
-  }
-  if (opt.first_order) {
-    // g = ∇ of the mean CE over all N samples, in one backward (LLM-Pruner's batch loss); a rank
-    // without samples runs a zero-weighted pass so that it joins the DP sums in the hooks.
-    collector.pass = Pass::first_order;
-    Progress progress("calibration (first order)", samples.size(0), "samples");
-    const double tokens = static_cast<double>(samples.size(0) * (samples.size(1) - 1));   // predictions, all ranks
-    const at::Tensor batch = local.size(0) > 0 ? local : samples.narrow(0, 0, 1).to(model.device());
-    const double weight = local.size(0) > 0 ? 1.0 / tokens : 0.0;
-    (model.loss_sum(batch) * weight).backward();
-    progress.add(samples.size(0));
-  }
-  for (auto& [name, t] : named) {
-    if (!(opt.first_order || opt.fisher)) break;
-    torch::autograd::impl::set_post_acc_grad_hooks(t, nullptr);
-    at::Tensor leaf = t;
-    leaf.mutable_grad().reset();
-    leaf.set_requires_grad(false);
-  }
+  if (opt.activations) activation_pass(model, stats, local, dp);
+  const bool gradients = opt.first_order || opt.fisher;
+  if (gradients) set_hooks(named, &collector);
+  if (opt.fisher) fisher_pass(model, stats, collector, local, samples, dp);   // first: mix needs F in the next pass
+  if (opt.first_order) first_order_pass(model, collector, local, samples);
+  if (gradients) set_hooks(named, nullptr);
   make_whole_over_tp(stats, model);
   stats.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return stats;

@@ -1,46 +1,18 @@
 #include "runtime/config/config.h"
 
-#include <map>
-#include <set>
+#include <fmt/ranges.h>
+
+#include <algorithm>
 #include <sstream>
 
+#include "runtime/config/choices.h"
 #include "runtime/config/default_yaml.h"   // generated: kDefaultYaml
 #include "runtime/core/check.h"
 #include "runtime/io/atomic_file.h"
-#include "runtime/model/spec.h"
 
 namespace secateur::config {
 
 namespace {
-
-// Keys whose values come from a fixed set.
-const std::map<std::string, std::set<std::string>>& allowed_values() {
-  static const std::vector<std::string> proj = model::proj_names();
-  static const std::set<std::string> projections(proj.begin(), proj.end());
-  static const std::map<std::string, std::set<std::string>> m = {
-      {"model.dtype", {"float32", "bfloat16", "float16"}},
-      {"model.device", {"cpu", "cuda"}},
-      {"convert.dtype", {"float32", "bfloat16", "float16"}},
-      {"run.stages", {"convert", "eval", "prune", "gum", "sparse", "recover", "report", "generate"}},
-      {"sparse.method", {"rpp", "imp"}},
-      {"sparse.scope", {"global", "per_layer", "per_tensor"}},
-      {"sparse.targets", projections},
-      {"gum.method", {"random", "magnitude", "movement", "movement_soft", "gum"}},
-      {"gum.ranking", {"global", "local"}},
-      {"recover.method", {"lora", "full"}},
-      {"recover.schedule", {"cosine", "linear", "constant"}},
-      {"recover.lora_targets", projections},
-      {"prune.criterion",
-       {"random", "l1", "l2", "taylor_element1", "taylor_element2", "taylor_vector", "taylor_mixed", "activation"}},
-      {"prune.aggregate", {"sum", "prod", "max", "last"}},
-      {"prune.scope", {"per_layer", "global", "uniform", "channel", "layer"}},
-      {"prune.attention", {"none", "kv_group", "query_head"}},
-      {"eval.tasks", {"boolq", "piqa", "hellaswag", "winogrande", "arc_easy", "arc_challenge", "openbookqa", "lambada"}},
-      {"generate.sampling", {"greedy", "top_p"}},
-      {"logging.level", {"debug", "info", "warn", "error"}},
-  };
-  return m;
-}
 
 enum class Kind { integer, number, boolean, string };
 
@@ -72,12 +44,12 @@ void check_scalar(const std::string& key, const YAML::Node& value, const YAML::N
   const Kind got = kind_of(value);
   const bool ok = want == got || want == Kind::string || (want == Kind::number && got == Kind::integer);
   SECATEUR_CHECK(ok, "[config] {}: '{}' must be {}, got '{}'", src, key, kind_name(want), value.Scalar());
-  auto it = allowed_values().find(key);
-  if (it != allowed_values().end()) {
-    std::string all;
-    for (const auto& a : it->second) all += (all.empty() ? "" : ", ") + a;
-    SECATEUR_CHECK(it->second.count(value.Scalar()), "[config] {}: '{}' = '{}' is not allowed (allowed: {})", src, key,
-                   value.Scalar(), all);
+  std::vector<std::string> allowed = choices_of(key);
+  if (!allowed.empty()) {
+    std::sort(allowed.begin(), allowed.end());
+    SECATEUR_CHECK(std::binary_search(allowed.begin(), allowed.end(), value.Scalar()),
+                   "[config] {}: '{}' = '{}' is not allowed (allowed: {})", src, key, value.Scalar(),
+                   fmt::join(allowed, ", "));
   }
 }
 

@@ -25,7 +25,7 @@ PerplexityResult perplexity(const model::Decoder& model, const std::vector<int32
   PerplexityResult r;
   r.window = window;
   r.windows = windows;
-  const model::Range mine = dp ? model::split_range(windows, dp->rank(), dp->size()) : model::Range{0, windows};
+  const parallel::Range mine = parallel::dp_share(windows, dp);
   Progress progress(fmt::format("ppl@{}", window), mine.size() * window);
   for (int64_t w0 = mine.begin; w0 < mine.end; w0 += batch) {
     const int64_t n = std::min(batch, mine.end - w0);

@@ -127,7 +127,7 @@ TaskResult evaluate_task(const model::Decoder& model, const text::Tokenizer& tok
   }
   r.requests = first.back();
   // This DP rank's examples, tokenized as lm-eval does: context and continuation apart.
-  const model::Range mine = dp ? model::split_range(r.examples, dp->rank(), dp->size()) : model::Range{0, r.examples};
+  const parallel::Range mine = parallel::dp_share(r.examples, dp);
   std::vector<std::pair<std::vector<int32_t>, std::vector<int32_t>>> requests;
   int64_t my_tokens = 0;
   for (int64_t e = mine.begin; e < mine.end; ++e) {

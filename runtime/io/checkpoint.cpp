@@ -2,23 +2,20 @@
 
 #include <ATen/ATen.h>
 
-#include <fcntl.h>
 #include <fmt/ranges.h>
-#include <unistd.h>
-
-#include <cerrno>
-#include <cstring>
 
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "runtime/config/choices.h"
 #include "runtime/core/check.h"
 #include "runtime/io/atomic_file.h"
 #include "runtime/io/gguf.h"
 #include "runtime/io/hf_config.h"
 #include "runtime/io/safetensors.h"
 #include "parallel/collectives.h"
+#include "parallel/tensor_parallel/sharded_io.h"
 
 namespace secateur::io {
 
@@ -177,10 +174,9 @@ void write_json(const fs::path& path, const nlohmann::json& j) { write_file_atom
 }  // namespace
 
 at::ScalarType parse_dtype(const std::string& name) {
-  if (name == "float32") return at::kFloat;
-  if (name == "bfloat16") return at::kBFloat16;
-  if (name == "float16") return at::kHalf;
-  SECATEUR_FAIL("[io] unknown dtype '{}' (allowed: float32, bfloat16, float16)", name);
+  constexpr at::ScalarType kTypes[] = {at::kFloat, at::kBFloat16, at::kHalf};   // in config::choices::dtype's order
+  static_assert(std::size(kTypes) == std::size(config::choices::dtype));
+  return kTypes[config::choice_index(config::choices::dtype, "dtype", name)];
 }
 
 LoadedModel load_model(const std::string& path) {
@@ -192,56 +188,6 @@ LoadedModel load_model(const std::string& path) {
   return load_hf(path);
 }
 
-namespace {
-
-// A slice of a tensor in a safetensors file, read with pread into fresh memory: whole tensors and
-// row ranges in one read, column ranges row by row. Reading through the memory mapping instead
-// would leave the touched file pages in this rank's resident set (a column slice touches every
-// page), and the point of sharded loading is that a rank holds ~1/TP of the weights.
-at::Tensor read_slice(const SafetensorsCheckpoint& ck, const std::string& name, int dim, model::Range range) {
-  const SafetensorsFile& f = ck.file_of(name);
-  const SafetensorsFile::Info& info = ck.info(name);
-  const at::ScalarType st = safetensors_scalar_type(info.dtype);
-  const int64_t isz = c10::elementSize(st);
-  std::vector<int64_t> shape = info.shape;
-  int64_t rows = 1, row_bytes = isz, chunk_offset = 0, chunk_bytes;
-  if (dim < 0) {                                   // whole tensor: one chunk
-    chunk_bytes = isz;
-    for (int64_t d : shape) chunk_bytes *= d;
-  } else {
-    SECATEUR_CHECK(dim < static_cast<int>(shape.size()) && range.end <= shape[dim],
-                   "[io/checkpoint] {}: cannot slice '{}' on dim {} at [{}, {})", f.path(), name, dim, range.begin,
-                   range.end);
-    for (size_t d = dim + 1; d < shape.size(); ++d) row_bytes *= shape[d];   // bytes of one index of `dim`
-    for (int d = 0; d < dim; ++d) rows *= shape[d];                           // outer repetitions
-    chunk_offset = range.begin * row_bytes;
-    chunk_bytes = range.size() * row_bytes;
-    row_bytes *= shape[dim];                                                  // stride of one outer step
-    shape[dim] = range.size();
-  }
-  at::Tensor out = at::empty(shape, at::TensorOptions(st));
-  const int fd = ::open(f.path().c_str(), O_RDONLY | O_CLOEXEC);
-  SECATEUR_CHECK(fd >= 0, "[io/checkpoint] cannot open {}", f.path());
-  auto* dst = static_cast<char*>(out.data_ptr());
-  const uint64_t base = f.data_offset() + info.begin + chunk_offset;
-  for (int64_t r = 0; r < rows && chunk_bytes > 0; ++r) {
-    int64_t done = 0;
-    while (done < chunk_bytes) {
-      const ssize_t got = ::pread(fd, dst + r * chunk_bytes + done, chunk_bytes - done,
-                                  static_cast<off_t>(base + r * row_bytes + done));
-      if (got <= 0) {
-        ::close(fd);
-        SECATEUR_FAIL("[io/checkpoint] {}: short read of '{}'", f.path(), name);
-      }
-      done += got;
-    }
-  }
-  ::close(fd);
-  return out;
-}
-
-}  // namespace
-
 model::NamedTensors load_shard(const std::string& path, const ModelConfig& config, const model::ShardPlan& plan) {
   if (!ends_with(path, ".gguf") && model::spec_of(config).hf_canonical()) {   // read only this rank's slices
     const fs::path dir = fs::is_directory(path) ? fs::path(path) : fs::path(path).parent_path();
@@ -252,8 +198,7 @@ model::NamedTensors load_shard(const std::string& path, const ModelConfig& confi
       SECATEUR_CHECK(ck.has(n), "[io/checkpoint] {}: the config needs tensor '{}', which is missing", path, n);
       SECATEUR_CHECK(ck.info(n).shape == shape, "[io/checkpoint] {}: '{}' has shape {} in the checkpoint, the config needs {}",
                      path, n, fmt::join(ck.info(n).shape, "x"), fmt::join(shape, "x"));
-      const auto s = plan.slice_of(n, config);
-      out.emplace_back(n, read_slice(ck, n, s.dim, s.range));
+      out.emplace_back(n, parallel::read_slice(ck, n, plan.slice_of(n, config)));
     }
     return out;
   }
@@ -302,7 +247,15 @@ text::Tokenizer load_tokenizer(const std::string& path) {
   s.pad_id = static_cast<int32_t>(g.get_int("tokenizer.ggml.padding_token_id", -1));
   s.add_bos = g.get_bool("tokenizer.ggml.add_bos_token", false);
   s.chat_template = g.get_string("tokenizer.chat_template", "");
-  return text::Tokenizer(std::move(s));
+  const std::string context_key = g.get_string("general.architecture", "") + ".context_length";
+  if (g.has(context_key)) s.model_max_length = g.get_int(context_key, s.model_max_length);
+  // No normalizer: llama.cpp and transformers' GGUF loader apply none (Qwen2's own tokenizer.json
+  // has NFC; the two differ only on text that is not in NFC).
+  try {
+    return text::Tokenizer(std::move(s));
+  } catch (const Error& e) {   // e.g. an unknown tokenizer.ggml.pre: the message lists the known ones
+    SECATEUR_FAIL("{} (in {})", e.what(), path);
+  }
 }
 
 namespace {
@@ -316,19 +269,6 @@ void write_side_files(const fs::path& dir, const ModelConfig& config, at::Scalar
   if (config.eos_id >= 0) gen["eos_token_id"] = config.eos_id;
   write_json(dir / "generation_config.json", gen);
   if (tokenizer) tokenizer->write_hf_files(dir.string());
-}
-
-// pwrite all of n bytes at offset, or throw naming the file.
-void write_at(int fd, const std::string& path, const char* p, uint64_t n, uint64_t offset) {
-  while (n > 0) {
-    const ssize_t w = ::pwrite(fd, p, std::min<uint64_t>(n, 1ull << 30), static_cast<off_t>(offset));
-    if (w < 0 && errno == EINTR) continue;
-    SECATEUR_CHECK(w > 0, "[io/checkpoint] {}: write at offset {} failed: {}", path, offset,
-                   w < 0 ? std::strerror(errno) : "no progress");
-    p += w;
-    n -= static_cast<uint64_t>(w);
-    offset += static_cast<uint64_t>(w);
-  }
 }
 
 }  // namespace
@@ -348,12 +288,10 @@ void save_hf_model(const std::string& dir, const ModelConfig& config, const Name
 }
 
 void save_hf_model_parallel(const std::string& dir, const ModelConfig& config, const NamedTensors& parts,
-                            const std::vector<model::ShardPlan::TensorSlice>& placement, at::ScalarType dtype,
+                            const std::vector<model::Slice>& placement, at::ScalarType dtype,
                             const text::Tokenizer* tokenizer, parallel::Group world, uint64_t max_shard_bytes) {
   SECATEUR_CHECK(model::spec_of(config).hf_canonical(), "[io/checkpoint] {}: a GPT-2 checkpoint is written by one rank "
                  "(save_hf_model), not in parallel", dir);
-  SECATEUR_CHECK(parts.size() == placement.size(), "[io/checkpoint] {}: {} parts but {} placements", dir,
-                 parts.size(), placement.size());
   const fs::path final_dir(dir), tmp_dir = fs::path(dir + ".partial");
   if (world.rank() == 0) {
     fs::remove_all(tmp_dir);
@@ -366,51 +304,7 @@ void save_hf_model_parallel(const std::string& dir, const ModelConfig& config, c
     write_side_files(tmp_dir, config, dtype, tokenizer);
   }
   parallel::barrier(world);
-  const SafetensorsCheckpoint ck(tmp_dir.string());
-  std::map<std::string, int> fds;                      // file -> descriptor, opened once
-  try {
-    for (size_t i = 0; i < parts.size(); ++i) {
-      const auto& [name, t] = parts[i];
-      const SafetensorsFile& file = ck.file_of(name);
-      const SafetensorsFile::Info& info = file.info(name);
-      const auto& place = placement[i];
-      std::vector<int64_t> expect = info.shape;
-      if (place.dim >= 0) expect[place.dim] = place.range.size();
-      SECATEUR_CHECK(t.sizes().vec() == expect && (place.dim < 0 || place.range.end <= info.shape[place.dim]),
-                     "[io/checkpoint] {}: part of '{}' has shape [{}], its place in [{}] wants [{}]", dir, name,
-                     fmt::join(t.sizes(), ", "), fmt::join(info.shape, ", "), fmt::join(expect, ", "));
-      if (t.numel() == 0) continue;
-      const at::Tensor c = t.to(at::kCPU, dtype).contiguous();
-      auto [it, fresh] = fds.emplace(file.path(), -1);
-      if (fresh) {
-        it->second = ::open(file.path().c_str(), O_WRONLY | O_CLOEXEC);
-        SECATEUR_CHECK(it->second >= 0, "[io/checkpoint] {}: cannot open for writing: {}", file.path(),
-                       std::strerror(errno));
-      }
-      const uint64_t base = file.data_offset() + info.begin, item = c.element_size();
-      const char* p = static_cast<const char*>(c.const_data_ptr());
-      if (place.dim <= 0) {                            // whole, or a block of rows: one contiguous run
-        const uint64_t row = place.dim < 0 ? 0 : static_cast<uint64_t>(c.numel() / c.size(0)) * item;
-        write_at(it->second, file.path(), p, c.numel() * item, base + (place.dim < 0 ? 0 : place.range.begin * row));
-      } else {                                         // a block of columns: one run per row
-        const uint64_t cols = info.shape[1], mine = c.size(1);
-        for (int64_t r = 0; r < c.size(0); ++r) {
-          write_at(it->second, file.path(), p + r * mine * item, mine * item,
-                   base + (r * cols + place.range.begin) * item);
-        }
-      }
-    }
-    for (auto& [path, fd] : fds) {
-      SECATEUR_CHECK(::fsync(fd) == 0, "[io/checkpoint] {}: fsync failed: {}", path, std::strerror(errno));
-      ::close(fd);
-      fd = -1;
-    }
-  } catch (...) {
-    for (auto& [path, fd] : fds) {
-      if (fd >= 0) ::close(fd);
-    }
-    throw;
-  }
+  parallel::write_slices(SafetensorsCheckpoint(tmp_dir.string()), parts, placement, dtype);
   parallel::barrier(world);
   if (world.rank() == 0) {
     fs::remove_all(final_dir);

@@ -52,7 +52,7 @@ void save_hf_model(const std::string& dir, const model::ModelConfig& config, con
 // then rank 0 renames "<dir>.partial" to dir. Together the ranks must cover every tensor of
 // `config` (LLaMA family only: GPT-2 fuses q/k/v into one tensor). Collective over world.
 void save_hf_model_parallel(const std::string& dir, const model::ModelConfig& config, const model::NamedTensors& parts,
-                            const std::vector<model::ShardPlan::TensorSlice>& placement, at::ScalarType dtype,
+                            const std::vector<model::Slice>& placement, at::ScalarType dtype,
                             const text::Tokenizer* tokenizer, parallel::Group world,
                             uint64_t max_shard_bytes = 4ull << 30);
 

@@ -6,19 +6,10 @@
 namespace secateur::model {
 
 ShardPlan ShardPlan::make(const ModelConfig& full, int rank, int size) {
-  SECATEUR_CHECK(size >= 1 && rank >= 0 && rank < size, "[model/shard] bad TP rank {} of {}", rank, size);
+  std::vector<Widths> widths;
+  for (int64_t l = 0; l < full.n_layers(); ++l) widths.push_back({full.n_kv_heads[l], full.group_size(l), full.d_ff[l]});
   ShardPlan p;
-  p.rank = rank;
-  p.size = size;
-  for (int64_t l = 0; l < full.n_layers(); ++l) {
-    Layer L;
-    L.kv_heads = split_range(full.n_kv_heads[l], rank, size);
-    const int64_t group = full.group_size(l);
-    L.heads = {L.kv_heads.begin * group, L.kv_heads.end * group};
-    L.neurons = split_range(full.d_ff[l], rank, size);
-    p.layers.push_back(L);
-  }
-  p.vocab = split_range(full.vocab_size, rank, size);
+  static_cast<parallel::ShardPlan&>(p) = parallel::ShardPlan::make(widths, full.vocab_size, rank, size);
   return p;
 }
 
@@ -33,13 +24,13 @@ ModelConfig ShardPlan::local_config(const ModelConfig& full) const {
   return c;
 }
 
-ShardPlan::TensorSlice ShardPlan::slice_of(const std::string& name, const ModelConfig& full) const {
+Slice ShardPlan::slice_of(const std::string& name, const ModelConfig& full) const {
   if (!sharded()) return {};
   const auto at = locate(full, name);
   SECATEUR_CHECK(at.has_value(), "[model/shard] '{}' is not a tensor of a {} model", name, spec_of(full).name);
   const TensorSpec& t = *at->spec;
-  if (t.split == Split::replicated) return {};
-  const int dim = t.split == Split::row ? 1 : 0;
+  const int dim = parallel::split_axis(t.split);
+  if (dim < 0) return {};
   const int64_t D = full.head_dim;
   switch (t.axes.at(dim)) {
     case Dim::vocab: return {dim, vocab};

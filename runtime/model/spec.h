@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "parallel/tensor_parallel/shard.h"
 #include "runtime/model/config.h"
 
 namespace secateur::model {
@@ -23,7 +24,7 @@ enum class Dim { vocab, positions, hidden, q, kv, d_ff };
 
 // How tensor parallelism (Megatron) splits a tensor: column = by output rows (dim 0), row = by
 // input columns (dim 1), vocab = embedding / LM head rows by vocabulary; replicated = whole.
-enum class Split { replicated, column, row, vocab };
+using parallel::Split;
 
 // The linear layers of a block; their short names are the config's targets (LoRA, sparsity).
 enum class Proj { q, k, v, o, gate, up, down };

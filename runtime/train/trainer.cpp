@@ -14,6 +14,7 @@
 
 #include "parallel/collectives.h"
 #include "parallel/data_parallel.h"
+#include "runtime/config/choices.h"
 #include "runtime/core/check.h"
 #include "runtime/core/log.h"
 #include "runtime/io/atomic_file.h"
@@ -161,14 +162,11 @@ std::pair<at::Tensor, at::Tensor> batch_of(const TrainData& data, const std::vec
 double heldout_loss(const model::Decoder& model, const TrainData& data, int64_t seq_len, int64_t micro_batch,
                     const Grid3& g) {
   at::NoGradGuard no_grad;
-  const int dp = size_of(g.dp), me = rank_of(g.dp);
-  const int64_t n_seq = data.sequences(seq_len);
+  const parallel::Range mine = parallel::dp_share(data.sequences(seq_len), g.dp);
   double sum = 0, count = 0;
-  std::vector<int64_t> mine;
-  for (int64_t s = me; s < n_seq; s += dp) mine.push_back(s);
-  for (size_t i = 0; i < mine.size(); i += static_cast<size_t>(micro_batch)) {
-    const std::vector<int64_t> seqs(mine.begin() + static_cast<int64_t>(i),
-                                    mine.begin() + static_cast<int64_t>(std::min(mine.size(), i + micro_batch)));
+  for (int64_t first = mine.begin; first < mine.end; first += micro_batch) {
+    std::vector<int64_t> seqs;
+    for (int64_t s = first; s < std::min(first + micro_batch, mine.end); ++s) seqs.push_back(s);
     const auto [ids, predict] = batch_of(data, seqs, seq_len, model.device());
     sum += model.loss_sum(ids, nullptr, predict).item<double>();
     for (const int64_t s : seqs) count += static_cast<double>(data.targets(s, seq_len));
@@ -188,10 +186,9 @@ double learning_rate(const TrainOptions& opt, int64_t step) {
   return opt.lr;
 }
 
-TrainResult train(model::Decoder& model, const std::vector<Trainable>& params, const TrainData& data,
-                  const TrainOptions& opt, const Grid3& g, const std::function<void(const nlohmann::json&)>& metric) {
-  const int dp = size_of(g.dp);
-  const int64_t n_seq = opt.seq_len > 0 ? data.sequences(opt.seq_len) : 0;
+namespace {
+
+void validate(const TrainOptions& opt, const TrainData& data, int64_t n_seq, int dp) {
   SECATEUR_CHECK(opt.seq_len > 1 && n_seq >= opt.batch, "[config] training needs 'recover.batch' = {} sequences of "
                  "'recover.seq_len' = {} tokens, the data has {} tokens", opt.batch, opt.seq_len, data.tokens.size());
   SECATEUR_CHECK(data.predict.empty() || data.predict.size() == data.tokens.size(),
@@ -200,8 +197,93 @@ TrainResult train(model::Decoder& model, const std::vector<Trainable>& params, c
                  opt.batch, dp);
   SECATEUR_CHECK(opt.micro_batch > 0 && opt.steps > 0 && opt.lr > 0, "[config] 'recover.micro_batch', "
                  "'recover.steps' and 'recover.lr' must be > 0");
-  SECATEUR_CHECK(opt.schedule == "cosine" || opt.schedule == "linear" || opt.schedule == "constant",
-                 "[config] 'recover.schedule' = '{}' (allowed: cosine, linear, constant)", opt.schedule);
+  config::check_choice(config::choices::recover_schedule, "recover.schedule", opt.schedule);
+  SECATEUR_CHECK(!opt.teacher || (opt.kd_alpha >= 0 && opt.kd_alpha <= 1 && opt.kd_temperature > 0 &&
+                                  opt.kd_hidden >= 0),
+                 "[config] 'recover.kd_alpha' = {} must be in [0, 1], 'recover.kd_temperature' = {} > 0 and "
+                 "'recover.kd_hidden' = {} >= 0", opt.kd_alpha, opt.kd_temperature, opt.kd_hidden);
+  SECATEUR_CHECK(opt.eval_every >= 0, "[config] 'recover.eval_every' = {} must be >= 0", opt.eval_every);
+}
+
+// Sequence k of the stream of epochs, each epoch shuffled once (the last two epochs' orders kept).
+class EpochStream {
+ public:
+  EpochStream(int64_t n_seq, uint64_t seed) : n_seq_(n_seq), seed_(seed) {}
+  int64_t operator[](int64_t k) {
+    const int64_t epoch = k / n_seq_;
+    if (orders_.count(epoch) == 0) {
+      orders_.erase(orders_.begin(), orders_.lower_bound(epoch - 1));
+      orders_[epoch] = epoch_order(n_seq_, seed_, epoch);
+    }
+    return orders_[epoch][k % n_seq_];
+  }
+
+ private:
+  int64_t n_seq_;
+  uint64_t seed_;
+  std::map<int64_t, std::vector<int64_t>> orders_;
+};
+
+// Forward and backward of this rank's share of step `step`'s sequences, normalised by the target
+// tokens of the whole global batch; returns this rank's part of the loss.
+double accumulate_gradients(model::Decoder& model, const TrainData& data, const TrainOptions& opt, int64_t step,
+                            parallel::Range share, EpochStream& sequence) {
+  const model::Decoder::Distill kd{opt.teacher, opt.kd_alpha, opt.kd_temperature, opt.kd_hidden};
+  double targets = 0;                             // the global batch's, counted alike on every rank
+  for (int64_t i = 0; i < opt.batch; ++i) {
+    targets += static_cast<double>(data.targets(sequence[step * opt.batch + i], opt.seq_len));
+  }
+  const double norm_by = std::max(targets, 1.0);
+  double loss_sum = 0;
+  for (int64_t mb = share.begin; mb < share.end; mb += opt.micro_batch) {
+    std::vector<int64_t> seqs;
+    for (int64_t i = mb; i < std::min(opt.micro_batch + mb, share.end); ++i) seqs.push_back(sequence[step * opt.batch + i]);
+    const auto [ids, predict] = batch_of(data, seqs, opt.seq_len, model.device());
+    model.set_training(true, (opt.seed * 1000003ull + step) * 65537ull + mb);
+    const at::Tensor loss = model.loss_sum(ids, opt.teacher ? &kd : nullptr, predict) / norm_by;
+    loss.backward();
+    loss_sum += loss.item<double>();
+  }
+  model.set_training(false);
+  return loss_sum;
+}
+
+// Global gradient norm: TP shards summed over TP, replicated tensors counted once.
+double gradient_norm(const std::vector<Trainable>& params, parallel::Group tp) {
+  double sharded_sq = 0, replicated_sq = 0;
+  for (const Trainable& p : params) {
+    const double sq = p.tensor->grad().to(at::kDouble).square().sum().item<double>();
+    (p.sharded ? sharded_sq : replicated_sq) += sq;
+  }
+  sharded_sq = parallel::sum(tp, sharded_sq);
+  return std::sqrt(sharded_sq + replicated_sq);
+}
+
+// AdamW as torch.optim.AdamW computes it, with the gradients scaled by coef (clipping); under
+// NoGradGuard.
+void adamw_update(const std::vector<Trainable>& params, Moments& mom, const TrainOptions& opt, int64_t step, double lr,
+                  double coef) {
+  const double bc1 = 1.0 - std::pow(opt.beta1, static_cast<double>(step + 1));
+  const double bc2 = 1.0 - std::pow(opt.beta2, static_cast<double>(step + 1));
+  for (size_t i = 0; i < params.size(); ++i) {
+    at::Tensor& p = *params[i].tensor;
+    at::Tensor grad = p.grad();
+    if (coef != 1.0) grad = grad * coef;
+    const double lr_p = params[i].lr > 0 ? lr * params[i].lr / opt.lr : lr;
+    if (params[i].decay) p.mul_(1.0 - lr_p * opt.weight_decay);
+    mom.m[i].mul_(opt.beta1).add_(grad, 1.0 - opt.beta1);
+    mom.v[i].mul_(opt.beta2).addcmul_(grad, grad, 1.0 - opt.beta2);
+    const at::Tensor denom = (mom.v[i].sqrt() / std::sqrt(bc2)).add_(opt.eps);
+    p.addcdiv_(mom.m[i], denom, -lr_p / bc1);
+  }
+}
+
+}  // namespace
+
+TrainResult train(model::Decoder& model, const std::vector<Trainable>& params, const TrainData& data,
+                  const TrainOptions& opt, const Grid3& g, const std::function<void(const nlohmann::json&)>& metric) {
+  const int64_t n_seq = opt.seq_len > 0 ? data.sequences(opt.seq_len) : 0;
+  validate(opt, data, n_seq, size_of(g.dp));
   Moments mom;
   std::vector<at::Tensor*> tensors, partial;
   for (const Trainable& p : params) {
@@ -213,13 +295,7 @@ TrainResult train(model::Decoder& model, const std::vector<Trainable>& params, c
   }
   TrainResult r;
   if (opt.resume && !opt.checkpoint_dir.empty()) r.first_step = resume(opt, g, params, mom);
-  const int64_t per_rank = opt.batch / dp, first_seq = rank_of(g.dp) * per_rank;
-  const model::Decoder::Distill kd{opt.teacher, opt.kd_alpha, opt.kd_temperature, opt.kd_hidden};
-  SECATEUR_CHECK(!opt.teacher || (opt.kd_alpha >= 0 && opt.kd_alpha <= 1 && opt.kd_temperature > 0 &&
-                                  opt.kd_hidden >= 0),
-                 "[config] 'recover.kd_alpha' = {} must be in [0, 1], 'recover.kd_temperature' = {} > 0 and "
-                 "'recover.kd_hidden' = {} >= 0", opt.kd_alpha, opt.kd_temperature, opt.kd_hidden);
-  SECATEUR_CHECK(opt.eval_every >= 0, "[config] 'recover.eval_every' = {} must be >= 0", opt.eval_every);
+  const parallel::Range share = parallel::dp_share(opt.batch, g.dp);   // equal shares: batch % dp == 0
   const auto evaluate = [&](int64_t done) {
     if (!opt.heldout) return;
     model.set_training(false);
@@ -229,16 +305,7 @@ TrainResult train(model::Decoder& model, const std::vector<Trainable>& params, c
     spdlog::info("held-out after {} steps: loss {:.4f}, perplexity {:.3f}", done, loss, std::exp(loss));
     if (metric) metric({{"stage", "train_eval"}, {"step", done}, {"heldout_loss", loss}, {"heldout_ppl", std::exp(loss)}});
   };
-  // Sequence k of the stream of epochs, each epoch shuffled once (the last two epochs' orders kept).
-  std::map<int64_t, std::vector<int64_t>> orders;
-  const auto sequence = [&](int64_t k) {
-    const int64_t epoch = k / n_seq;
-    if (orders.count(epoch) == 0) {
-      orders.erase(orders.begin(), orders.lower_bound(epoch - 1));
-      orders[epoch] = epoch_order(n_seq, opt.seed, epoch);
-    }
-    return orders[epoch][k % n_seq];
-  };
+  EpochStream sequence(n_seq, opt.seed);
   evaluate(r.first_step);
   const double tokens_per_step = static_cast<double>(opt.batch * (opt.seq_len - 1));
   const auto t0 = std::chrono::steady_clock::now();
@@ -246,58 +313,22 @@ TrainResult train(model::Decoder& model, const std::vector<Trainable>& params, c
     const auto ts = std::chrono::steady_clock::now();
     for (at::Tensor* t : tensors) t->mutable_grad().reset();
     if (opt.hooks.before_step) opt.hooks.before_step(step);
-    double targets = 0;                           // the global batch's, counted alike on every rank
-    for (int64_t i = 0; i < opt.batch; ++i) {
-      targets += static_cast<double>(data.targets(sequence(step * opt.batch + i), opt.seq_len));
-    }
-    const double norm_by = std::max(targets, 1.0);
-    double loss_sum = 0;
-    for (int64_t mb = 0; mb < per_rank; mb += opt.micro_batch) {
-      std::vector<int64_t> seqs;
-      for (int64_t i = mb; i < std::min(opt.micro_batch + mb, per_rank); ++i) {
-        seqs.push_back(sequence(step * opt.batch + first_seq + i));
-      }
-      const auto [ids, predict] = batch_of(data, seqs, opt.seq_len, model.device());
-      model.set_training(true, (opt.seed * 1000003ull + step) * 65537ull + first_seq + mb);
-      const at::Tensor loss = model.loss_sum(ids, opt.teacher ? &kd : nullptr, predict) / norm_by;
-      loss.backward();
-      loss_sum += loss.item<double>();
-    }
-    model.set_training(false);
+    double loss_sum = accumulate_gradients(model, data, opt, step, share, sequence);
     for (at::Tensor* t : tensors) {               // a tensor no gradient reached still joins the sums
       if (!t->grad().defined()) t->mutable_grad() = at::zeros_like(*t);
     }
-    if (g.dp && dp > 1) {
+    if (g.dp && size_of(g.dp) > 1) {
       parallel::all_reduce_gradients(tensors, *g.dp, parallel::ReduceOp::sum);
       loss_sum = parallel::sum(g.dp, loss_sum);
     }
     if (g.tp && !partial.empty()) parallel::all_reduce_gradients(partial, *g.tp, parallel::ReduceOp::sum);
     if (opt.hooks.after_gradients) opt.hooks.after_gradients(step);
-    // Global gradient norm: TP shards summed over TP, replicated tensors counted once.
-    double sharded_sq = 0, replicated_sq = 0;
-    for (const Trainable& p : params) {
-      const double sq = p.tensor->grad().to(at::kDouble).square().sum().item<double>();
-      (p.sharded ? sharded_sq : replicated_sq) += sq;
-    }
-    sharded_sq = parallel::sum(g.tp, sharded_sq);
-    const double norm = std::sqrt(sharded_sq + replicated_sq);
+    const double norm = gradient_norm(params, g.tp);
     const double coef = opt.clip > 0 && norm > opt.clip ? opt.clip / (norm + 1e-6) : 1.0;
     const double lr = learning_rate(opt, step);
     {
-      at::NoGradGuard no_grad;                    // AdamW as torch.optim.AdamW computes it
-      const double bc1 = 1.0 - std::pow(opt.beta1, static_cast<double>(step + 1));
-      const double bc2 = 1.0 - std::pow(opt.beta2, static_cast<double>(step + 1));
-      for (size_t i = 0; i < params.size(); ++i) {
-        at::Tensor& p = *params[i].tensor;
-        at::Tensor grad = p.grad();
-        if (coef != 1.0) grad = grad * coef;
-        const double lr_p = params[i].lr > 0 ? lr * params[i].lr / opt.lr : lr;
-        if (params[i].decay) p.mul_(1.0 - lr_p * opt.weight_decay);
-        mom.m[i].mul_(opt.beta1).add_(grad, 1.0 - opt.beta1);
-        mom.v[i].mul_(opt.beta2).addcmul_(grad, grad, 1.0 - opt.beta2);
-        const at::Tensor denom = (mom.v[i].sqrt() / std::sqrt(bc2)).add_(opt.eps);
-        p.addcdiv_(mom.m[i], denom, -lr_p / bc1);
-      }
+      at::NoGradGuard no_grad;                    // the update and what follows it (masks, thresholds)
+      adamw_update(params, mom, opt, step, lr, coef);
       if (opt.hooks.after_update) opt.hooks.after_update(step, lr);
     }
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - ts).count();

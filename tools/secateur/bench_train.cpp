@@ -10,6 +10,7 @@
 #include <optional>
 
 #include "parallel/grid.h"
+#include "runtime/config/choices.h"
 #include "runtime/core/check.h"
 #include "runtime/core/log.h"
 #include "runtime/eval/speed.h"
@@ -67,7 +68,7 @@ int bench_train(parallel::Grid& grid, const BenchTrainOptions& opt) {
   SECATEUR_CHECK(opt.tp <= 0 || opt.tp == grid.tp_size(), "[bench] --tp {} but the grid has tp {}", opt.tp,
                  grid.tp_size());
   if (opt.threads > 0) at::set_num_threads(static_cast<int>(opt.threads));
-  SECATEUR_CHECK(opt.device == "cpu" || opt.device == "cuda", "[bench] --device '{}' (allowed: cpu, cuda)", opt.device);
+  config::check_choice(config::choices::device, "--device", opt.device);
   const at::Device device = grid.device_type() == c10::DeviceType::CUDA
                                 ? at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(grid.device_index()))
                                 : at::Device(at::kCPU);

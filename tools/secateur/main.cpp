@@ -67,152 +67,173 @@ int run_pipeline(const config::Config& cfg, const std::string& command, const st
   return 0;
 }
 
+// A benchmark on its own grid (tp <= 0: 1).
+template <class Bench>
+int on_grid(int tp, c10::DeviceType device, int* argc, char*** argv, const Bench& bench) {
+  auto grid = parallel::Grid::init(argc, argv, tp > 0 ? tp : 1, device);
+  log::init(grid->rank(), grid->world_size());
+  const int rc = bench(*grid);
+  grid->finalize();
+  return rc;
+}
+
+// The command line: every subcommand, its options, and what each one runs.
+class Cli {
+ public:
+  Cli() {
+    app_.require_subcommand(1);
+    add_stage_commands();
+    add_tokenize();
+    add_benches();
+    env_ = app_.add_subcommand("env", "print the devices, NCCL and CUDA this build sees");
+  }
+  CLI::App& app() { return app_; }
+  int dispatch(int* argc, char*** argv);
+
+ private:
+  void add_stage_commands();
+  void add_tokenize();
+  void add_benches();
+  CLI::App* stage_command(const char* name, const char* help) {
+    CLI::App* c = app_.add_subcommand(name, help);
+    c->add_option("args", args_, "an optional config.yaml (default: the embedded configs/default.yaml) and "
+                  "key.sub=value overrides");
+    stage_commands_.push_back(c);
+    return c;
+  }
+  int tokenize() const;
+
+  CLI::App app_{"Secateur: structured pruning of LLaMA/GPT models on a DP x TP grid"};
+  std::vector<CLI::App*> stage_commands_;   // each runs the stage of its name (run: run.stages)
+  CLI::App *convert_ = nullptr, *eval_ = nullptr, *tok_ = nullptr, *env_ = nullptr;
+  CLI::App *bench_fwd_ = nullptr, *bench_comm_ = nullptr, *bench_train_ = nullptr;
+  std::vector<std::string> args_, compare_;
+  std::string in_, out_, text_, text_out_;
+  tools::BenchForwardOptions bf_;
+  parallel::BenchCommOptions bc_;
+  tools::BenchTrainOptions bt_;
+};
+
+void Cli::add_stage_commands() {
+  stage_command("run", "run the stages listed in run.stages");
+  convert_ = stage_command("convert", "GGUF or HF checkpoint -> HF directory (config.json, safetensors, tokenizer)");
+  convert_->add_option("--in", in_, "model to convert (sets model.path)");
+  convert_->add_option("--out", out_, "HF directory to write (sets convert.out)");
+  eval_ = stage_command("eval", "perplexity (eval.windows), zero-shot tasks (eval.tasks), speed (eval.speed)");
+  eval_->add_option("--compare", compare_, "two run directories: their final results side by side, with B/A")
+      ->expected(2);
+  eval_->add_option("--out", out_, "with --compare: also write the table to this file");
+  stage_command("prune", "score, decide, remove and export (prune.*, calibration.*)");
+  stage_command("gum", "training-time MLP neuron pruning: GUM, movement, gradual random/magnitude (gum.*, recover.*)");
+  stage_command("sparse", "unstructured pruning while training: RPP or iterative magnitude (sparse.*, recover.*)");
+  stage_command("report", "redundancy of the MLP neurons: sensitivity, uniqueness, reconstructability (report.*)");
+  stage_command("recover", "LoRA or full fine-tuning of model.path, with checkpoints (recover.*)");
+  stage_command("generate", "generate text from generate.prompt (greedy or top-p)");
+}
+
+void Cli::add_tokenize() {
+  tok_ = app_.add_subcommand("tokenize", "write the token ids of a text as little-endian int32");
+  tok_->add_option("--tokenizer", in_, "a .gguf file or an HF directory")->required();
+  tok_->add_option("--text", text_, "austen:<novel> or a UTF-8 file")->required();
+  tok_->add_option("--out", out_, "output file")->required();
+  tok_->add_option("--text-out", text_out_, "also write the text exactly as it was tokenized");
+}
+
+void Cli::add_benches() {
+  auto* bench = app_.add_subcommand("bench", "benchmarks that write JSON");
+  bench->require_subcommand(1);
+  bench_fwd_ = bench->add_subcommand("forward", "prefill tokens/s and peak RSS of a dense forward pass");
+  bench_fwd_->add_option("--model", bf_.model, "a .gguf file or an HF directory")->required();
+  bench_fwd_->add_option("--batch", bf_.batch, "sequences per forward");
+  bench_fwd_->add_option("--seq", bf_.seq, "tokens per sequence");
+  bench_fwd_->add_option("--iters", bf_.iters, "timed forward passes (after one warm-up)");
+  bench_fwd_->add_option("--threads", bf_.threads, "intra-op threads (0 = all cores)");
+  bench_fwd_->add_option("--dtype", bf_.dtype, "float32 | bfloat16");
+  bench_fwd_->add_option("--out", bf_.out, "JSON file to write");
+  bench_fwd_->add_flag("--backward", bf_.backward, "also run backward of the summed NLL (weights require grad)");
+
+  bench_comm_ = bench->add_subcommand("comm", "all-reduce / all-gather bandwidth over the world, TP and DP groups");
+  bench_comm_->add_option("--sizes", bc_.sizes_bytes, "message sizes in bytes");
+  bench_comm_->add_option("--iters", bc_.iters, "timed iterations per size");
+  bench_comm_->add_option("--tp", bc_.tp, "tensor-parallel size of the grid");
+  bench_comm_->add_option("--out", bc_.out, "JSON file to write (rank 0)");
+
+  bench_train_ = bench->add_subcommand("train", "recovery-training tokens/s and MFU: LoRA, LoRA + KD, full");
+  bench_train_->add_option("--model", bt_.model, "a .gguf file, an HF directory, or random:llama-1b")->required();
+  bench_train_->add_option("--methods", bt_.methods, "lora, lora_kd, full, full_kd");
+  bench_train_->add_option("--steps", bt_.steps, "timed steps (after one warm-up step); the median is reported");
+  bench_train_->add_option("--batch", bt_.batch, "sequences per step, all DP ranks together");
+  bench_train_->add_option("--micro-batch", bt_.micro_batch, "sequences per forward/backward on one rank");
+  bench_train_->add_option("--seq", bt_.seq, "tokens per sequence");
+  bench_train_->add_option("--threads", bt_.threads, "intra-op threads (0 = all cores)");
+  bench_train_->add_option("--dtype", bt_.dtype, "float32 | bfloat16");
+  bench_train_->add_option("--device", bt_.device, "cpu | cuda");
+  bench_train_->add_option("--peak-n", bt_.peak_n, "size of the square matmul that measures the peak");
+  bench_train_->add_option("--tp", bt_.tp, "tensor-parallel size of the grid");
+  bench_train_->add_option("--out", bt_.out, "JSON file to write (rank 0)");
+}
+
+int Cli::tokenize() const {
+  const auto cfg = config::Config::load("");
+  const std::string content = text::read_text(text_, cfg.get<std::string>("data.austen"));
+  const auto ids = io::load_tokenizer(in_).encode(content, /*parse_special=*/false);
+  if (!text_out_.empty()) io::write_file_atomic(text_out_, content);
+  io::write_file_atomic(out_, std::string_view(reinterpret_cast<const char*>(ids.data()), ids.size() * 4));
+  std::cout << ids.size() << " tokens -> " << out_ << "\n";
+  return 0;
+}
+
+int Cli::dispatch(int* argc, char*** argv) {
+  if (*eval_ && !compare_.empty()) {
+    const std::string table = tools::compare_runs(compare_[0], compare_[1]);
+    std::cout << table;
+    if (!out_.empty()) io::write_file_atomic(out_, table);
+    return 0;
+  }
+  for (CLI::App* c : stage_commands_) {
+    if (!*c) continue;
+    const std::string name = c->get_name();
+    std::vector<std::string> extra;
+    if (c == convert_ && !in_.empty()) extra.push_back("model.path=" + in_);
+    if (c == convert_ && !out_.empty()) extra.push_back("convert.out=" + out_);
+    const config::Config cfg = resolve(args_, extra);
+    const auto stages = name == "run" ? cfg.get<std::vector<std::string>>("run.stages") : std::vector<std::string>{name};
+    return run_pipeline(cfg, name, stages, argc, argv);
+  }
+  if (*bench_comm_) {
+    return on_grid(bc_.tp, c10::DeviceType::CPU, argc, argv, [&](parallel::Grid& g) { return parallel::bench_comm(g, bc_); });
+  }
+  if (*bench_train_) {
+    return on_grid(bt_.tp, bt_.device == "cuda" ? c10::DeviceType::CUDA : c10::DeviceType::CPU, argc, argv,
+                   [&](parallel::Grid& g) { return tools::bench_train(g, bt_); });
+  }
+  if (*bench_fwd_) return tools::bench_forward(bf_);
+  if (*tok_) return tokenize();
+  if (*env_) std::cout << parallel::format_report(parallel::describe_devices()) << "\n";
+  return 0;
+}
+
+// One line, and on a multi-rank job the whole job goes down with it (MPI_Abort), never a hang.
+// Errors in the config, the grid or the checkpoint hit every rank alike: ranks other than 0 wait
+// a moment so that rank 0's abort usually ends the job first and its line is the only one.
+int fail(const std::exception& e) {
+  const auto [rank, world] = log::rank_from_env();
+  if (world > 1) {
+    if (rank != 0) std::this_thread::sleep_for(std::chrono::seconds(3));
+    parallel::abort_job(std::string("secateur: error: ") + e.what());
+  }
+  std::cerr << "secateur: error: " << e.what() << std::endl;
+  return 1;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"Secateur: structured pruning of LLaMA/GPT models on a DP x TP grid"};
-  app.require_subcommand(1);
-  std::vector<std::string> args;
-  const std::string args_help = "an optional config.yaml (default: the embedded configs/default.yaml) and key.sub=value overrides";
-
-  auto* run = app.add_subcommand("run", "run the stages listed in run.stages");
-  run->add_option("args", args, args_help);
-
-  std::string in, out;
-  auto* convert = app.add_subcommand("convert", "GGUF or HF checkpoint -> HF directory (config.json, safetensors, tokenizer)");
-  convert->add_option("args", args, args_help);
-  convert->add_option("--in", in, "model to convert (sets model.path)");
-  convert->add_option("--out", out, "HF directory to write (sets convert.out)");
-
-  auto* eval = app.add_subcommand("eval", "perplexity (eval.windows), zero-shot tasks (eval.tasks), speed (eval.speed)");
-  eval->add_option("args", args, args_help);
-  std::vector<std::string> compare;
-  eval->add_option("--compare", compare, "two run directories: their final results side by side, with B/A")
-      ->expected(2);
-  eval->add_option("--out", out, "with --compare: also write the table to this file");
-  auto* prune = app.add_subcommand("prune", "score, decide, remove and export (prune.*, calibration.*)");
-  prune->add_option("args", args, args_help);
-  auto* gum = app.add_subcommand("gum", "training-time MLP neuron pruning: GUM, movement, gradual random/magnitude (gum.*, recover.*)");
-  gum->add_option("args", args, args_help);
-  auto* sparse = app.add_subcommand("sparse", "unstructured pruning while training: RPP or iterative magnitude (sparse.*, recover.*)");
-  sparse->add_option("args", args, args_help);
-  auto* report = app.add_subcommand("report", "redundancy of the MLP neurons: sensitivity, uniqueness, reconstructability (report.*)");
-  report->add_option("args", args, args_help);
-  auto* recover = app.add_subcommand("recover", "LoRA or full fine-tuning of model.path, with checkpoints (recover.*)");
-  recover->add_option("args", args, args_help);
-  auto* gen = app.add_subcommand("generate", "generate text from generate.prompt (greedy or top-p)");
-  gen->add_option("args", args, args_help);
-
-  std::string text;
-  auto* tok = app.add_subcommand("tokenize", "write the token ids of a text as little-endian int32");
-  tok->add_option("--tokenizer", in, "a .gguf file or an HF directory")->required();
-  tok->add_option("--text", text, "austen:<novel> or a UTF-8 file")->required();
-  tok->add_option("--out", out, "output file")->required();
-  std::string text_out;
-  tok->add_option("--text-out", text_out, "also write the text exactly as it was tokenized");
-
-  auto* bench = app.add_subcommand("bench", "benchmarks that write JSON");
-  bench->require_subcommand(1);
-  tools::BenchForwardOptions bf;
-  auto* bench_fwd = bench->add_subcommand("forward", "prefill tokens/s and peak RSS of a dense forward pass");
-  bench_fwd->add_option("--model", bf.model, "a .gguf file or an HF directory")->required();
-  bench_fwd->add_option("--batch", bf.batch, "sequences per forward");
-  bench_fwd->add_option("--seq", bf.seq, "tokens per sequence");
-  bench_fwd->add_option("--iters", bf.iters, "timed forward passes (after one warm-up)");
-  bench_fwd->add_option("--threads", bf.threads, "intra-op threads (0 = all cores)");
-  bench_fwd->add_option("--dtype", bf.dtype, "float32 | bfloat16");
-  bench_fwd->add_option("--out", bf.out, "JSON file to write");
-  bench_fwd->add_flag("--backward", bf.backward, "also run backward of the summed NLL (weights require grad)");
-
-  parallel::BenchCommOptions bc;
-  auto* bench_comm = bench->add_subcommand("comm", "all-reduce / all-gather bandwidth over the world, TP and DP groups");
-  bench_comm->add_option("--sizes", bc.sizes_bytes, "message sizes in bytes");
-  bench_comm->add_option("--iters", bc.iters, "timed iterations per size");
-  bench_comm->add_option("--tp", bc.tp, "tensor-parallel size of the grid");
-  bench_comm->add_option("--out", bc.out, "JSON file to write (rank 0)");
-
-  tools::BenchTrainOptions bt;
-  auto* bench_train = bench->add_subcommand("train", "recovery-training tokens/s and MFU: LoRA, LoRA + KD, full");
-  bench_train->add_option("--model", bt.model, "a .gguf file, an HF directory, or random:llama-1b")->required();
-  bench_train->add_option("--methods", bt.methods, "lora, lora_kd, full, full_kd");
-  bench_train->add_option("--steps", bt.steps, "timed steps (after one warm-up step); the median is reported");
-  bench_train->add_option("--batch", bt.batch, "sequences per step, all DP ranks together");
-  bench_train->add_option("--micro-batch", bt.micro_batch, "sequences per forward/backward on one rank");
-  bench_train->add_option("--seq", bt.seq, "tokens per sequence");
-  bench_train->add_option("--threads", bt.threads, "intra-op threads (0 = all cores)");
-  bench_train->add_option("--dtype", bt.dtype, "float32 | bfloat16");
-  bench_train->add_option("--device", bt.device, "cpu | cuda");
-  bench_train->add_option("--peak-n", bt.peak_n, "size of the square matmul that measures the peak");
-  bench_train->add_option("--tp", bt.tp, "tensor-parallel size of the grid");
-  bench_train->add_option("--out", bt.out, "JSON file to write (rank 0)");
-
-  auto* env = app.add_subcommand("env", "print the devices, NCCL and CUDA this build sees");
-
-  CLI11_PARSE(app, argc, argv);
+  Cli cli;
+  CLI11_PARSE(cli.app(), argc, argv);
   try {
-    if (*run) {
-      const auto cfg = resolve(args, {});
-      return run_pipeline(cfg, "run", cfg.get<std::vector<std::string>>("run.stages"), &argc, &argv);
-    }
-    if (*convert) {
-      std::vector<std::string> extra;
-      if (!in.empty()) extra.push_back("model.path=" + in);
-      if (!out.empty()) extra.push_back("convert.out=" + out);
-      return run_pipeline(resolve(args, extra), "convert", {"convert"}, &argc, &argv);
-    }
-    if (*eval && !compare.empty()) {
-      const std::string table = tools::compare_runs(compare[0], compare[1]);
-      std::cout << table;
-      if (!out.empty()) io::write_file_atomic(out, table);
-      return 0;
-    }
-    if (*eval) return run_pipeline(resolve(args, {}), "eval", {"eval"}, &argc, &argv);
-    if (*gen) return run_pipeline(resolve(args, {}), "generate", {"generate"}, &argc, &argv);
-    if (*prune) return run_pipeline(resolve(args, {}), "prune", {"prune"}, &argc, &argv);
-    if (*recover) return run_pipeline(resolve(args, {}), "recover", {"recover"}, &argc, &argv);
-    if (*gum) return run_pipeline(resolve(args, {}), "gum", {"gum"}, &argc, &argv);
-    if (*sparse) return run_pipeline(resolve(args, {}), "sparse", {"sparse"}, &argc, &argv);
-    if (*report) return run_pipeline(resolve(args, {}), "report", {"report"}, &argc, &argv);
-    // A benchmark on its own grid (tp <= 0: 1).
-    const auto on_grid = [&](int tp, c10::DeviceType device, const auto& bench) {
-      auto grid = parallel::Grid::init(&argc, &argv, tp > 0 ? tp : 1, device);
-      log::init(grid->rank(), grid->world_size());
-      const int rc = bench(*grid);
-      grid->finalize();
-      return rc;
-    };
-    if (*bench_comm) {
-      return on_grid(bc.tp, c10::DeviceType::CPU, [&](parallel::Grid& g) { return parallel::bench_comm(g, bc); });
-    }
-    if (*bench_train) {
-      return on_grid(bt.tp, bt.device == "cuda" ? c10::DeviceType::CUDA : c10::DeviceType::CPU,
-                     [&](parallel::Grid& g) { return tools::bench_train(g, bt); });
-    }
-    if (*tok) {
-      const auto cfg = config::Config::load("");
-      const std::string content = text::read_text(text, cfg.get<std::string>("data.austen"));
-      const auto ids = io::load_tokenizer(in).encode(content, /*parse_special=*/false);
-      if (!text_out.empty()) io::write_file_atomic(text_out, content);
-      io::write_file_atomic(out, std::string_view(reinterpret_cast<const char*>(ids.data()), ids.size() * 4));
-      std::cout << ids.size() << " tokens -> " << out << "\n";
-      return 0;
-    }
-    if (*bench_fwd) return tools::bench_forward(bf);
-    if (*env) {
-      std::cout << parallel::format_report(parallel::describe_devices()) << "\n";
-      return 0;
-    }
+    return cli.dispatch(&argc, &argv);
   } catch (const std::exception& e) {
-    // One line, and on a multi-rank job the whole job goes down with it (MPI_Abort), never a hang.
-    // Errors in the config, the grid or the checkpoint hit every rank alike: ranks other than 0
-    // wait a moment so that rank 0's abort usually ends the job first and its line is the only one.
-    const auto [rank, world] = log::rank_from_env();
-    if (world > 1) {
-      if (rank != 0) std::this_thread::sleep_for(std::chrono::seconds(3));
-      parallel::abort_job(std::string("secateur: error: ") + e.what());
-    }
-    std::cerr << "secateur: error: " << e.what() << std::endl;
-    return 1;
+    return fail(e);
   }
-  return 0;
 }

@@ -2,6 +2,7 @@
 
 #include "parallel/collectives.h"
 #include "parallel/grid.h"
+#include "runtime/config/choices.h"
 #include "runtime/core/check.h"
 #include "runtime/core/log.h"
 
@@ -11,31 +12,15 @@ namespace {
 
 using Factory = std::unique_ptr<Stage> (*)(const config::Config&);
 
-// The one table of stages.
-const std::vector<std::pair<std::string, Factory>>& stage_table() {
-  static const std::vector<std::pair<std::string, Factory>> t = {
-      {"convert", convert_stage}, {"eval", eval_stage},     {"prune", prune_stage},     {"gum", gum_stage},
-      {"sparse", sparse_stage},   {"recover", recover_stage}, {"report", report_stage}, {"generate", generate_stage},
-  };
-  return t;
-}
+// One factory per stage name of config::choices::stages, in that order.
+constexpr Factory kFactories[] = {convert_stage, eval_stage,    prune_stage,  gum_stage,
+                                  sparse_stage,  recover_stage, report_stage, generate_stage};
+static_assert(std::size(kFactories) == std::size(config::choices::stages));
 
 }  // namespace
 
-const std::vector<std::string>& stage_names() {
-  static const std::vector<std::string> names = [] {
-    std::vector<std::string> n;
-    for (const auto& [name, make] : stage_table()) n.push_back(name);
-    return n;
-  }();
-  return names;
-}
-
 std::unique_ptr<Stage> make_stage(const std::string& name, const config::Config& cfg) {
-  for (const auto& [n, make] : stage_table()) {
-    if (n == name) return make(cfg);
-  }
-  SECATEUR_FAIL("[pipeline] unknown stage '{}' (allowed: {})", name, fmt::join(stage_names(), ", "));
+  return kFactories[config::choice_index(config::choices::stages, "run.stages", name)](cfg);
 }
 
 Pipeline::Pipeline(config::Config cfg, parallel::Grid& grid, bool fresh, const std::vector<std::string>& stages)

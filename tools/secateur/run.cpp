@@ -137,7 +137,7 @@ void Run::remove_groups(const std::vector<pruning::Group>& removed, const std::s
 
 void Run::write_current_model(const std::string& out) {
   model::NamedTensors weights = model().named_tensors();
-  std::vector<model::ShardPlan::TensorSlice> placement;
+  std::vector<model::Slice> placement;
   for (const auto& [name, w] : weights) placement.push_back(model_->plan().slice_of(name, model_->config()));
   write_model(out, model_->config(), std::move(weights), std::move(placement));
   model_path_ = out;
@@ -146,7 +146,7 @@ void Run::write_current_model(const std::string& out) {
 // The model's parts (placed as ShardPlan::slice_of says) as the HF directory out: rank 0 alone at
 // TP = 1, every TP rank its own slices otherwise.
 void Run::write_model(const std::string& out, const model::ModelConfig& config, model::NamedTensors parts,
-                      std::vector<model::ShardPlan::TensorSlice> placement) {
+                      std::vector<model::Slice> placement) {
   const at::ScalarType dtype = io::parse_dtype(cfg_.get<std::string>("convert.dtype"));
   if (grid_.tp_size() == 1) {
     if (writer()) io::save_hf_model(out, config, parts, dtype, &tokenizer());
@@ -154,7 +154,7 @@ void Run::write_model(const std::string& out, const model::ModelConfig& config, 
   }
   // One DP replica writes; of it, TP rank 0 the replicated tensors.
   model::NamedTensors mine;
-  std::vector<model::ShardPlan::TensorSlice> where;
+  std::vector<model::Slice> where;
   for (size_t i = 0; i < parts.size() && grid_.dp().rank() == 0; ++i) {
     if (placement[i].dim < 0 && grid_.tp().rank() != 0) continue;
     mine.push_back(std::move(parts[i]));

@@ -76,7 +76,7 @@ class Run {
 
  private:
   void write_model(const std::string& out, const model::ModelConfig& config, model::NamedTensors parts,
-                   std::vector<model::ShardPlan::TensorSlice> placement);
+                   std::vector<model::Slice> placement);
 
   config::Config cfg_;
   parallel::Grid& grid_;

@@ -6,6 +6,7 @@
 #include "parallel/collectives.h"
 #include "parallel/grid.h"
 #include "pruning/sparse.h"
+#include "runtime/config/choices.h"
 #include "runtime/core/check.h"
 #include "runtime/core/log.h"
 #include "runtime/io/atomic_file.h"
@@ -23,7 +24,8 @@ struct SparseStage : Stage {
   static std::unique_ptr<SparseStage> from_config(const config::Config& cfg) {
     auto s = std::make_unique<SparseStage>();
     pruning::SparseOptions& o = s->opt;
-    o.method = cfg.get<std::string>("sparse.method") == "imp" ? pruning::SparseMethod::imp : pruning::SparseMethod::rpp;
+    o.method = config::parse_choice<pruning::SparseMethod>(config::choices::sparse_method, "sparse.method",
+                                                       cfg.get<std::string>("sparse.method"));
     o.sparsity = cfg.get<double>("sparse.sparsity");
     o.scope = cfg.get<std::string>("sparse.scope");
     o.threshold = cfg.get<double>("sparse.threshold");
@@ -58,7 +60,7 @@ struct SparseStage : Stage {
     for (size_t i = 0; i < pruner.tensors().size(); ++i) {
       const std::string& name = pruner.tensors()[i].first;
       at::Tensor mask = pruner.masks().empty() ? (*pruner.tensors()[i].second != 0) : (pruner.masks()[i] != 0);
-      const model::ShardPlan::TensorSlice cut = m.plan().slice_of(name, m.config());
+      const model::Slice cut = m.plan().slice_of(name, m.config());
       if (cut.dim >= 0) mask = parallel::gather(r.grid().tp(), mask.to(at::kFloat), cut.dim) != 0;   // whole tensors
       masks.emplace_back(name, mask.to(at::kByte).cpu().contiguous());
     }
@@ -66,7 +68,7 @@ struct SparseStage : Stage {
       io::write_safetensors(out + "/masks.safetensors", masks, {{"format", "secateur-masks"}});
       io::write_file_atomic(r.path("sparsity.json"), sp.dump(2) + "\n");
     }
-    const char* method = opt.method == pruning::SparseMethod::rpp ? "rpp" : "imp";
+    const char* method = config::choice_name(config::choices::sparse_method, opt.method);
     spdlog::info("sparse ({}, {}): {:.2f}% of the pruned matrices are zero (target {:.2f}%), {} steps in {:.1f} s -> {}",
                  method, opt.scope, 100 * sp["sparsity"].get<double>(), 100 * opt.sparsity, res.steps, res.seconds,
                  out);

@@ -19,9 +19,8 @@ class Stage {
   virtual void run(Run& run) const = 0;
 };
 
-// The stages by name, in the order the config lists them.
-const std::vector<std::string>& stage_names();
-std::unique_ptr<Stage> make_stage(const std::string& name, const config::Config& cfg);   // Error if unknown
+// The stage of a name of config::choices::stages; Error naming the allowed ones otherwise.
+std::unique_ptr<Stage> make_stage(const std::string& name, const config::Config& cfg);
 
 // One factory per stage file.
 std::unique_ptr<Stage> convert_stage(const config::Config& cfg);

@@ -1,0 +1,67 @@
+#include "runtime/config/choices.h"
+
+#include <fmt/ranges.h>
+
+#include <algorithm>
+#include <map>
+
+#include "runtime/core/check.h"
+#include "runtime/eval/tasks.h"
+#include "runtime/model/spec.h"
+
+namespace secateur::config {
+
+namespace {
+
+template <size_t N>
+std::vector<std::string> names(const std::string_view (&list)[N]) {
+  return {std::begin(list), std::end(list)};
+}
+
+const std::map<std::string, std::vector<std::string>>& table() {
+  static const std::map<std::string, std::vector<std::string>> m = [] {
+    std::vector<std::string> tasks;
+    for (const eval::TaskInfo& t : eval::known_tasks()) tasks.push_back(t.name);
+    const std::vector<std::string> proj = model::proj_names();
+    return std::map<std::string, std::vector<std::string>>{
+        {"model.dtype", names(choices::dtype)},
+        {"model.device", names(choices::device)},
+        {"convert.dtype", names(choices::dtype)},
+        {"run.stages", names(choices::stages)},
+        {"sparse.method", names(choices::sparse_method)},
+        {"sparse.scope", names(choices::sparse_scope)},
+        {"sparse.targets", proj},
+        {"gum.method", names(choices::gum_method)},
+        {"gum.ranking", names(choices::gum_ranking)},
+        {"recover.method", names(choices::recover_method)},
+        {"recover.schedule", names(choices::recover_schedule)},
+        {"recover.lora_targets", proj},
+        {"prune.criterion", names(choices::criterion)},
+        {"prune.aggregate", names(choices::aggregate)},
+        {"prune.scope", names(choices::prune_scope)},
+        {"prune.attention", names(choices::prune_attention)},
+        {"eval.tasks", tasks},
+        {"generate.sampling", names(choices::sampling)},
+        {"logging.level", names(choices::log_level)},
+    };
+  }();
+  return m;
+}
+
+}  // namespace
+
+std::vector<std::string> choices_of(const std::string& key) {
+  const auto it = table().find(key);
+  return it == table().end() ? std::vector<std::string>{} : it->second;
+}
+
+size_t choice_index(const std::string_view* list, size_t n, const std::string& key, const std::string& value) {
+  for (size_t i = 0; i < n; ++i) {
+    if (list[i] == value) return i;
+  }
+  std::vector<std::string_view> sorted(list, list + n);
+  std::sort(sorted.begin(), sorted.end());
+  SECATEUR_FAIL("[config] '{}' = '{}' is not allowed (allowed: {})", key, value, fmt::join(sorted, ", "));
+}
+
+}  // namespace secateur::config
