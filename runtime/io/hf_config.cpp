@@ -82,8 +82,10 @@ ModelConfig config_from_hf(const json& j, const std::string& where) {
     const std::string act = get_or<std::string>(j, "hidden_act", "silu", where);
     SECATEUR_CHECK(act == "silu", "[io/hf_config] {}: hidden_act '{}' is not supported for llama (silu)", where, act);
     c.tied_embeddings = get_or<bool>(j, "tie_word_embeddings", false, where);
-    c.attention_bias = get_or<bool>(j, "attention_bias", false, where);
-    c.mlp_bias = get_or<bool>(j, "mlp_bias", false, where);
+    if (spec->hf_llama_keys) {
+      c.attention_bias = get_or<bool>(j, "attention_bias", false, where);
+      c.mlp_bias = get_or<bool>(j, "mlp_bias", false, where);
+    }
   } else {
     c.vocab_size = get<int64_t>(j, "vocab_size", where);
     c.hidden = get<int64_t>(j, "n_embd", where);
@@ -130,11 +132,15 @@ json config_to_hf(const ModelConfig& c, const std::string& dtype_name) {
     j["rope_theta"] = c.rope_theta;
     j["rope_scaling"] = nullptr;
     j["hidden_act"] = "silu";
-    j["attention_bias"] = c.attention_bias;
     j["attention_dropout"] = 0.0;
-    j["mlp_bias"] = c.mlp_bias;
     j["initializer_range"] = 0.02;
-    j["pretraining_tp"] = 1;
+    if (spec.hf_llama_keys) {
+      j["attention_bias"] = c.attention_bias;
+      j["mlp_bias"] = c.mlp_bias;
+      j["pretraining_tp"] = 1;
+    } else {
+      j["use_sliding_window"] = false;
+    }
   } else {
     j["vocab_size"] = c.vocab_size;
     j["n_embd"] = c.hidden;

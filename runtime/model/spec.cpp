@@ -150,12 +150,30 @@ ArchSpec decoder_arch(const char* name, Family family, bool gpt2) {
   return a;
 }
 
+// Qwen2: LLaMA with biases on q, k and v (always; none on o), and its GGUF q/k rows as in HF
+// (llama.cpp runs qwen2 with NEOX-style RoPE, which rotates halves as HF does).
+ArchSpec qwen2_arch() {
+  ArchSpec a = decoder_arch("qwen2", Family::llama, false);
+  a.hf_class = "Qwen2ForCausalLM";
+  a.hf_llama_keys = false;
+  std::vector<TensorSpec> layer;
+  for (TensorSpec& t : a.layer) {
+    if (t.role == Role::o_b) continue;
+    if (t.role == Role::q_b || t.role == Role::k_b || t.role == Role::v_b) t.when = When::always;
+    t.gguf_rope_rows = false;
+    layer.push_back(std::move(t));
+  }
+  a.layer = std::move(layer);
+  return a;
+}
+
 // Stable addresses: Weight and Located point into the registry.
 std::deque<ArchSpec>& registry() {
   static std::deque<ArchSpec> r = [] {
     std::deque<ArchSpec> d;
     d.push_back(decoder_arch("llama", Family::llama, false));
     d.push_back(decoder_arch("gpt2", Family::gpt2, true));
+    d.push_back(qwen2_arch());
     return d;
   }();
   return r;

@@ -78,6 +78,8 @@ struct ArchSpec {
   std::string layer_prefix;          // of a layer tensor's name, before the layer's index
   std::string hf_prefix, hf_layer_prefix;   // of TensorSpec::hf names (GPT-2: "transformer.", "h.")
   bool heads_are_kv = false;         // no GQA: every query head is its own kv-group (GPT-2)
+  bool hf_llama_keys = true;         // config.json has LlamaConfig's attention_bias, mlp_bias, pretraining_tp
+                                     // (Qwen2: its class fixes the biases)
   std::vector<TensorSpec> before, layer, after;   // model-wide before the layers, per layer, after
 
   // Every tensor is stored in HF checkpoints under its canonical name and layout, so a TP rank
@@ -86,7 +88,7 @@ struct ArchSpec {
   const TensorSpec* find(Role role) const;   // nullptr if the architecture has no such tensor
 };
 
-// Built in: "llama" and "gpt2". register_arch adds one (tests define their own); Error if the
+// Built in: "llama", "gpt2" and "qwen2". register_arch adds one (tests define their own); Error if the
 // name or its hf_model_type is taken.
 void register_arch(ArchSpec spec);
 const ArchSpec& find_arch(const std::string& name);              // Error listing the known ones

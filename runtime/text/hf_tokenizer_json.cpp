@@ -3,9 +3,10 @@
 // and tokenizer_config.json (what transformers' PreTrainedTokenizerFast reads beside it).
 // Only what Secateur's encoder reproduces exactly is accepted; anything else is an error naming it.
 // One approximation: HF matches added tokens with normalized=true in a second pass after the
-// normalized=false ones; here all added tokens share one pass (no normalizer is accepted, so this
-// differs only where such a token overlaps another added token). Files written here always use
-// normalized=false, so they encode in HF exactly as here.
+// normalized=false ones; here all added tokens share one pass (this differs only where such a
+// token overlaps another added token; with a normalizer such tokens are refused, as HF would match
+// them in the normalised text). Files written here always use normalized=false, so they encode in
+// HF exactly as here.
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -14,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "runtime/core/check.h"
+#include "runtime/text/pretokenize.h"
 #include "runtime/text/tokenizer.h"
 
 namespace secateur::text {
@@ -55,36 +57,59 @@ ordered_json byte_level(bool trim_offsets, bool use_regex) {
   return {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", trim_offsets}, {"use_regex", use_regex}};
 }
 
-// Checks one ByteLevel pre-tokenizer entry is the plain GPT-2 one.
-void check_byte_level(const json& p, const std::string& path) {
+// Checks one ByteLevel pre-tokenizer entry: no prefix space, GPT-2's regex split on or off.
+void check_byte_level(const json& p, bool use_regex, const std::string& path) {
   SECATEUR_CHECK(p.value("add_prefix_space", false) == false,
                  "[text/tokenizer] {}: ByteLevel pre-tokenizer with add_prefix_space=true is not supported", path);
-  SECATEUR_CHECK(p.value("use_regex", true) == true,
-                 "[text/tokenizer] {}: ByteLevel pre-tokenizer with use_regex=false is not supported", path);
+  SECATEUR_CHECK(p.value("use_regex", true) == use_regex,
+                 "[text/tokenizer] {}: ByteLevel pre-tokenizer with use_regex={} is not supported here", path,
+                 !use_regex);
 }
 
-// "gpt2" for a lone ByteLevel, "smollm" for Sequence[Digits(individual), ByteLevel].
+// Qwen2's Split: its pattern (kQwen2Pattern) as a Regex, isolated, not inverted.
+bool is_qwen2_split(const json& p) {
+  return p.value("type", "") == "Split" && p.contains("pattern") && p["pattern"].is_object() &&
+         p["pattern"].value("Regex", "") == kQwen2Pattern && p.value("behavior", "") == "Isolated" &&
+         p.value("invert", true) == false;
+}
+
+// "gpt2" for a lone ByteLevel, "smollm" for Sequence[Digits(individual), ByteLevel], "qwen2" for
+// Sequence[Split(Qwen2's regex, isolated), ByteLevel(use_regex=false)].
 std::string infer_pre(const json& pre, const std::string& path) {
   SECATEUR_CHECK(pre.is_object(), "[text/tokenizer] {}: pre_tokenizer missing (a ByteLevel one is required)", path);
   const std::string type = pre.value("type", "");
   if (type == "ByteLevel") {
-    check_byte_level(pre, path);
+    check_byte_level(pre, true, path);
     return "gpt2";
   }
   if (type == "Sequence" && pre.contains("pretokenizers") && pre["pretokenizers"].is_array()) {
     const json& seq = pre["pretokenizers"];
     if (seq.size() == 1 && seq[0].value("type", "") == "ByteLevel") {
-      check_byte_level(seq[0], path);
+      check_byte_level(seq[0], true, path);
       return "gpt2";
     }
     if (seq.size() == 2 && seq[0].value("type", "") == "Digits" && seq[0].value("individual_digits", false) &&
         seq[1].value("type", "") == "ByteLevel") {
-      check_byte_level(seq[1], path);
+      check_byte_level(seq[1], true, path);
       return "smollm";
+    }
+    if (seq.size() == 2 && is_qwen2_split(seq[0]) && seq[1].value("type", "") == "ByteLevel") {
+      check_byte_level(seq[1], false, path);
+      return "qwen2";
     }
   }
   SECATEUR_FAIL("[text/tokenizer] {}: unsupported pre_tokenizer {} (supported: ByteLevel, "
-                "Sequence[Digits(individual_digits=true), ByteLevel])", path, pre.dump());
+                "Sequence[Digits(individual_digits=true), ByteLevel], "
+                "Sequence[Split(Qwen2's regex, Isolated), ByteLevel(use_regex=false)])", path, pre.dump());
+}
+
+// normalizer: none, or NFC (Qwen2's).
+std::string infer_normalizer(const json& j, const std::string& path) {
+  if (!j.contains("normalizer") || j["normalizer"].is_null()) return "";
+  const json& n = j["normalizer"];
+  SECATEUR_CHECK(n.is_object() && n.value("type", "") == "NFC" && n.size() == 1,
+                 "[text/tokenizer] {}: normalizer {} is not supported (supported: none, NFC)", path, n.dump());
+  return "NFC";
 }
 
 // tokenizer_config.json's special tokens are either strings or {"content": ...} objects.
@@ -134,6 +159,62 @@ bool infer_add_bos(const json& post, std::string& bos, const std::string& path) 
                 post.dump());
 }
 
+// The tokens (model.vocab and added_tokens; ids contiguous from 0) and their types.
+void read_vocab(const json& j, const std::string& path, TokenizerSpec& spec) {
+  std::map<int64_t, std::pair<std::string, int32_t>> by_id;   // id -> (text, type)
+  for (const auto& [text, id] : j["model"]["vocab"].items()) {
+    SECATEUR_CHECK(id.is_number_integer() && id.get<int64_t>() >= 0 && id.get<int64_t>() < INT32_MAX,
+                   "[text/tokenizer] {}: vocab entry '{}' has a bad id {}", path, text, id.dump());
+    auto [it, fresh] = by_id.emplace(id.get<int64_t>(), std::make_pair(text, int32_t{token_normal}));
+    SECATEUR_CHECK(fresh, "[text/tokenizer] {}: id {} used by '{}' and '{}'", path, id.get<int64_t>(),
+                   it->second.first, text);
+  }
+  if (j.contains("added_tokens") && !j["added_tokens"].is_null()) {
+    SECATEUR_CHECK(j["added_tokens"].is_array(), "[text/tokenizer] {}: added_tokens is not an array", path);
+    for (const json& a : j["added_tokens"]) {
+      SECATEUR_CHECK(a.is_object() && a.contains("id") && a["id"].is_number_integer() && a.contains("content") &&
+                         a["content"].is_string(),
+                     "[text/tokenizer] {}: added token {} lacks an integer id or string content", path, a.dump());
+      SECATEUR_CHECK(!a.value("lstrip", false) && !a.value("rstrip", false) && !a.value("single_word", false),
+                     "[text/tokenizer] {}: added token '{}' uses lstrip/rstrip/single_word (not supported)", path,
+                     a["content"].get<std::string>());
+      SECATEUR_CHECK(spec.normalizer.empty() || !a.value("normalized", !a.value("special", false)),
+                     "[text/tokenizer] {}: added token '{}' has normalized=true, which with a normalizer is not "
+                     "supported (HF matches it in the normalised text)", path, a["content"].get<std::string>());
+      const int64_t id = a["id"].get<int64_t>();
+      SECATEUR_CHECK(id >= 0 && id < INT32_MAX, "[text/tokenizer] {}: added token id {} out of range", path, id);
+      by_id[id] = {a["content"].get<std::string>(), a.value("special", false) ? token_control : token_user_defined};
+    }
+  }
+  SECATEUR_CHECK(!by_id.empty(), "[text/tokenizer] {}: empty vocabulary", path);
+  const int64_t n = by_id.rbegin()->first + 1;
+  SECATEUR_CHECK(static_cast<int64_t>(by_id.size()) == n,
+                 "[text/tokenizer] {}: token ids are not contiguous ({} tokens, largest id {})", path, by_id.size(),
+                 n - 1);
+  for (auto& [id, entry] : by_id) {
+    spec.tokens.push_back(std::move(entry.first));
+    spec.token_types.push_back(entry.second);
+  }
+}
+
+// The merges, as "a b" strings (HF writes them either way).
+void read_merges(const json& model, const std::string& path, TokenizerSpec& spec) {
+  size_t rank = 0;
+  for (const json& m : model["merges"]) {
+    if (m.is_string()) {
+      spec.merges.push_back(m.get<std::string>());
+    } else {
+      SECATEUR_CHECK(m.is_array() && m.size() == 2 && m[0].is_string() && m[1].is_string(),
+                     "[text/tokenizer] {}: merge {} is neither \"a b\" nor [\"a\", \"b\"]: {}", path, rank, m.dump());
+      const std::string l = m[0].get<std::string>(), r = m[1].get<std::string>();
+      SECATEUR_CHECK(l.find(' ') == std::string::npos && r.find(' ') == std::string::npos,
+                     "[text/tokenizer] {}: merge {} has a token with a space (not supported)", path, rank);
+      spec.merges.push_back(l + " " + r);
+    }
+    ++rank;
+  }
+}
+
 }  // namespace
 
 Tokenizer Tokenizer::from_hf_json(const std::string& path) {
@@ -152,58 +233,13 @@ Tokenizer Tokenizer::from_hf_json(const std::string& path) {
                      is_null_or(model, "ignore_merges", false) && is_null_or(model, "fuse_unk", false),
                  "[text/tokenizer] {}: unsupported BPE options (dropout, subword prefix/suffix, byte_fallback, "
                  "ignore_merges and fuse_unk must be unset)", path);
-  SECATEUR_CHECK(!j.contains("normalizer") || j["normalizer"].is_null(),
-                 "[text/tokenizer] {}: normalizer {} is not supported", path, j.value("normalizer", json()).dump());
 
   TokenizerSpec spec;
+  spec.normalizer = infer_normalizer(j, path);
   spec.pre = infer_pre(j.value("pre_tokenizer", json()), path);
 
-  std::map<int64_t, std::pair<std::string, int32_t>> by_id;   // id -> (text, type)
-  for (const auto& [text, id] : model["vocab"].items()) {
-    SECATEUR_CHECK(id.is_number_integer() && id.get<int64_t>() >= 0 && id.get<int64_t>() < INT32_MAX,
-                   "[text/tokenizer] {}: vocab entry '{}' has a bad id {}", path, text, id.dump());
-    auto [it, fresh] = by_id.emplace(id.get<int64_t>(), std::make_pair(text, int32_t{token_normal}));
-    SECATEUR_CHECK(fresh, "[text/tokenizer] {}: id {} used by '{}' and '{}'", path, id.get<int64_t>(),
-                   it->second.first, text);
-  }
-  if (j.contains("added_tokens") && !j["added_tokens"].is_null()) {
-    SECATEUR_CHECK(j["added_tokens"].is_array(), "[text/tokenizer] {}: added_tokens is not an array", path);
-    for (const json& a : j["added_tokens"]) {
-      SECATEUR_CHECK(a.is_object() && a.contains("id") && a["id"].is_number_integer() && a.contains("content") &&
-                         a["content"].is_string(),
-                     "[text/tokenizer] {}: added token {} lacks an integer id or string content", path, a.dump());
-      SECATEUR_CHECK(!a.value("lstrip", false) && !a.value("rstrip", false) && !a.value("single_word", false),
-                     "[text/tokenizer] {}: added token '{}' uses lstrip/rstrip/single_word (not supported)", path,
-                     a["content"].get<std::string>());
-      const int64_t id = a["id"].get<int64_t>();
-      SECATEUR_CHECK(id >= 0 && id < INT32_MAX, "[text/tokenizer] {}: added token id {} out of range", path, id);
-      by_id[id] = {a["content"].get<std::string>(), a.value("special", false) ? token_control : token_user_defined};
-    }
-  }
-  SECATEUR_CHECK(!by_id.empty(), "[text/tokenizer] {}: empty vocabulary", path);
-  const int64_t n = by_id.rbegin()->first + 1;
-  SECATEUR_CHECK(static_cast<int64_t>(by_id.size()) == n,
-                 "[text/tokenizer] {}: token ids are not contiguous ({} tokens, largest id {})", path, by_id.size(),
-                 n - 1);
-  for (auto& [id, entry] : by_id) {
-    spec.tokens.push_back(std::move(entry.first));
-    spec.token_types.push_back(entry.second);
-  }
-
-  size_t rank = 0;
-  for (const json& m : model["merges"]) {
-    if (m.is_string()) {
-      spec.merges.push_back(m.get<std::string>());
-    } else {
-      SECATEUR_CHECK(m.is_array() && m.size() == 2 && m[0].is_string() && m[1].is_string(),
-                     "[text/tokenizer] {}: merge {} is neither \"a b\" nor [\"a\", \"b\"]: {}", path, rank, m.dump());
-      const std::string l = m[0].get<std::string>(), r = m[1].get<std::string>();
-      SECATEUR_CHECK(l.find(' ') == std::string::npos && r.find(' ') == std::string::npos,
-                     "[text/tokenizer] {}: merge {} has a token with a space (not supported)", path, rank);
-      spec.merges.push_back(l + " " + r);
-    }
-    ++rank;
-  }
+  read_vocab(j, path, spec);
+  read_merges(model, path, spec);
 
   std::unordered_map<std::string, int32_t> index;   // text -> id, for the special tokens named by text
   for (size_t id = 0; id < spec.tokens.size(); ++id) index.emplace(spec.tokens[id], static_cast<int32_t>(id));
@@ -245,6 +281,14 @@ void Tokenizer::write_hf_files(const std::string& dir) const {
   if (spec_.pre == "smollm")
     pre = {{"type", "Sequence"},
            {"pretokenizers", ordered_json::array({{{"type", "Digits"}, {"individual_digits", true}}, pre})}};
+  if (spec_.pre == "qwen2") {   // as transformers' Qwen2Tokenizer builds it
+    ordered_json split = {{"type", "Split"},
+                          {"pattern", {{"Regex", std::string(kQwen2Pattern)}}},
+                          {"behavior", "Isolated"},
+                          {"invert", false}};
+    pre = {{"type", "Sequence"}, {"pretokenizers", ordered_json::array({split, byte_level(true, false)})}};
+  }
+  const ordered_json normalizer = spec_.normalizer == "NFC" ? ordered_json{{"type", "NFC"}} : ordered_json();
 
   ordered_json post = byte_level(false, false);
   if (spec_.add_bos) {
@@ -275,8 +319,8 @@ void Tokenizer::write_hf_files(const std::string& dir) const {
                         {"ignore_merges", false},
                         {"vocab", std::move(vocab)},
                         {"merges", spec_.merges}};
-  ordered_json tok = {{"version", "1.0"},       {"truncation", nullptr},        {"padding", nullptr},
-                      {"added_tokens", added},  {"normalizer", nullptr},        {"pre_tokenizer", pre},
+  ordered_json tok = {{"version", "1.0"},       {"truncation", nullptr},             {"padding", nullptr},
+                      {"added_tokens", added},  {"normalizer", normalizer},          {"pre_tokenizer", pre},
                       {"post_processor", post}, {"decoder", byte_level(true, true)}, {"model", std::move(model)}};
 
   ordered_json cfg = {{"tokenizer_class", "PreTrainedTokenizerFast"},

@@ -1,12 +1,15 @@
 // runtime/text/tokenizer.cpp — byte-level BPE encode/decode, bit-for-bit with HF `tokenizers`:
-// added tokens cut out first, then pre-tokens (pretokenize.h), then per pre-token BPE by merge rank
-// (lowest rank first, leftmost on ties, the same priority queue HF's Word::merge_all runs).
+// added tokens cut out first, then the normalizer (normalize.h) on the text between them, then
+// pre-tokens (pretokenize.h), then per pre-token BPE by merge rank (lowest rank first, leftmost on
+// ties, the same priority queue HF's Word::merge_all runs).
 #include "runtime/text/tokenizer.h"
 
 #include <algorithm>
 #include <array>
+#include <deque>
 
 #include "runtime/core/check.h"
+#include "runtime/text/normalize.h"
 #include "runtime/text/pretokenize.h"
 
 namespace secateur::text {
@@ -100,6 +103,7 @@ const std::string& byte_to_unicode(uint8_t b) {
 struct Tokenizer::WordCache {
   std::unordered_map<std::string_view, std::pair<uint32_t, uint32_t>> spans;   // word -> (offset, count) in ids
   std::vector<int32_t> ids;
+  std::deque<std::string> normalized;   // pieces the normalizer changed; spans' keys may point into them
 };
 
 Tokenizer::Tokenizer(TokenizerSpec spec) : spec_(std::move(spec)) {
@@ -111,6 +115,8 @@ Tokenizer::Tokenizer(TokenizerSpec spec) : spec_(std::move(spec)) {
                                  {"unk", spec_.unk_id}, {"pad", spec_.pad_id}})
     SECATEUR_CHECK(id >= -1 && id < n, "[text/tokenizer] {} id {} outside the vocabulary (size {})", what, id, n);
   SECATEUR_CHECK(!spec_.add_bos || spec_.bos_id >= 0, "[text/tokenizer] add_bos is set but there is no bos id");
+  SECATEUR_CHECK(spec_.normalizer.empty() || spec_.normalizer == "NFC",
+                 "[text/tokenizer] unknown normalizer '{}' (known: none, NFC)", spec_.normalizer);
 
   ids_.reserve(spec_.tokens.size());
   for (int32_t id = 0; id < n; ++id) {
@@ -217,6 +223,8 @@ void Tokenizer::bpe_word(std::string_view word, std::vector<int32_t>& out) const
 }
 
 void Tokenizer::encode_plain(std::string_view text, std::vector<int32_t>& out, WordCache& cache) const {
+  std::string nfc;
+  if (spec_.normalizer == "NFC" && to_nfc(text, nfc)) text = cache.normalized.emplace_back(std::move(nfc));
   std::vector<std::string_view> words;
   pre_->split(text, words);
   for (std::string_view w : words) {

@@ -22,7 +22,8 @@ struct TokenizerSpec {
   std::vector<std::string> tokens;      // byte-level token strings (GPT-2 bytes_to_unicode mapping); id = index
   std::vector<int32_t> token_types;     // GGUF token types: 1 normal, 3 control, 4 user-defined, ...; empty = all normal
   std::vector<std::string> merges;      // "left right", rank = index
-  std::string pre = "gpt2";             // pre-tokenizer: "smollm" (every digit split individually, then GPT-2 split) or "gpt2"
+  std::string pre = "gpt2";             // pre-tokenizer: "gpt2", "smollm" or "qwen2" (pretokenize.h)
+  std::string normalizer;               // "" (none) or "NFC" (normalize.h), applied to the text between added tokens
   int32_t bos_id = -1, eos_id = -1, unk_id = -1, pad_id = -1;
   bool add_bos = false;                 // prepend BOS in encode()
   std::string chat_template;            // carried into tokenizer_config.json when non-empty
@@ -32,10 +33,11 @@ struct TokenizerSpec {
 class Pretokenizer;   // pretokenize.h
 
 // Control tokens (type 3) are HF added tokens with special=true; user-defined tokens (type 4) are
-// added tokens with special=false. Both are cut out of the raw text before pre-tokenisation, in one
-// leftmost-longest, non-overlapping scan, no stripping; with parse_special=false a control-token
-// match is left as plain text (and still hides shorter overlapping matches), exactly as HF does with
-// encode_special_tokens=true. All methods are const and safe to call from several threads.
+// added tokens with special=false. Both are cut out of the raw text before normalisation and
+// pre-tokenisation (HF's normalized=false), in one leftmost-longest, non-overlapping scan, no
+// stripping; with parse_special=false a control-token match is left as plain text (and still hides
+// shorter overlapping matches), exactly as HF does with encode_special_tokens=true. All methods are
+// const and safe to call from several threads.
 class Tokenizer {
  public:
   explicit Tokenizer(TokenizerSpec spec);

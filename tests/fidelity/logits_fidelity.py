@@ -2,8 +2,11 @@
 
 Checks, each with max|delta| / max|ref| <= 1e-4:
   * the converted SmolLM2-135M-Instruct checkpoint (LLaMA, GQA, tied embeddings) on several texts;
+  * Qwen2.5-Coder-0.5B-Instruct read from its GGUF file by Secateur and by transformers' own GGUF
+    loader (qwen2: q/k/v biases, GQA 7:1, untied Q8_0 head, rope theta 1e6) on the same texts, and
+    Secateur's HF export of it, which stock transformers must load as Qwen2ForCausalLM;
   * random tiny models that cover what SmolLM2 does not: GPT-2 (LayerNorm, tanh-GELU, learned
-    positions, biases) and LLaMA with untied embeddings, attention and MLP biases, GQA 4:2;
+    positions, biases), LLaMA with untied embeddings, attention and MLP biases, GQA 4:2, and Qwen2;
   * decoding with the KV cache reproduces the full forward pass.
 """
 import argparse, json, os, subprocess, sys
@@ -51,8 +54,12 @@ def tiny_models(tmp):
         vocab_size=300, hidden_size=64, intermediate_size=80, num_hidden_layers=3, num_attention_heads=4,
         num_key_value_heads=2, head_dim=16, max_position_embeddings=128, rope_theta=50000.0, rms_norm_eps=1e-6,
         tie_word_embeddings=False, attention_bias=True, mlp_bias=True))
+    qwen2 = transformers.Qwen2ForCausalLM(transformers.Qwen2Config(
+        vocab_size=310, hidden_size=64, intermediate_size=72, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=128, rope_theta=1e6, rms_norm_eps=1e-6,
+        tie_word_embeddings=False))
     out = {}
-    for name, m in (("tiny-gpt2", gpt2), ("tiny-llama", llama)):
+    for name, m in (("tiny-gpt2", gpt2), ("tiny-llama", llama), ("tiny-qwen2", qwen2)):
         with torch.no_grad():   # random init leaves small biases at zero: make them matter
             for n, p in m.named_parameters():
                 if n.endswith("bias"):
@@ -67,6 +74,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--dump", required=True)
     ap.add_argument("--model", required=True, help="the converted SmolLM2 HF directory")
+    ap.add_argument("--qwen-gguf", help="Qwen2.5-Coder-0.5B-Instruct GGUF; checked when the file exists")
+    ap.add_argument("--qwen-hf", help="secateur convert's HF directory of that GGUF")
     ap.add_argument("--tmp", required=True)
     a = ap.parse_args()
     torch.set_num_threads(max(1, os.cpu_count() or 1))
@@ -74,6 +83,22 @@ def main():
     tok = transformers.AutoTokenizer.from_pretrained(a.model)
     ref = transformers.AutoModelForCausalLM.from_pretrained(a.model, dtype=torch.float32).eval()
     ok &= compare("smollm2", a.dump, a.model, [tok(t)["input_ids"] for t in TEXTS], a.tmp, ref)
+    if a.qwen_gguf and os.path.exists(a.qwen_gguf):
+        d, f = os.path.split(a.qwen_gguf)
+        qtok = transformers.AutoTokenizer.from_pretrained(d, gguf_file=f)
+        qref = transformers.AutoModelForCausalLM.from_pretrained(d, gguf_file=f, dtype=torch.float32).eval()
+        qids = [qtok(t)["input_ids"] for t in TEXTS]
+        ok &= compare("qwen2.5-0.5b", a.dump, a.qwen_gguf, qids, a.tmp, qref)
+        del qref
+        if a.qwen_hf:   # Secateur's HF export of it: stock transformers loads it as Qwen2ForCausalLM
+            href = transformers.AutoModelForCausalLM.from_pretrained(a.qwen_hf, dtype=torch.float32).eval()
+            kind = type(href).__name__
+            print(f"qwen2.5-0.5b-hf: transformers loads the export as {kind}")
+            ok &= kind == "Qwen2ForCausalLM"
+            ok &= compare("qwen2.5-0.5b-hf", a.dump, a.qwen_hf, qids, a.tmp, href)
+            del href
+    else:
+        print(f"qwen2.5-0.5b: SKIPPED: {a.qwen_gguf} missing (tools/setup.sh fetches it)")
     g = torch.Generator().manual_seed(1)
     for name, (d, m) in tiny_models(a.tmp).items():
         ids = [torch.randint(0, m.config.vocab_size, (n,), generator=g).tolist() for n in (1, 7, 40)]

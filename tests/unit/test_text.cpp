@@ -1,6 +1,7 @@
-// tests/unit/test_text.cpp — runtime/text: byte-level BPE on hand-built vocabularies, the HF file
-// round trip, and the janeaustenr reader on the real Debian database (skipped where it is absent).
-// Exactness against HF `tokenizers` on SmolLM2's real vocabulary is a fidelity test, not here.
+// tests/unit/test_text.cpp — runtime/text: byte-level BPE on hand-built vocabularies, the three
+// pre-tokenizer patterns and NFC on tricky text, the HF file round trip, and the janeaustenr reader
+// on the real Debian database (skipped where it is absent). Exactness against HF `tokenizers` on
+// real vocabularies (SmolLM2, Qwen2.5) and on every code point is a fidelity test, not here.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <unistd.h>
@@ -12,6 +13,7 @@
 
 #include "runtime/core/check.h"
 #include "runtime/text/austen.h"
+#include "runtime/text/normalize.h"
 #include "runtime/text/pretokenize.h"
 #include "runtime/text/rdata.h"
 #include "runtime/text/tokenizer.h"
@@ -117,9 +119,118 @@ TEST(Pretokenizer, WhitespaceRunKeepsItsLastSpaceForTheNextWord) {
   EXPECT_THAT(tok.encode("a   b"), ElementsAre('a', 256, 257));
 }
 
-TEST(Pretokenizer, UnknownNameIsRejected) {
-  EXPECT_THAT(error_of([] { Pretokenizer p("llama3"); }), HasSubstr("unknown pre-tokenizer 'llama3'"));
+TEST(Pretokenizer, UnknownNameIsRejectedListingTheKnownOnes) {
+  EXPECT_THAT(error_of([] { Pretokenizer p("llama3"); }),
+              HasSubstr("unknown pre-tokenizer 'llama3' (known: gpt2, smollm, qwen2)"));
 }
+
+// ---- Qwen2's pattern (expected pieces: HF tokenizers' Split with transformers' PRETOKENIZE_REGEX) ----
+
+TEST(Qwen2Pretokenizer, ContractionsMatchInAnyCase) {
+  EXPECT_THAT(pieces("qwen2", "HE'S I'M DON'T they'RE We'VE she'LL he'D It'Sa"),
+              ElementsAre("HE", "'S", " I", "'M", " DON", "'T", " they", "'RE", " We", "'VE", " she", "'LL", " he",
+                          "'D", " It", "'S", "a"));
+  EXPECT_THAT(pieces("qwen2", "x'ſa"), ElementsAre("x", "'ſ", "a"));   // U+017F folds to s, as in Oniguruma
+  EXPECT_THAT(pieces("gpt2", "DON'T don't"), ElementsAre("DON", "'", "T", " don", "'t"));   // GPT-2: lower case only
+}
+
+TEST(Qwen2Pretokenizer, EveryNumericCharacterIsAPieceOfItsOwn) {
+  EXPECT_THAT(pieces("qwen2", "abc 1234 x12y 3.14"),
+              ElementsAre("abc", " ", "1", "2", "3", "4", " x", "1", "2", "y", " ", "3", ".", "1", "4"));
+  EXPECT_THAT(pieces("qwen2", "\u0661\u0662 \u00BD \u216B"),   // Arabic-Indic digits, one half, Roman twelve
+              ElementsAre("\u0661", "\u0662", " ", "\u00BD", " ", "\u216B"));
+}
+
+TEST(Qwen2Pretokenizer, NewlinesStickToTheRunBeforeThem) {
+  EXPECT_THAT(pieces("qwen2", "a\n\n\nb  \n  c\r\n\r\nd \t\n"),
+              ElementsAre("a", "\n\n\n", "b", "  \n", " ", " c", "\r\n\r\n", "d", " \t\n"));
+  EXPECT_THAT(pieces("qwen2", "end.\n\n  next"), ElementsAre("end", ".\n\n", " ", " next"));
+  EXPECT_THAT(pieces("qwen2", "!!!\n\n"), ElementsAre("!!!\n\n"));
+}
+
+TEST(Qwen2Pretokenizer, SpacesBeforeAWordLeaveItOneAndTrailingSpacesStayTogether) {
+  EXPECT_THAT(pieces("qwen2", "x  y"), ElementsAre("x", " ", " y"));
+  EXPECT_THAT(pieces("qwen2", "  lead"), ElementsAre(" ", " lead"));
+  EXPECT_THAT(pieces("qwen2", "trailing   "), ElementsAre("trailing", "   "));
+  EXPECT_THAT(pieces("qwen2", "a \n"), ElementsAre("a", " \n"));
+}
+
+TEST(Qwen2Pretokenizer, AnyNonLetterMayLeadAWord) {
+  EXPECT_THAT(pieces("qwen2", "(?i) don't"), ElementsAre("(?", "i", ")", " don", "'t"));
+  EXPECT_THAT(pieces("qwen2", "Привет мир 你好世界 مرحبا"), ElementsAre("Привет", " мир", " 你好世界", " مرحبا"));
+  // Letters and digits new in Unicode 16 (Garay), which PCRE2 10.42 does not know but Oniguruma does.
+  EXPECT_THAT(pieces("qwen2", "a\U00010D4Ab x\U00010D40\U00010D41"),
+              ElementsAre("a\U00010D4Ab", " x", "\U00010D40", "\U00010D41"));
+}
+
+TEST(Qwen2Pretokenizer, PunctuationAndEmojiRunsTakeOneLeadingSpace) {
+  EXPECT_THAT(pieces("qwen2", "Hello!!! ... ?! \U0001F600\U0001F600 \U0001F389!! ---> \"q\""),
+              ElementsAre("Hello", "!!!", " ...", " ?!", " \U0001F600\U0001F600", " \U0001F389!!", " --->", " \"",
+                          "q", "\""));
+}
+
+TEST(Qwen2Pretokenizer, WhitespaceIsOnigurumasUnicodeSpace) {
+  // U+00A0, U+2003 and U+3000 are spaces (category Z), so they may lead a word; U+180E and U+200B are
+  // not (PCRE2's own \s would take U+180E); U+0085 is.
+  EXPECT_THAT(pieces("qwen2", "a\u00A0b\u2003c\u3000d"), ElementsAre("a", "\u00A0b", "\u2003c", "\u3000d"));
+  EXPECT_THAT(pieces("qwen2", "\u180E x\u200B y\xC2\x85z"),
+              ElementsAre("\u180E", " x", "\u200B", " y", "\xC2\x85z"));
+}
+
+TEST(Qwen2Pretokenizer, InvalidUtf8IsAPieceOfItsOwn) {
+  EXPECT_THAT(pieces("qwen2", "ab\xFF\xFE" "cd 1"), ElementsAre("ab", "\xFF\xFE", "cd", " ", "1"));
+}
+
+TEST(Tokenizer, Qwen2MergesNeverJoinDigits) {
+  const std::vector<std::string> extra = {"Ġ2", "20", "202"};
+  const std::vector<std::string> merges = {"Ġ 2", "2 0", "20 2"};
+  Tokenizer qwen2(byte_spec(extra, merges, "qwen2"));
+  EXPECT_THAT(qwen2.encode("x 2024"), ElementsAre('x', ' ', '2', '0', '2', '4'));
+}
+
+TEST(HfPattern, TranslationSpellsOutOnigurumasClasses) {
+  const std::string gpt2 = hf_pattern_to_pcre2(kGpt2Pattern);
+  EXPECT_THAT(gpt2, HasSubstr(R"( ?[^\t\n\x{0B}\f\r\x{85}\p{Z}\p{L}\x{1C89}-\x{1C8A})"));   // \s and \p{L} in a class
+  EXPECT_THAT(gpt2, HasSubstr(R"(|[\t\n\x{0B}\f\r\x{85}\p{Z}]+(?![^\t\n\x{0B}\f\r\x{85}\p{Z}])|)"));   // \s+(?!\S)
+  EXPECT_EQ(hf_pattern_to_pcre2(R"([^\r\n]x\'')"), R"([^\r\n]x\'')");
+  EXPECT_THAT(error_of([] { hf_pattern_to_pcre2(R"(\p{Lu}+)"); }), HasSubstr("'\\p{Lu}' has no HF-exact class"));
+  EXPECT_THAT(error_of([] { hf_pattern_to_pcre2(R"(\d+)"); }), HasSubstr("'\\d' has no HF-exact class"));
+  EXPECT_THAT(error_of([] { hf_pattern_to_pcre2(R"([a\S])"); }), HasSubstr("\\S inside a character class"));
+  EXPECT_THAT(error_of([] { hf_pattern_to_pcre2("[a"); }), HasSubstr("unterminated character class"));
+}
+
+// ---- NFC (expected strings: HF tokenizers' normalizers.NFC) ----
+
+std::string nfc_of(const std::string& text) {
+  std::string out;
+  return to_nfc(text, out) ? out : text;
+}
+
+TEST(Nfc, ComposesAndLeavesNormalisedTextAlone) {
+  std::string out = "untouched";
+  EXPECT_FALSE(to_nfc("plain ascii", out));
+  EXPECT_FALSE(to_nfc("caf\u00E9 \u00C5", out));
+  EXPECT_EQ(out, "untouched");
+  EXPECT_EQ(nfc_of("cafe\u0301"), "caf\u00E9");
+  EXPECT_EQ(nfc_of("\u212B"), "\u00C5");                          // ANGSTROM SIGN -> A with ring
+  EXPECT_EQ(nfc_of("\u0958"), "\u0915\u093C");                    // a composition exclusion decomposes
+  EXPECT_EQ(nfc_of("\u1100\u1161\u11A8"), "\uAC01");              // Hangul jamo compose
+  EXPECT_EQ(nfc_of("a\u0301\u0323"), "\u1EA1\u0301");              // combining marks reordered, then composed
+  EXPECT_EQ(nfc_of(">\u0338"), "\u226F");
+}
+
+TEST(Nfc, CharactersNewerThanUnicode9AreLeftAsHfLeavesThem) {
+  // U+1DF6 (Unicode 10, combining class 232): current Unicode reorders it after U+0323 and composes
+  // a + U+0323; HF's Unicode 9.0 tables treat it as a starter, so nothing changes.
+  EXPECT_EQ(nfc_of("a\u1DF6\u0323"), "a\u1DF6\u0323");
+  EXPECT_EQ(nfc_of("e\u0301\u1DF6e\u0301"), "\u00E9\u1DF6\u00E9");
+}
+
+TEST(Nfc, InvalidUtf8IsKeptAndSplitsTheRuns) {
+  EXPECT_EQ(nfc_of("A\u030A\xFF e\xC3"), "\u00C5\xFF e\xC3");
+  EXPECT_EQ(nfc_of("e\xFF\u0301"), "e\xFF\u0301");
+}
+
 
 TokenizerSpec chat_spec() {
   TokenizerSpec spec = byte_spec({"<|im_start|>", "<|im_end|>", "<tool>", "hi"}, {"h i"});
@@ -130,6 +241,23 @@ TokenizerSpec chat_spec() {
   spec.bos_id = 256;
   spec.eos_id = 257;
   return spec;
+}
+
+TEST(Tokenizer, NfcNormalizerEncodesComposedAndDecomposedTextAlike) {
+  TokenizerSpec spec = chat_spec();
+  spec.pre = "qwen2";
+  spec.normalizer = "NFC";
+  Tokenizer nfc(spec);
+  EXPECT_EQ(nfc.encode("cafe\u0301 <tool>e\u0301"), nfc.encode("caf\u00E9 <tool>\u00E9"));
+  EXPECT_EQ(nfc.decode(nfc.encode("cafe\u0301")), "caf\u00E9");
+  // Added tokens are cut out of the raw text first (HF's normalized=false): U+0338 after "<tool>"
+  // does not turn its ">" into U+226F.
+  EXPECT_EQ(nfc.encode("<tool>\u0338").front(), 258);
+  spec.normalizer = "";
+  Tokenizer plain(spec);
+  EXPECT_NE(plain.encode("cafe\u0301"), plain.encode("caf\u00E9"));
+  spec.normalizer = "NFKC";
+  EXPECT_THAT(error_of([&] { Tokenizer t(spec); }), HasSubstr("unknown normalizer 'NFKC' (known: none, NFC)"));
 }
 
 TEST(Tokenizer, SpecialTokensAreMatchedInRawText) {
@@ -224,6 +352,67 @@ TEST(HfFiles, MalformedTokenizerJsonIsRejectedNamingTheFile) {
              "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": false}})";
   EXPECT_THAT(error_of([&] { Tokenizer::from_hf_json(path); }), HasSubstr(path + ": token ids are not contiguous"));
   EXPECT_THAT(error_of([&] { Tokenizer::from_hf_json(dir / "missing.json"); }), HasSubstr("cannot open"));
+}
+
+TEST(HfFiles, Qwen2WithNfcRoundTripsAsTransformersWritesIt) {
+  ScratchDir dir;
+  TokenizerSpec spec = chat_spec();
+  spec.pre = "qwen2";
+  spec.normalizer = "NFC";
+  Tokenizer tok(spec);
+  tok.write_hf_files(dir.str());
+  std::ifstream in(dir / "tokenizer.json");
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_THAT(text, HasSubstr(R"("normalizer": {
+    "type": "NFC"
+  })"));
+  EXPECT_THAT(text, HasSubstr(R"("Regex": "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|)"));
+  EXPECT_THAT(text, HasSubstr(R"("behavior": "Isolated")"));
+  EXPECT_THAT(text, HasSubstr(R"("use_regex": false)"));
+
+  Tokenizer back = Tokenizer::from_hf_json(dir / "tokenizer.json");
+  EXPECT_EQ(back.spec().pre, "qwen2");
+  EXPECT_EQ(back.spec().normalizer, "NFC");
+  for (const std::string t : {"<|im_start|>hi 12 <tool> x1", "HE'S  cafe\u0301\n\n", "ünïcode 😀!!"})
+    EXPECT_EQ(back.encode(t), tok.encode(t)) << t;
+}
+
+TEST(HfFiles, OtherSplitPatternsAndNormalizersAreRejected) {
+  ScratchDir dir;
+  Tokenizer(byte_spec({}, {}, "qwen2")).write_hf_files(dir.str());
+  const std::string path = dir / "tokenizer.json";
+  std::ifstream in(path);
+  const std::string good((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  auto with = [&](const std::string& from, const std::string& to) {
+    std::string text = good;
+    const size_t at = text.find(from);
+    EXPECT_NE(at, std::string::npos) << from;
+    if (at != std::string::npos) text.replace(at, from.size(), to);
+    std::ofstream(path, std::ios::trunc) << text;
+    return error_of([&] { Tokenizer::from_hf_json(path); });
+  };
+  EXPECT_THAT(with("|\\\\p{N}|", "|\\\\p{N}{1,3}|"), HasSubstr(path + ": unsupported pre_tokenizer"));   // Llama 3's
+  EXPECT_THAT(with("\"Isolated\"", "\"Removed\""), HasSubstr("unsupported pre_tokenizer"));
+  EXPECT_THAT(with("\"use_regex\": false", "\"use_regex\": true"), HasSubstr("use_regex=true is not supported"));
+  EXPECT_THAT(with("\"normalizer\": null", "\"normalizer\": {\"type\": \"NFKC\"}"),
+              HasSubstr(path + ": normalizer {\"type\":\"NFKC\"} is not supported (supported: none, NFC)"));
+}
+
+TEST(HfFiles, NormalizedAddedTokenWithANormalizerIsRejected) {
+  ScratchDir dir;
+  TokenizerSpec spec = chat_spec();
+  spec.normalizer = "NFC";
+  Tokenizer(spec).write_hf_files(dir.str());
+  const std::string path = dir / "tokenizer.json";
+  std::ifstream in(path);
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const std::string from = "\"normalized\": false";
+  const size_t at = text.find(from);
+  ASSERT_NE(at, std::string::npos);
+  text.replace(at, from.size(), "\"normalized\": true");
+  std::ofstream(path, std::ios::trunc) << text;
+  EXPECT_THAT(error_of([&] { Tokenizer::from_hf_json(path); }),
+              HasSubstr("added token '<|im_start|>' has normalized=true"));
 }
 
 // ---- Austen ----
