@@ -10,32 +10,6 @@
 namespace secateur::io {
 namespace {
 
-struct TypeEntry {
-  uint32_t id;
-  GgmlTypeTraits traits;
-};
-
-// Block geometry as in ggml (and gguf-py's GGML_QUANT_SIZES).
-constexpr TypeEntry kTypes[] = {
-    {0, {"F32", 1, 4, true}},         {1, {"F16", 1, 2, true}},
-    {2, {"Q4_0", 32, 18, true}},      {3, {"Q4_1", 32, 20, true}},
-    {6, {"Q5_0", 32, 22, true}},      {7, {"Q5_1", 32, 24, true}},
-    {8, {"Q8_0", 32, 34, true}},      {9, {"Q8_1", 32, 40, false}},
-    {10, {"Q2_K", 256, 84, false}},   {11, {"Q3_K", 256, 110, false}},
-    {12, {"Q4_K", 256, 144, true}},   {13, {"Q5_K", 256, 176, true}},
-    {14, {"Q6_K", 256, 210, true}},   {15, {"Q8_K", 256, 292, true}},
-    {16, {"IQ2_XXS", 256, 66, false}}, {17, {"IQ2_XS", 256, 74, false}},
-    {18, {"IQ3_XXS", 256, 98, false}}, {19, {"IQ1_S", 256, 50, false}},
-    {20, {"IQ4_NL", 32, 18, false}},  {21, {"IQ3_S", 256, 110, false}},
-    {22, {"IQ2_S", 256, 82, false}},  {23, {"IQ4_XS", 256, 136, false}},
-    {24, {"I8", 1, 1, false}},        {25, {"I16", 1, 2, false}},
-    {26, {"I32", 1, 4, false}},       {27, {"I64", 1, 8, false}},
-    {28, {"F64", 1, 8, false}},       {29, {"IQ1_M", 256, 56, false}},
-    {30, {"BF16", 1, 2, true}},       {34, {"TQ1_0", 256, 54, false}},
-    {35, {"TQ2_0", 256, 66, false}},  {39, {"MXFP4", 32, 17, false}},
-    {40, {"NVFP4", 64, 36, false}},   {41, {"Q1_0", 128, 18, false}},
-};
-
 inline uint16_t load_u16(const uint8_t* p) {
   uint16_t v;
   std::memcpy(&v, p, 2);
@@ -234,6 +208,55 @@ void dequant_q8_k(const uint8_t* src, float* dst, int64_t n_blocks) {
   }
 }
 
+// Plain types: one element a "block".
+void copy_f32(const uint8_t* src, float* dst, int64_t n) { std::memcpy(dst, src, static_cast<size_t>(n) * 4); }
+void convert_f16(const uint8_t* src, float* dst, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) dst[i] = half_to_float(load_u16(src + 2 * i));
+}
+void convert_bf16(const uint8_t* src, float* dst, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) dst[i] = bf16_to_float(load_u16(src + 2 * i));
+}
+
+using BlockDecoder = void (*)(const uint8_t* src, float* dst, int64_t n_blocks);
+
+struct TypeEntry {
+  uint32_t id;
+  GgmlTypeTraits traits;
+  BlockDecoder decode;   // nullptr: known, not decoded
+};
+
+constexpr TypeEntry entry(uint32_t id, const char* name, int64_t block, int64_t bytes, BlockDecoder decode = nullptr) {
+  return {id, {name, block, bytes, decode != nullptr}, decode};
+}
+
+// Block geometry as in ggml (and gguf-py's GGML_QUANT_SIZES), and each decoder.
+constexpr TypeEntry kTypes[] = {
+    entry(0, "F32", 1, 4, copy_f32),          entry(1, "F16", 1, 2, convert_f16),
+    entry(2, "Q4_0", 32, 18, dequant_q4_0),   entry(3, "Q4_1", 32, 20, dequant_q4_1),
+    entry(6, "Q5_0", 32, 22, dequant_q5_0),   entry(7, "Q5_1", 32, 24, dequant_q5_1),
+    entry(8, "Q8_0", 32, 34, dequant_q8_0),   entry(9, "Q8_1", 32, 40),
+    entry(10, "Q2_K", 256, 84),               entry(11, "Q3_K", 256, 110),
+    entry(12, "Q4_K", 256, 144, dequant_q4_k), entry(13, "Q5_K", 256, 176, dequant_q5_k),
+    entry(14, "Q6_K", 256, 210, dequant_q6_k), entry(15, "Q8_K", 256, 292, dequant_q8_k),
+    entry(16, "IQ2_XXS", 256, 66),            entry(17, "IQ2_XS", 256, 74),
+    entry(18, "IQ3_XXS", 256, 98),            entry(19, "IQ1_S", 256, 50),
+    entry(20, "IQ4_NL", 32, 18),              entry(21, "IQ3_S", 256, 110),
+    entry(22, "IQ2_S", 256, 82),              entry(23, "IQ4_XS", 256, 136),
+    entry(24, "I8", 1, 1),                    entry(25, "I16", 1, 2),
+    entry(26, "I32", 1, 4),                   entry(27, "I64", 1, 8),
+    entry(28, "F64", 1, 8),                   entry(29, "IQ1_M", 256, 56),
+    entry(30, "BF16", 1, 2, convert_bf16),    entry(34, "TQ1_0", 256, 54),
+    entry(35, "TQ2_0", 256, 66),              entry(39, "MXFP4", 32, 17),
+    entry(40, "NVFP4", 64, 36),               entry(41, "Q1_0", 128, 18),
+};
+
+const TypeEntry* find_type(uint32_t type) {
+  for (const TypeEntry& e : kTypes) {
+    if (e.id == type) return &e;
+  }
+  return nullptr;
+}
+
 }  // namespace
 
 float half_to_float(uint16_t h) {
@@ -255,9 +278,8 @@ float half_to_float(uint16_t h) {
 float bf16_to_float(uint16_t b) { return bits_to_float(static_cast<uint32_t>(b) << 16); }
 
 const GgmlTypeTraits* ggml_type_traits(uint32_t type) {
-  for (const auto& e : kTypes)
-    if (e.id == type) return &e.traits;
-  return nullptr;
+  const TypeEntry* e = find_type(type);
+  return e != nullptr ? &e->traits : nullptr;
 }
 
 const char* ggml_type_name(uint32_t type) {
@@ -279,54 +301,14 @@ std::vector<std::string> dequantizable_type_names() {
 }
 
 void dequantize_row(uint32_t ggml_type, const uint8_t* src, float* dst, int64_t n) {
-  const GgmlTypeTraits* t = ggml_type_traits(ggml_type);
-  SECATEUR_CHECK(t != nullptr, "[io/dequant] unknown ggml type id {}", ggml_type);
-  SECATEUR_CHECK(t->dequantizable, "[io/dequant] ggml type {} (id {}) is not supported for dequantisation", t->name,
+  const TypeEntry* e = find_type(ggml_type);
+  SECATEUR_CHECK(e != nullptr, "[io/dequant] unknown ggml type id {}", ggml_type);
+  const GgmlTypeTraits& t = e->traits;
+  SECATEUR_CHECK(e->decode != nullptr, "[io/dequant] ggml type {} (id {}) is not supported for dequantisation", t.name,
                  ggml_type);
-  SECATEUR_CHECK(n >= 0 && n % t->block_size == 0, "[io/dequant] {}: element count {} is not a multiple of block size {}",
-                 t->name, n, t->block_size);
-  const int64_t n_blocks = n / t->block_size;
-  switch (static_cast<GgmlType>(ggml_type)) {
-    case GgmlType::F32:
-      std::memcpy(dst, src, static_cast<size_t>(n) * 4);
-      return;
-    case GgmlType::F16:
-      for (int64_t i = 0; i < n; ++i) dst[i] = half_to_float(load_u16(src + 2 * i));
-      return;
-    case GgmlType::BF16:
-      for (int64_t i = 0; i < n; ++i) dst[i] = bf16_to_float(load_u16(src + 2 * i));
-      return;
-    case GgmlType::Q8_0:
-      dequant_q8_0(src, dst, n_blocks);
-      return;
-    case GgmlType::Q4_0:
-      dequant_q4_0(src, dst, n_blocks);
-      return;
-    case GgmlType::Q4_1:
-      dequant_q4_1(src, dst, n_blocks);
-      return;
-    case GgmlType::Q5_0:
-      dequant_q5_0(src, dst, n_blocks);
-      return;
-    case GgmlType::Q5_1:
-      dequant_q5_1(src, dst, n_blocks);
-      return;
-    case GgmlType::Q4_K:
-      dequant_q4_k(src, dst, n_blocks);
-      return;
-    case GgmlType::Q5_K:
-      dequant_q5_k(src, dst, n_blocks);
-      return;
-    case GgmlType::Q6_K:
-      dequant_q6_k(src, dst, n_blocks);
-      return;
-    case GgmlType::Q8_K:
-      dequant_q8_k(src, dst, n_blocks);
-      return;
-    default:
-      break;
-  }
-  SECATEUR_FAIL("[io/dequant] ggml type {} has no decoder", t->name);
+  SECATEUR_CHECK(n >= 0 && n % t.block_size == 0, "[io/dequant] {}: element count {} is not a multiple of block size {}",
+                 t.name, n, t.block_size);
+  e->decode(src, dst, n / t.block_size);
 }
 
 }  // namespace secateur::io
