@@ -6,13 +6,13 @@
   * the decision.json and the pruned checkpoint are byte-identical for (DP, TP) = (1,1), (2,1),
     (1,2), (2,2): with TP the statistics are made whole over the TP ranks and every rank writes
     its own slices of the pruned weights into the checkpoint.
-Qwen2.5-Coder-0.5B (when its GGUF is given and present; 4 calibration windows):
+Qwen2.5-Coder-0.5B (when its GGUF is given and present; 4 calibration windows, bf16 exports):
   * a uniform export loads in stock transformers as Qwen2ForCausalLM, logits as Secateur's;
   * DP = 2 gives the byte-identical decision and checkpoint; TP = 2 the same widths, and removed
     neurons that differ only at near-ties of fp32 scores (the row-parallel sums round differently):
     at least 99.9% of them the same, the number printed.
 """
-import argparse, json, os, subprocess, sys
+import argparse, json, os, shutil, subprocess, sys
 
 import torch
 from safetensors.torch import load_file
@@ -52,7 +52,7 @@ def removed(run_dir):
 
 def qwen2(a):
     ok = True
-    small = ("calibration.samples=4",)
+    small = ("calibration.samples=4", "convert.dtype=bfloat16")   # bf16 exports: half the disk
     uniform = prune(a.secateur, a.qwen_gguf, os.path.join(a.tmp, "qwen2-uniform"), "prune.scope=uniform",
                     "prune.keep_layers=[]", *small)
     kind, rel = logits_match(a, uniform, "qwen2-uniform", a.tmp)
@@ -79,6 +79,8 @@ def qwen2(a):
     print(f"qwen2 (DP, TP) = (1, 2) vs (1, 1): same widths {shapes}, {common} of {total} removed units the same "
           f"({100 * common / max(total, 1):.3f}%, at least 99.9%)")
     ok &= shapes and common >= 0.999 * total
+    for d in ("qwen2-uniform", "qwen2-dp1tp1", "qwen2-dp2tp1", "qwen2-dp1tp2"):   # 1 GB each
+        shutil.rmtree(os.path.join(a.tmp, d), ignore_errors=True)
     return ok
 
 

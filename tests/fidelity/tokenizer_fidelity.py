@@ -164,6 +164,7 @@ def qwen2_checks(a):
     seconds = run([a.secateur, "convert", "--in", a.qwen_gguf, "--out", hf_dir, "convert.dtype=bfloat16",
                    "run.dir=" + os.path.join(tmp, "convert-run")])
     print(f"qwen2: secateur convert wrote {hf_dir} in {seconds:.1f} s")
+    os.remove(os.path.join(hf_dir, "model.safetensors"))   # only its tokenizer files are read here (1 GB)
     refs["tokenizer.json"] = Tokenizer.from_file(os.path.join(hf_dir, "tokenizer.json"))
     auto = AutoTokenizer.from_pretrained(hf_dir).backend_tokenizer
 
