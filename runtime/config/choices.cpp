@@ -50,9 +50,10 @@ const std::map<std::string, std::vector<std::string>>& table() {
 
 }  // namespace
 
-std::vector<std::string> choices_of(const std::string& key) {
+const std::vector<std::string>& choices_of(const std::string& key) {
+  static const std::vector<std::string> none;
   const auto it = table().find(key);
-  return it == table().end() ? std::vector<std::string>{} : it->second;
+  return it == table().end() ? none : it->second;
 }
 
 size_t choice_index(const std::string_view* list, size_t n, const std::string& key, const std::string& value) {

@@ -33,7 +33,7 @@ inline constexpr std::string_view log_level[] = {"debug", "info", "warn", "error
 }  // namespace choices
 
 // The names a key's value must be one of; empty when the key takes any value.
-std::vector<std::string> choices_of(const std::string& key);
+const std::vector<std::string>& choices_of(const std::string& key);
 
 // The index of `value` in names; otherwise Error "[config] 'key' = 'value' is not allowed
 // (allowed: ...)", the allowed names sorted.

@@ -44,13 +44,11 @@ void check_scalar(const std::string& key, const YAML::Node& value, const YAML::N
   const Kind got = kind_of(value);
   const bool ok = want == got || want == Kind::string || (want == Kind::number && got == Kind::integer);
   SECATEUR_CHECK(ok, "[config] {}: '{}' must be {}, got '{}'", src, key, kind_name(want), value.Scalar());
-  std::vector<std::string> allowed = choices_of(key);
-  if (!allowed.empty()) {
-    std::sort(allowed.begin(), allowed.end());
-    SECATEUR_CHECK(std::binary_search(allowed.begin(), allowed.end(), value.Scalar()),
-                   "[config] {}: '{}' = '{}' is not allowed (allowed: {})", src, key, value.Scalar(),
-                   fmt::join(allowed, ", "));
-  }
+  const std::vector<std::string>& allowed = choices_of(key);
+  if (allowed.empty() || std::find(allowed.begin(), allowed.end(), value.Scalar()) != allowed.end()) return;
+  std::vector<std::string> sorted = allowed;
+  std::sort(sorted.begin(), sorted.end());
+  SECATEUR_FAIL("[config] {}: '{}' = '{}' is not allowed (allowed: {})", src, key, value.Scalar(), fmt::join(sorted, ", "));
 }
 
 // Checks `user` against `schema` (the defaults) and writes the merged result into `out`.

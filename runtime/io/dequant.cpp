@@ -125,41 +125,29 @@ inline SubScales k_sub_scales(const uint8_t* block) {
 
 // Q4_K: f16 d, f16 dmin, scales[12], uint8 qs[128]. Sub-blocks 2k and 2k+1 are the low and the high
 // nibbles of qs[32k .. 32k+31].
-void dequant_q4_k(const uint8_t* src, float* dst, int64_t n_blocks) {
-  for (int64_t b = 0; b < n_blocks; ++b, src += 144, dst += 256) {
-    const SubScales sub = k_sub_scales(src);
-    const uint8_t* qs = src + 16;
-    for (int k = 0; k < 4; ++k) {
-      const float d_lo = sub.scale[2 * k], m_lo = sub.min[2 * k];
-      const float d_hi = sub.scale[2 * k + 1], m_hi = sub.min[2 * k + 1];
-      const uint8_t* q = qs + 32 * k;
-      float* y = dst + 64 * k;
-      for (int l = 0; l < 32; ++l) {
-        const float lo = d_lo * static_cast<float>(q[l] & 0x0F);
-        const float hi = d_hi * static_cast<float>(q[l] >> 4);
-        y[l] = lo - m_lo;
-        y[l + 32] = hi - m_hi;
-      }
-    }
-  }
-}
-
-// Q5_K: f16 d, f16 dmin, scales[12], uint8 qh[32], uint8 qs[128]. As Q4_K, with bit i of qh[l] the
+// Q5_K: f16 d, f16 dmin, scales[12], uint8 qh[32], uint8 qs[128]: as Q4_K, with bit i of qh[l] the
 // fifth bit of element l of sub-block i.
-void dequant_q5_k(const uint8_t* src, float* dst, int64_t n_blocks) {
-  for (int64_t b = 0; b < n_blocks; ++b, src += 176, dst += 256) {
+template <bool kFifthBit>
+void dequant_k_nibbles(const uint8_t* src, float* dst, int64_t n_blocks) {
+  constexpr int64_t kBlockBytes = kFifthBit ? 176 : 144;
+  for (int64_t b = 0; b < n_blocks; ++b, src += kBlockBytes, dst += 256) {
     const SubScales sub = k_sub_scales(src);
     const uint8_t* qh = src + 16;
-    const uint8_t* qs = src + 48;
+    const uint8_t* qs = src + (kFifthBit ? 48 : 16);
     for (int k = 0; k < 4; ++k) {
       const float d_lo = sub.scale[2 * k], m_lo = sub.min[2 * k];
       const float d_hi = sub.scale[2 * k + 1], m_hi = sub.min[2 * k + 1];
       const uint8_t* q = qs + 32 * k;
       float* y = dst + 64 * k;
       for (int l = 0; l < 32; ++l) {
-        const int h = qh[l] >> (2 * k);
-        const float lo = d_lo * static_cast<float>((q[l] & 0x0F) | ((h & 1) << 4));
-        const float hi = d_hi * static_cast<float>((q[l] >> 4) | ((h & 2) << 3));
+        int q_lo = q[l] & 0x0F, q_hi = q[l] >> 4;
+        if constexpr (kFifthBit) {
+          const int h = qh[l] >> (2 * k);
+          q_lo |= (h & 1) << 4;
+          q_hi |= (h & 2) << 3;
+        }
+        const float lo = d_lo * static_cast<float>(q_lo);   // rounded product, then the subtraction
+        const float hi = d_hi * static_cast<float>(q_hi);
         y[l] = lo - m_lo;
         y[l + 32] = hi - m_hi;
       }
@@ -236,7 +224,7 @@ constexpr TypeEntry kTypes[] = {
     entry(6, "Q5_0", 32, 22, dequant_q5_0),   entry(7, "Q5_1", 32, 24, dequant_q5_1),
     entry(8, "Q8_0", 32, 34, dequant_q8_0),   entry(9, "Q8_1", 32, 40),
     entry(10, "Q2_K", 256, 84),               entry(11, "Q3_K", 256, 110),
-    entry(12, "Q4_K", 256, 144, dequant_q4_k), entry(13, "Q5_K", 256, 176, dequant_q5_k),
+    entry(12, "Q4_K", 256, 144, dequant_k_nibbles<false>), entry(13, "Q5_K", 256, 176, dequant_k_nibbles<true>),
     entry(14, "Q6_K", 256, 210, dequant_q6_k), entry(15, "Q8_K", 256, 292, dequant_q8_k),
     entry(16, "IQ2_XXS", 256, 66),            entry(17, "IQ2_XS", 256, 74),
     entry(18, "IQ3_XXS", 256, 98),            entry(19, "IQ1_S", 256, 50),
