@@ -1,4 +1,4 @@
-"""A random LLaMA (transformers' init, seed 0) with SmolLM2's tokenizer files, written as an HF directory:
+"""Random models (transformers' init, seed 0) with SmolLM2's tokenizer files, written as HF directories:
 the small models of the CLI tests that run Secateur end to end."""
 import os, shutil
 
@@ -6,8 +6,19 @@ import torch
 import transformers
 
 
-def make_random_llama(tokenizer_dir, out, **config):
-    torch.manual_seed(0)
-    transformers.LlamaForCausalLM(transformers.LlamaConfig(vocab_size=49152, **config)).save_pretrained(out)
+def save_with_tokenizer(model, tokenizer_dir, out):
+    model.save_pretrained(out)
     for f in ("tokenizer.json", "tokenizer_config.json"):
         shutil.copy(os.path.join(tokenizer_dir, f), out)
+
+
+def make_random_llama(tokenizer_dir, out, **config):
+    torch.manual_seed(0)
+    save_with_tokenizer(transformers.LlamaForCausalLM(transformers.LlamaConfig(vocab_size=49152, **config)),
+                        tokenizer_dir, out)
+
+
+def make_random_gpt2(tokenizer_dir, out, **config):
+    torch.manual_seed(0)
+    save_with_tokenizer(transformers.GPT2LMHeadModel(transformers.GPT2Config(vocab_size=49152, **config)),
+                        tokenizer_dir, out)

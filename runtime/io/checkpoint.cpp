@@ -260,10 +260,13 @@ text::Tokenizer load_tokenizer(const std::string& path) {
 
 namespace {
 
-// Everything of an HF directory but the weights.
+// Everything of an HF directory but the weights (with the modeling file when its config needs one).
 void write_side_files(const fs::path& dir, const ModelConfig& config, at::ScalarType dtype,
                       const text::Tokenizer* tokenizer) {
   write_json(dir / "config.json", config_to_hf(config, dtype_name(dtype)));
+  if (needs_modeling_file(config)) {
+    write_file_atomic((dir / (std::string(kModelingModule) + ".py")).string(), modeling_file_source());
+  }
   nlohmann::json gen = {{"do_sample", false}};
   if (config.bos_id >= 0) gen["bos_token_id"] = config.bos_id;
   if (config.eos_id >= 0) gen["eos_token_id"] = config.eos_id;

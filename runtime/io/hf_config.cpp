@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "runtime/core/check.h"
+#include "runtime/io/modeling_secateur_py.h"
 #include "runtime/model/spec.h"
 
 namespace secateur::io {
@@ -52,7 +53,8 @@ void read_layer_widths(const json& j, ModelConfig& c, const std::string& where) 
 }  // namespace
 
 ModelConfig config_from_hf(const json& j, const std::string& where) {
-  const std::string type = get<std::string>(j, "model_type", where);
+  std::string type = get<std::string>(j, "model_type", where);
+  if (type.rfind(kModelTypePrefix, 0) == 0) type.erase(0, std::char_traits<char>::length(kModelTypePrefix));
   const model::ArchSpec* spec = model::find_arch_by_hf_type(type);
   SECATEUR_CHECK(spec != nullptr, "[io/hf_config] {}: model_type '{}' is not supported ({})", where, type,
                  model::hf_model_types());
@@ -91,12 +93,12 @@ ModelConfig config_from_hf(const json& j, const std::string& where) {
     c.hidden = get<int64_t>(j, "n_embd", where);
     const int64_t layers = get<int64_t>(j, "n_layer", where);
     const int64_t heads = get<int64_t>(j, "n_head", where);
-    SECATEUR_CHECK(heads > 0 && c.hidden % heads == 0, "[io/hf_config] {}: n_embd {} is not divisible by n_head {}",
-                   where, c.hidden, heads);
+    SECATEUR_CHECK(j.contains("head_dim") || (heads > 0 && c.hidden % heads == 0),
+                   "[io/hf_config] {}: n_embd {} is not divisible by n_head {}", where, c.hidden, heads);
     c.n_heads.assign(layers, heads);
     c.n_kv_heads.assign(layers, heads);
     c.d_ff.assign(layers, get_or<int64_t>(j, "n_inner", 4 * c.hidden, where));
-    c.head_dim = c.hidden / heads;
+    c.head_dim = j.contains("head_dim") ? get<int64_t>(j, "head_dim", where) : c.hidden / heads;
     c.max_positions = get<int64_t>(j, "n_positions", where);
     c.norm_eps = get_or<double>(j, "layer_norm_epsilon", 1e-5, where);
     const std::string act = get_or<std::string>(j, "activation_function", "gelu_new", where);
@@ -113,12 +115,24 @@ ModelConfig config_from_hf(const json& j, const std::string& where) {
   return c;
 }
 
+std::string_view modeling_file_source() { return kModelingSecateurPy; }
+
+bool needs_modeling_file(const ModelConfig& c) {
+  const bool stock = c.uniform() && (c.family != Family::gpt2 || c.n_heads.front() * c.head_dim == c.hidden);
+  return !stock && !model::spec_of(c).hf_config_class.empty();
+}
+
 json config_to_hf(const ModelConfig& c, const std::string& dtype_name) {
   json j;
   const auto id = [](int64_t v) { return v < 0 ? json(nullptr) : json(v); };
   const model::ArchSpec& spec = model::spec_of(c);
-  j["architectures"] = {spec.hf_class};
-  j["model_type"] = spec.hf_model_type;
+  const bool custom = needs_modeling_file(c);
+  j["architectures"] = {custom ? "Secateur" + spec.hf_class : spec.hf_class};
+  j["model_type"] = custom ? kModelTypePrefix + spec.hf_model_type : spec.hf_model_type;
+  if (custom) {
+    const std::string prefix = std::string(kModelingModule) + ".Secateur";
+    j["auto_map"] = {{"AutoConfig", prefix + spec.hf_config_class}, {"AutoModelForCausalLM", prefix + spec.hf_class}};
+  }
   if (c.family == Family::llama) {
     j["vocab_size"] = c.vocab_size;
     j["hidden_size"] = c.hidden;
@@ -130,7 +144,6 @@ json config_to_hf(const ModelConfig& c, const std::string& dtype_name) {
     j["max_position_embeddings"] = c.max_positions;
     j["rms_norm_eps"] = c.norm_eps;
     j["rope_theta"] = c.rope_theta;
-    j["rope_scaling"] = nullptr;
     j["hidden_act"] = "silu";
     j["attention_dropout"] = 0.0;
     j["initializer_range"] = 0.02;
@@ -145,8 +158,13 @@ json config_to_hf(const ModelConfig& c, const std::string& dtype_name) {
     j["vocab_size"] = c.vocab_size;
     j["n_embd"] = c.hidden;
     j["n_layer"] = c.n_layers();
-    j["n_head"] = c.n_heads.front();
     j["n_inner"] = c.d_ff.front();
+    if (custom) {   // the heads are head_dim wide (n_embd / n_head is not); n_head only has to divide n_embd
+      j["head_dim"] = c.head_dim;
+      j["n_head"] = c.hidden % c.head_dim == 0 ? c.hidden / c.head_dim : 1;
+    } else {
+      j["n_head"] = c.n_heads.front();
+    }
     j["n_positions"] = c.max_positions;
     j["layer_norm_epsilon"] = c.norm_eps;
     j["activation_function"] = "gelu_new";
@@ -158,7 +176,7 @@ json config_to_hf(const ModelConfig& c, const std::string& dtype_name) {
   j["pad_token_id"] = id(c.pad_id);
   j["torch_dtype"] = dtype_name;
   j["use_cache"] = true;
-  if (!c.uniform()) {
+  if (!c.uniform() || custom) {
     j["secateur_layer_widths"] = {
         {"num_attention_heads", c.n_heads}, {"num_key_value_heads", c.n_kv_heads}, {"intermediate_size", c.d_ff}};
   }

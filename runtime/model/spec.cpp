@@ -131,6 +131,7 @@ ArchSpec decoder_arch(const char* name, Family family, bool gpt2) {
   a.family = family;
   a.hf_model_type = name;
   a.hf_class = gpt2 ? "GPT2LMHeadModel" : "LlamaForCausalLM";
+  a.hf_config_class = gpt2 ? "GPT2Config" : "LlamaConfig";
   a.layer_prefix = "model.layers.";
   a.gguf_arch = gpt2 ? "" : name;
   a.heads_are_kv = gpt2;
@@ -155,6 +156,7 @@ ArchSpec decoder_arch(const char* name, Family family, bool gpt2) {
 ArchSpec qwen2_arch() {
   ArchSpec a = decoder_arch("qwen2", Family::llama, false);
   a.hf_class = "Qwen2ForCausalLM";
+  a.hf_config_class = "Qwen2Config";
   a.hf_llama_keys = false;
   std::vector<TensorSpec> layer;
   for (TensorSpec& t : a.layer) {

@@ -74,6 +74,8 @@ struct ArchSpec {
   Family family;                     // the forward code that runs it
   std::string hf_model_type;         // config.json's model_type
   std::string hf_class;              // config.json's architectures[0]
+  std::string hf_config_class;       // its transformers config class; with widths that differ per layer the
+                                     // export is "Secateur" + these (runtime/io/modeling_secateur.py), "" = none
   std::string gguf_arch;             // GGUF general.architecture ("" = no GGUF loader)
   std::string layer_prefix;          // of a layer tensor's name, before the layer's index
   std::string hf_prefix, hf_layer_prefix;   // of TensorSpec::hf names (GPT-2: "transformer.", "h.")
