@@ -46,6 +46,13 @@ void rank(std::vector<Candidate>& c) {
   });
 }
 
+// Of n units with k to go, how many go so that what stays is the multiple of r nearest to n - k,
+// and at least r (n below r: k).
+int64_t rounded_removal(int64_t n, int64_t k, int64_t r) {
+  if (r <= 1 || n < r) return k;
+  return n - std::clamp<int64_t>((n - k + r / 2) / r * r, r, n);
+}
+
 }  // namespace
 
 uint64_t decision_hash(const std::vector<Group>& removed) {
@@ -76,6 +83,7 @@ void validate(const PruneOptions& opt, const ModelConfig& c) {
                  opt.scope);
   SECATEUR_CHECK(opt.mlp || opt.attention != "none" || opt.scope == "channel" || opt.scope == "layer",
                  "[config] 'prune.mlp' is false and 'prune.attention' is none: nothing to prune");
+  SECATEUR_CHECK(opt.round_to >= 1, "[config] 'prune.round_to' = {} must be at least 1 (1: any width)", opt.round_to);
   SECATEUR_CHECK(opt.min_keep > 0.0 && opt.min_keep <= 1.0, "[config] 'prune.min_keep' = {} must be in (0, 1]",
                  opt.min_keep);
   SECATEUR_CHECK(opt.keep_first >= 0.0 && opt.keep_first < 1.0, "[config] 'prune.keep_first' = {} must be in [0, 1)",
@@ -147,6 +155,11 @@ std::vector<Group> take_whole_model(const Budget& b) {
     if (static_cast<int64_t>(removed.size()) >= most || taken + x.params > b.budget) break;
     taken += x.params;
     removed.push_back(x.group);
+  }
+  if (b.opt.scope == "channel") {
+    const auto n = static_cast<size_t>(rounded_removal(c.hidden, static_cast<int64_t>(removed.size()), b.opt.round_to));
+    removed.clear();
+    for (size_t i = 0; i < n; ++i) removed.push_back(ranked[i].group);
   }
   SECATEUR_CHECK(b.opt.ratio == 0.0 || !removed.empty(), "[config] 'prune.ratio' = {} is below one {} ({:.4f} of the "
                  "parameters) under scope {}: nothing would be removed", b.opt.ratio, b.opt.scope,
@@ -275,6 +288,24 @@ std::vector<Group> take_per_layer(const Budget& b, const ByLayerKind& by_layer_k
   return removed;
 }
 
+// round_to: each pruned MLP's removed neurons become the rounded number of its lowest-ranked ones
+// (the order both per_layer and global take them in: within a layer, global's normalised score
+// ranks as the raw one).
+void round_mlp_widths(const Budget& b, const ByLayerKind& by_layer_kind, std::vector<Group>& removed) {
+  if (b.opt.round_to <= 1) return;
+  std::map<int64_t, int64_t> going;
+  for (const Group& g : removed) going[g.layer] += g.kind == GroupKind::neuron;
+  removed.erase(std::remove_if(removed.begin(), removed.end(), [](const Group& g) { return g.kind == GroupKind::neuron; }),
+                removed.end());
+  for (const auto& [key, cands] : by_layer_kind) {
+    if (static_cast<GroupKind>(key.second) != GroupKind::neuron) continue;
+    std::vector<Candidate> sorted = cands;
+    rank(sorted);
+    const int64_t n = rounded_removal(static_cast<int64_t>(cands.size()), going[key.first], b.opt.round_to);
+    for (int64_t i = 0; i < n; ++i) removed.push_back(sorted[i].group);
+  }
+}
+
 }  // namespace
 
 Decision decide(const ModelConfig& c, const Statistics& stats, const PruneOptions& opt) {
@@ -287,10 +318,10 @@ Decision decide(const ModelConfig& c, const Statistics& stats, const PruneOption
   std::vector<Group> removed;
   if (opt.scope == "channel" || opt.scope == "layer") {
     removed = take_whole_model(b);
-  } else if (opt.scope == "global") {
-    removed = take_global(b, layer_candidates(b));
   } else {
-    removed = take_per_layer(b, layer_candidates(b));
+    const ByLayerKind by_layer_kind = layer_candidates(b);
+    removed = opt.scope == "global" ? take_global(b, by_layer_kind) : take_per_layer(b, by_layer_kind);
+    round_mlp_widths(b, by_layer_kind, removed);
   }
   std::sort(removed.begin(), removed.end(), [](const Group& x, const Group& y) {
     return std::make_tuple(x.layer, static_cast<int>(x.kind), x.index) <
@@ -346,6 +377,7 @@ nlohmann::json Decision::to_json(const PruneOptions& opt) const {
           {"scope", opt.scope},
           {"attention", opt.attention},
           {"mlp", opt.mlp},
+          {"round_to", opt.round_to},
           {"keep_layers", kept_layers},
           {"ratio_target", target_ratio},
           {"ratio_achieved", achieved_ratio},

@@ -16,6 +16,9 @@
 // and channel change every layer alike, so they take no ends and refuse keep_layers.
 // Attention units: none, kv_group (a GQA group with its query heads) or query_head (the same number
 // of query heads from every kv-group; per_layer/uniform only). head_dim never changes.
+// round_to r > 1: every pruned MLP (and, under channel, the hidden size) keeps a multiple of r
+// units — the multiple nearest to what the budget gave it, at least r (a width below r is left as
+// it is) — so the achieved ratio moves off the target by up to r/2 units a layer.
 // Ties break on (score, layer, index), so every rank that holds the same scores decides the same.
 #pragma once
 #include <cstdint>
@@ -38,6 +41,7 @@ struct PruneOptions {
   double keep_first = 0, keep_last = 0;  // fractions of the depth kept dense at each end
   std::vector<int64_t> keep_layers;      // more dense layers (not with uniform or channel)
   double min_keep = 0.1;                 // global: fraction of each kind a layer keeps at least
+  int64_t round_to = 1;                  // kept MLP widths (hidden under channel) are multiples of it
   uint64_t seed = 0;
 };
 

@@ -409,6 +409,51 @@ TEST(Decision, ChannelAndLayerScopesTakeTheLowestWithinTheBudget) {
   EXPECT_EQ(pruning::decide(c, stats, opt).removed.size(), 1u);
 }
 
+TEST(Decision, RoundToKeepsMultiplesAndTheLowestStillGo) {
+  auto c = gqa_llama();
+  c.d_ff.assign(3, 40);
+  c.hidden = 48;
+  model::Decoder m = model::Decoder::with_random_weights(c, 5);
+  const auto stats = pruning::collect_statistics(m, at::randint(c.vocab_size, {2, 6}, at::kLong), {false, false});
+  pruning::PruneOptions opt;
+  opt.criterion = pruning::Criterion::l2;
+  opt.keep_layers = {0};
+  opt.attention = "none";
+  const auto neurons = pruning::enumerate_groups(c, GroupKind::neuron);
+  const auto s = pruning::score_groups(neurons, stats, opt.criterion, opt.aggregate, 0);
+  for (const char* scope : {"per_layer", "global"}) {
+    opt.scope = scope;
+    opt.round_to = 1;
+    opt.ratio = 0.1;
+    const auto free = pruning::decide(c, stats, opt);
+    opt.round_to = 8;
+    const auto d = pruning::decide(c, stats, opt);
+    EXPECT_EQ(d.after.d_ff[0], 40) << scope;                 // the dense layer stays as it is
+    EXPECT_NE(d.after.d_ff, free.after.d_ff) << scope;       // (the budget alone gives no multiples here)
+    for (int64_t l = 1; l < 3; ++l) {
+      EXPECT_EQ(d.after.d_ff[l] % 8, 0) << scope << " layer " << l;
+      EXPECT_LE(std::abs(d.after.d_ff[l] - free.after.d_ff[l]), 4) << scope << ": the nearest multiple";
+      std::set<int64_t> gone;                                 // still the lowest-scored of the layer
+      for (const auto& g : d.removed) {
+        if (g.layer == l) gone.insert(g.index);
+      }
+      double best_removed = -1e300, worst_kept = 1e300;
+      for (size_t i = 0; i < neurons.size(); ++i) {
+        if (neurons[i].layer != l) continue;
+        double& bound = gone.count(neurons[i].index) ? best_removed : worst_kept;
+        bound = gone.count(neurons[i].index) ? std::max(bound, s[i]) : std::min(bound, s[i]);
+      }
+      EXPECT_LE(best_removed, worst_kept) << scope;
+    }
+  }
+  opt.scope = "channel";                                      // the hidden size under channel
+  opt.keep_layers = {};
+  opt.ratio = 0.25;
+  EXPECT_EQ(pruning::decide(c, stats, opt).after.hidden % 8, 0);
+  opt.round_to = 0;
+  EXPECT_THROW(pruning::decide(c, stats, opt), Error);
+}
+
 TEST(Decision, BadOptionsAreRefusedNamingTheKey) {
   const auto c = gqa_llama();
   const pruning::Statistics none;

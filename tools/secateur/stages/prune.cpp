@@ -30,6 +30,7 @@ struct PruneStage : Stage {
     o.keep_last = cfg.get<double>("prune.keep_last");
     o.keep_layers = cfg.get<std::vector<int64_t>>("prune.keep_layers");
     o.min_keep = cfg.get<double>("prune.min_keep");
+    o.round_to = cfg.get<int64_t>("prune.round_to");
     o.seed = static_cast<uint64_t>(cfg.get<int64_t>("run.seed"));
     return s;
   }
