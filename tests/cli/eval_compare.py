@@ -1,5 +1,5 @@
-"""`secateur eval --compare A B`: the last result of each kind in two runs, side by side with B/A;
-a run with an unreadable metrics.jsonl gives one error naming the file and line."""
+"""`secateur eval --compare A B [C]`: the last result of each kind in each run, side by side with
+each run's ratio to A; a run with an unreadable metrics.jsonl gives one error naming the file and line."""
 import json, os, subprocess, sys
 
 
@@ -31,6 +31,15 @@ def main():
     ok &= rows["prefill tok/s"] == ["400", "500", "1.250"]
     ok &= rows["parameters (M)"] == ["100", "80", "0.800"]
     ok &= rows["piqa (acc)"] == ["–", "60", "–"]
+    c = os.path.join(tmp, "c")                                     # a third run: columns C and C / A
+    write_run(c, [{"stage": "eval", "metric": "perplexity", "window": 128, "ppl": 75.0}])
+    r = subprocess.run([secateur, "eval", "--compare", a, b, c], capture_output=True, text=True)
+    print(r.stdout)
+    rows = {l.split("|")[1].strip(): [c.strip() for c in l.split("|")[2:7]] for l in r.stdout.splitlines()[2:]}
+    ok &= r.returncode == 0 and rows["perplexity @128"] == ["50", "60", "75", "1.200", "1.500"]
+    ok &= rows["prefill tok/s"] == ["400", "500", "–", "1.250", "–"]
+    r = subprocess.run([secateur, "eval", "--compare", a], capture_output=True, text=True)
+    ok &= r.returncode != 0                                        # one run is no comparison
     r = subprocess.run([secateur, "eval", "--compare", a, bad], capture_output=True, text=True)
     print(r.stderr.strip())
     ok &= r.returncode == 1 and "metrics.jsonl:2: invalid JSON" in r.stderr and len(r.stderr.strip().splitlines()) == 1

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -59,20 +60,36 @@ Rows read_run(const std::string& run) {
 
 }  // namespace
 
-std::string compare_runs(const std::string& run_a, const std::string& run_b) {
-  const Rows a = read_run(run_a), b = read_run(run_b);
-  std::string md = fmt::format("| | A: {} | B: {} | B / A |\n|---|---|---|---|\n", run_a, run_b);
-  std::vector<std::string> rows = a.order;
-  for (const std::string& row : b.order) {
-    if (!a.value.count(row)) rows.push_back(row);
+std::string compare_runs(const std::vector<std::string>& runs) {
+  SECATEUR_CHECK(runs.size() >= 2, "[compare] --compare needs at least two run directories, got {}", runs.size());
+  std::vector<Rows> results;
+  std::vector<std::string> rows;
+  for (const std::string& run : runs) {
+    results.push_back(read_run(run));
+    for (const std::string& row : results.back().order) {
+      if (std::find(rows.begin(), rows.end(), row) == rows.end()) rows.push_back(row);
+    }
   }
-  const auto cell = [](const Rows& r, const std::string& row) {
-    return r.value.count(row) ? fmt::format("{:.4g}", r.value.at(row)) : std::string("–");
-  };
+  const auto letter = [](size_t i) { return i < 26 ? std::string(1, static_cast<char>('A' + i)) : fmt::format("R{}", i + 1); };
+  std::string head = "|", rule = "|---|";
+  for (size_t i = 0; i < runs.size(); ++i) {
+    head += fmt::format(" | {}: {}", letter(i), runs[i]);
+    rule += "---|";
+  }
+  for (size_t i = 1; i < runs.size(); ++i) {
+    head += fmt::format(" | {} / A", letter(i));
+    rule += "---|";
+  }
+  std::string md = head + " |\n" + rule + "\n";
+  const Rows& first = results.front();
   for (const std::string& row : rows) {
-    const bool both = a.value.count(row) && b.value.count(row) && a.value.at(row) != 0;
-    md += fmt::format("| {} | {} | {} | {} |\n", row, cell(a, row), cell(b, row),
-                      both ? fmt::format("{:.3f}", b.value.at(row) / a.value.at(row)) : "–");
+    md += "| " + row;
+    for (const Rows& r : results) md += r.value.count(row) ? fmt::format(" | {:.4g}", r.value.at(row)) : " | –";
+    for (size_t i = 1; i < results.size(); ++i) {
+      const bool both = first.value.count(row) && results[i].value.count(row) && first.value.at(row) != 0;
+      md += both ? fmt::format(" | {:.3f}", results[i].value.at(row) / first.value.at(row)) : " | –";
+    }
+    md += " |\n";
   }
   return md;
 }

@@ -120,8 +120,9 @@ void Cli::add_stage_commands() {
   convert_->add_option("--in", in_, "model to convert (sets model.path)");
   convert_->add_option("--out", out_, "HF directory to write (sets convert.out)");
   eval_ = stage_command("eval", "perplexity (eval.windows), zero-shot tasks (eval.tasks), speed (eval.speed)");
-  eval_->add_option("--compare", compare_, "two run directories: their final results side by side, with B/A")
-      ->expected(2);
+  eval_->add_option("--compare", compare_, "two or more run directories: their final results side by side, "
+                    "with each one's ratio to the first")
+      ->expected(2, 1 << 16);
   eval_->add_option("--out", out_, "with --compare: also write the table to this file");
   stage_command("prune", "score, decide, remove and export (prune.*, calibration.*)");
   stage_command("gum", "training-time MLP neuron pruning: GUM, movement, gradual random/magnitude (gum.*, recover.*)");
@@ -185,7 +186,7 @@ int Cli::tokenize() const {
 
 int Cli::dispatch(int* argc, char*** argv) {
   if (*eval_ && !compare_.empty()) {
-    const std::string table = tools::compare_runs(compare_[0], compare_[1]);
+    const std::string table = tools::compare_runs(compare_);
     std::cout << table;
     if (!out_.empty()) io::write_file_atomic(out_, table);
     return 0;
