@@ -6,7 +6,6 @@
 #include <map>
 
 #include "runtime/core/check.h"
-#include "runtime/eval/tasks.h"
 #include "runtime/model/spec.h"
 
 namespace secateur::config {
@@ -20,8 +19,6 @@ std::vector<std::string> names(const std::string_view (&list)[N]) {
 
 const std::map<std::string, std::vector<std::string>>& table() {
   static const std::map<std::string, std::vector<std::string>> m = [] {
-    std::vector<std::string> tasks;
-    for (const eval::TaskInfo& t : eval::known_tasks()) tasks.push_back(t.name);
     const std::vector<std::string> proj = model::proj_names();
     return std::map<std::string, std::vector<std::string>>{
         {"model.dtype", names(choices::dtype)},
@@ -40,7 +37,6 @@ const std::map<std::string, std::vector<std::string>>& table() {
         {"prune.aggregate", names(choices::aggregate)},
         {"prune.scope", names(choices::prune_scope)},
         {"prune.attention", names(choices::prune_attention)},
-        {"eval.tasks", tasks},
         {"generate.sampling", names(choices::sampling)},
         {"logging.level", names(choices::log_level)},
     };

@@ -1,8 +1,8 @@
 // runtime/config/choices.h — the config keys whose value is one of a fixed set of names, and the
 // sets: written once here. The schema checks every value against them (Config::load), and each
 // module parses its option with the same list (parse_choice), in the order of its enum where it
-// has one (the module static_asserts the count). Two sets come from where their names live: the
-// projections from the model spec (model::proj_names) and the zero-shot tasks from runtime/eval.
+// has one (the module static_asserts the count). The projections come from where their names live,
+// the model spec (model::proj_names). eval.tasks is open (any task directory): the eval stage checks it.
 #pragma once
 #include <cstddef>
 #include <string>

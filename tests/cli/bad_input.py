@@ -75,7 +75,7 @@ def main():
         (tasks("boolq"), ["boolq/rc_0shot/requests.jsonl.gz:", "truncated"]),
         (tasks("piqa"), ["piqa/rc_0shot/requests.jsonl.gz:2: missing field 'request.continuation'"]),
         (tasks("hellaswag"), ["hellaswag/rc_0shot/requests.jsonl.gz", "eval.tasks"]),
-        (tasks("mmlu"), ["'eval.tasks' = 'mmlu' is not allowed"]),
+        (tasks("mmlu"), ["eval.tasks: unknown task 'mmlu'"]),
         (recover("recover.text=" + t("bad.jsonl")), ["bad.jsonl:2: no 'output' string"]),
         (recover("recover.heldout=1.5"), ["'recover.heldout' = 1.5 must be in [0, 1)"]),
         (recover("recover.text=" + t("missing.jsonl")), ["recover.text: no file", "missing.jsonl"]),

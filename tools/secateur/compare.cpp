@@ -43,8 +43,9 @@ Rows read_run(const std::string& run) {
     if (m.value("stage", "") == "prune") r.set("parameters (M)", m["params_after"].get<double>() / 1e6);
     if (metric == "perplexity") r.set(fmt::format("perplexity @{}", m["window"].get<int64_t>()), m["ppl"]);
     if (metric == "zero_shot") {
-      r.set(fmt::format("{} ({})", m["task"].get<std::string>(), m["reported"].get<std::string>()),
-            100.0 * m["value"].get<double>());
+      const std::string reported = m["reported"].get<std::string>();   // accuracies in percent, bpb as it is
+      r.set(fmt::format("{} ({})", m["task"].get<std::string>(), reported),
+            (reported == "bpb" ? 1.0 : 100.0) * m["value"].get<double>());
       if (m.contains("ppl")) r.set(m["task"].get<std::string>() + " ppl", m["ppl"]);
     }
     if (metric == "speed") {

@@ -1,6 +1,7 @@
 // The eval stage on the current model: perplexity at each of eval.windows on the first
 // eval.max_tokens tokens of eval.text, zero-shot tasks (eval.tasks, runtime/eval/tasks.h) and
 // speed (eval.speed: prefill and decode, with the speed-up against the run's first measurement).
+#include <algorithm>
 #include <filesystem>
 
 #include "parallel/grid.h"
@@ -47,7 +48,7 @@ struct EvalStage : Stage {
     if (tasks.empty()) return;
     const std::string dir = eval::find_tasks_dir(tasks_dir);
     for (const std::string& name : tasks) {
-      const std::string file = eval::task_file(dir, eval::task_info(name));
+      const std::string file = eval::task_file(dir, eval::resolve_task(dir, name));
       SECATEUR_CHECK(fs::is_regular_file(file), "[config] eval.tasks: no file {} (eval.tasks_dir = '{}')", file,
                      dir);
     }
@@ -81,20 +82,23 @@ struct EvalStage : Stage {
     const std::string label = r.model_path();
     const int pass = r.pass("zero_shot");                        // earlier zero-shot passes of this run
     for (const std::string& name : tasks) {
-      const eval::TaskInfo& task = eval::task_info(name);
+      const eval::TaskInfo task = eval::resolve_task(dir, name);
       const std::string file = eval::task_file(dir, task);
       const std::vector<eval::Example> examples = eval::read_requests(file, task_limit);
       const eval::TaskResult t = eval::evaluate_task(r.model(), r.tokenizer(), task, examples, batch, &r.grid().dp());
-      spdlog::info("{} {} {:.4f} (acc {:.4f}, acc_norm {:.4f}{}; {} examples, {} requests, {:.1f} s)", name, t.metric,
-                   t.value(), t.acc, t.acc_norm, task.name == "lambada" ? fmt::format(", ppl {:.3f}", t.ppl) : "",
-                   t.examples, t.requests, t.seconds);
-      nlohmann::json m = {{"stage", "eval"}, {"metric", "zero_shot"}, {"task", name}, {"model", label},
+      spdlog::info("{} {} {:.4f} (acc {:.4f}, acc_norm {:.4f}, acc_per_token {:.4f}, bpb {:.4f}{}; {} examples, {} "
+                   "requests, {:.1f} s)", task.name, t.metric, t.value(), t.acc, t.acc_norm, t.acc_per_token, t.bpb,
+                   task.name == "lambada" ? fmt::format(", ppl {:.3f}", t.ppl) : "", t.examples, t.requests, t.seconds);
+      nlohmann::json m = {{"stage", "eval"}, {"metric", "zero_shot"}, {"task", task.name}, {"model", label},
                           {"file", file}, {"examples", t.examples}, {"requests", t.requests}, {"reported", t.metric},
-                          {"value", t.value()}, {"acc", t.acc}, {"acc_norm", t.acc_norm}, {"seconds", t.seconds},
+                          {"value", t.value()}, {"acc", t.acc}, {"acc_norm", t.acc_norm},
+                          {"acc_per_token", t.acc_per_token}, {"bpb", t.bpb}, {"seconds", t.seconds},
                           {"tokens_per_second", t.seconds > 0 ? t.tokens / t.seconds : 0.0}};
       if (task.name == "lambada") m["ppl"] = t.ppl;
       if (r.writer()) {
-        const std::string samples = pass ? fmt::format("{}.{}.jsonl", name, pass) : name + ".jsonl";
+        std::string stem = task.name;
+        std::replace(stem.begin(), stem.end(), ':', '.');        // piqa:mc_5shot -> piqa.mc_5shot.jsonl
+        const std::string samples = pass ? fmt::format("{}.{}.jsonl", stem, pass) : stem + ".jsonl";
         m["samples"] = (fs::path(r.dir()) / "zero_shot" / samples).string();
         eval::write_samples(m["samples"].get<std::string>(), examples, t);
       }
