@@ -9,6 +9,7 @@
 
 #include "runtime/config/choices.h"
 #include "runtime/core/check.h"
+#include "runtime/core/phase.h"
 #include "runtime/model/spec.h"
 
 namespace secateur::pruning {
@@ -125,6 +126,7 @@ struct Budget {
   double budget = 0;                                        // parameters to remove
 
   std::vector<Candidate> candidates(const std::vector<Group>& groups) const {
+    Phase phase("score");
     const std::vector<double> scores = score_groups(groups, stats, opt.criterion, opt.aggregate, opt.seed);
     std::vector<Candidate> out;
     for (size_t i = 0; i < groups.size(); ++i) out.push_back({groups[i], scores[i], group_params(groups[i], shapes)});

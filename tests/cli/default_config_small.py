@@ -2,7 +2,8 @@
 init, SmolLM2's tokenizer). Every stage of the demo (convert, eval, prune, eval, generate) runs with the
 model-dependent defaults untouched; only the evaluation slice is shortened (eval.max_tokens) to keep the
 test quick. The kept layers are counted from both ends of the model (keep_first / keep_last: 0 and 3 of 4),
-and the pruned model reaches the default ratio.
+and the pruned model reaches the default ratio. Every stage has its timing record (its phases' own
+times add up to its wall time), and --profile writes a Chrome trace of those phases.
 """
 import argparse, json, os, shutil, subprocess, sys
 
@@ -27,14 +28,16 @@ def main():
     model = os.path.join(a.tmp, "model")
     make_model(a.tokenizer, model)
     run_dir = os.path.join(a.tmp, "run")
-    r = subprocess.run([a.secateur, "run", f"model.path={model}", f"run.dir={run_dir}", "eval.max_tokens=4096"],
-                       capture_output=True, text=True)
+    trace = os.path.join(a.tmp, "trace.json")
+    r = subprocess.run([a.secateur, "run", "--profile", trace, f"model.path={model}", f"run.dir={run_dir}",
+                        "eval.max_tokens=4096"], capture_output=True, text=True)
     if r.returncode != 0:
         print(r.stdout[-4000:], r.stderr[-4000:])
         sys.exit(f"FAIL: the default config on a 4-layer model exited {r.returncode}")
     decision = json.load(open(os.path.join(run_dir, "decision.json")))
     metrics = [json.loads(l) for l in open(os.path.join(run_dir, "metrics.jsonl"))]
-    stages = [m["stage"] for m in metrics if m["stage"] != "load"]
+    stages = [m["stage"] for m in metrics if m["stage"] not in ("load", "timing")]
+    timings = [m for m in metrics if m["stage"] == "timing"]
     ok = True
 
     def check(cond, what):
@@ -49,6 +52,15 @@ def main():
     check(os.path.isfile(os.path.join(run_dir, "pruned", "config.json")), "pruned model written")
     check(stages.count("eval") >= 4 and "prune" in stages and "generate" in stages and "convert" in stages,
           f"every stage of the demo ran ({stages})")
+    check([t["of"] for t in timings] == ["convert", "eval", "prune", "eval", "generate"], "a timing record per stage")
+    check(all(abs(sum(t["phases"].values()) - t["seconds"]) <= 1e-6 * t["seconds"] + 1e-9 for t in timings),
+          "each stage's phases add up to its wall time")
+    prune = next(t["phases"] for t in timings if t["of"] == "prune")
+    check(all(prune.get(p, 0) > 0 for p in ("calibrate", "score", "decide", "apply", "export")),
+          f"the prune stage's phases timed ({sorted(prune)})")
+    names = {e["name"] for e in json.load(open(trace))["traceEvents"]}
+    check({"stage prune", "calibrate", "perplexity", "generate"} <= names, f"the trace has the phases ({sorted(names)})")
+    check("time (prune)" in r.stderr + r.stdout, "the summary shows where the time went")
     sys.exit(0 if ok else 1)
 
 

@@ -98,6 +98,7 @@ class Cli {
     CLI::App* c = app_.add_subcommand(name, help);
     c->add_option("args", args_, "an optional config.yaml (default: the embedded configs/default.yaml) and "
                   "key.sub=value overrides");
+    c->add_option("--profile", profile_, "write every timed phase as a Chrome trace to this file (run.profile)");
     stage_commands_.push_back(c);
     return c;
   }
@@ -108,7 +109,7 @@ class Cli {
   CLI::App *convert_ = nullptr, *eval_ = nullptr, *tok_ = nullptr, *env_ = nullptr;
   CLI::App *bench_fwd_ = nullptr, *bench_comm_ = nullptr, *bench_train_ = nullptr;
   std::vector<std::string> args_, compare_;
-  std::string in_, out_, text_, text_out_;
+  std::string in_, out_, text_, text_out_, profile_;
   tools::BenchForwardOptions bf_;
   parallel::BenchCommOptions bc_;
   tools::BenchTrainOptions bt_;
@@ -197,6 +198,7 @@ int Cli::dispatch(int* argc, char*** argv) {
     std::vector<std::string> extra;
     if (c == convert_ && !in_.empty()) extra.push_back("model.path=" + in_);
     if (c == convert_ && !out_.empty()) extra.push_back("convert.out=" + out_);
+    if (!profile_.empty()) extra.push_back("run.profile=" + profile_);
     const config::Config cfg = resolve(args_, extra);
     const auto stages = name == "run" ? cfg.get<std::vector<std::string>>("run.stages") : std::vector<std::string>{name};
     return run_pipeline(cfg, name, stages, argc, argv);

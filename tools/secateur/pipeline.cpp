@@ -32,8 +32,13 @@ void Pipeline::run() {
   for (const auto& [name, stage] : stages_) stage->validate(run_);   // every option, before any work
   for (const auto& [name, stage] : stages_) {
     spdlog::info("stage {}", name);
-    stage->run(run_);
-    parallel::barrier(run_.grid().world());                            // every rank leaves a stage together
+    const size_t mark = span_count();
+    {
+      Phase whole("stage " + name);
+      stage->run(run_);
+      parallel::barrier(run_.grid().world());                          // every rank leaves a stage together
+    }
+    run_.record_phases(name, mark);
   }
   run_.finish();
 }

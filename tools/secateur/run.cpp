@@ -4,8 +4,10 @@
 #include <malloc.h>
 #include <sys/resource.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <random>
 
 #include "parallel/collectives.h"
@@ -13,6 +15,7 @@
 #include "pruning/apply.h"
 #include "runtime/core/check.h"
 #include "runtime/core/log.h"
+#include "runtime/core/phase.h"
 #include "runtime/eval/tasks.h"
 #include "runtime/io/atomic_file.h"
 #include "runtime/io/checkpoint.h"
@@ -46,6 +49,7 @@ bool Run::writer() const { return grid_.rank() == 0; }
 
 model::Decoder& Run::model() {
   if (!model_) {
+    Phase load("load");
     const at::Device device(cfg_.get<std::string>("model.device") == "cuda" ? at::kCUDA : at::kCPU);
     model_.emplace(io::load_decoder(model_path_, device, io::parse_dtype(cfg_.get<std::string>("model.dtype")),
                                     &grid_.tp()));
@@ -65,7 +69,10 @@ model::Decoder& Run::model() {
 }
 
 const text::Tokenizer& Run::tokenizer() {
-  if (!tokenizer_) tokenizer_.emplace(io::load_tokenizer(cfg_.get<std::string>("model.path")));
+  if (!tokenizer_) {
+    Phase load("load");
+    tokenizer_.emplace(io::load_tokenizer(cfg_.get<std::string>("model.path")));
+  }
   return *tokenizer_;
 }
 
@@ -79,6 +86,17 @@ void Run::record(const nlohmann::json& metric) {
   std::ofstream out(path("metrics.jsonl"), std::ios::app);
   out << metric.dump() << "\n";
   metrics_.push_back(metric);
+}
+
+void Run::record_phases(const std::string& stage, size_t mark) {
+  std::map<std::string, double> own = own_seconds_since(mark);
+  const std::string whole = "stage " + stage;
+  nlohmann::json phases = nlohmann::json::object();
+  for (const auto& [name, seconds] : own) {
+    if (name != whole) phases[name] = seconds;
+  }
+  phases["other"] = own[whole];
+  record({{"stage", "timing"}, {"of", stage}, {"seconds", spans().back().seconds}, {"phases", phases}});
 }
 
 int Run::pass(const std::string& what) { return passes_[what]++; }
@@ -96,7 +114,9 @@ void Run::check_one_decision(uint64_t hash) {
 }
 
 std::vector<int32_t> Run::encode_text(const std::string& spec) {
-  return tokenizer().encode(text::read_text(spec, cfg_.get<std::string>("data.austen")), /*parse_special=*/false);
+  const text::Tokenizer& tok = tokenizer();
+  Phase tokenize("tokenize");
+  return tok.encode(text::read_text(spec, cfg_.get<std::string>("data.austen")), /*parse_special=*/false);
 }
 
 at::Tensor Run::windows(const std::string& section, uint64_t seed) {
@@ -117,19 +137,26 @@ at::Tensor Run::windows(const std::string& section, uint64_t seed) {
 void Run::remove_groups(const std::vector<pruning::Group>& removed, const std::string& out) {
   const model::ModelConfig before = model().config();
   if (grid_.tp_size() == 1) {
-    pruning::Pruned pruned = pruning::apply(before, model_->named_tensors(), removed);
+    pruning::Pruned pruned = [&] {
+      Phase apply("apply");
+      return pruning::apply(before, model_->named_tensors(), removed);
+    }();
     write_model(out, pruned.config, pruned.tensors, pruned.placement);
     model_.emplace(pruned.config, pruned.tensors);
   } else {
     // Each TP rank slices its own shards and writes them in place; the smaller model is then
     // loaded back, sharded afresh.
     {
-      pruning::Pruned pruned = pruning::apply(before, model_->named_tensors(), removed, &model_->plan());
+      pruning::Pruned pruned = [&] {
+        Phase apply("apply");
+        return pruning::apply(before, model_->named_tensors(), removed, &model_->plan());
+      }();
       write_model(out, pruned.config, std::move(pruned.tensors), std::move(pruned.placement));
     }
     const at::Device device = model_->device();
     const at::ScalarType dtype = model_->dtype();
     model_.reset();
+    Phase load("load");
     model_.emplace(io::load_decoder(out, device, dtype, &grid_.tp()));
   }
   model_path_ = out;
@@ -147,6 +174,7 @@ void Run::write_current_model(const std::string& out) {
 // TP = 1, every TP rank its own slices otherwise.
 void Run::write_model(const std::string& out, const model::ModelConfig& config, model::NamedTensors parts,
                       std::vector<model::Slice> placement) {
+  Phase save("export");
   const at::ScalarType dtype = io::parse_dtype(cfg_.get<std::string>("convert.dtype"));
   if (grid_.tp_size() == 1) {
     if (writer()) io::save_hf_model(out, config, parts, dtype, &tokenizer());
@@ -163,7 +191,31 @@ void Run::write_model(const std::string& out, const model::ModelConfig& config, 
   io::save_hf_model_parallel(out, config, mine, where, dtype, &tokenizer(), grid_.world());
 }
 
+namespace {
+
+// "  time (prune)       9.3 s: calibrate 5.9, export 1.2, ..." — the phases of a stage, longest first.
+std::string timing_line(const nlohmann::json& m) {
+  std::vector<std::pair<double, std::string>> phases;
+  for (const auto& [name, seconds] : m["phases"].items()) {
+    if (seconds.get<double>() >= 0.05) phases.emplace_back(-seconds.get<double>(), name);
+  }
+  std::sort(phases.begin(), phases.end());
+  std::string line = fmt::format("\n  {:<18} {:.1f} s", "time (" + m["of"].get<std::string>() + ")", m["seconds"].get<double>());
+  for (size_t i = 0; i < phases.size(); ++i) line += fmt::format("{} {} {:.1f}", i ? "," : ":", phases[i].second, -phases[i].first);
+  return line;
+}
+
+}  // namespace
+
 void Run::finish() {
+  const std::string profile = cfg_.get<std::string>("run.profile");
+  if (!profile.empty()) {   // every rank its own trace: rank 0 the file named, rank k <stem>.rank<k><ext>
+    fs::path p(profile);
+    if (grid_.rank() > 0) p.replace_filename(fmt::format("{}.rank{}{}", p.stem().string(), grid_.rank(), p.extension().string()));
+    if (p.has_parent_path()) fs::create_directories(p.parent_path());
+    io::write_file_atomic(p.string(), trace_json(grid_.rank()));
+    if (writer()) spdlog::info("profile: {} (chrome://tracing or ui.perfetto.dev)", p.string());
+  }
   if (!writer()) return;
   const nlohmann::json report = {{"config", cfg_.source()}, {"model", cfg_.get<std::string>("model.path")},
                                  {"metrics", metrics_}};
@@ -210,6 +262,7 @@ void Run::finish() {
     }
     if (stage == "generate") summary += fmt::format("\n  generated          {}{}", m["prompt"].get<std::string>(),
                                                     m["completion"].get<std::string>());
+    if (stage == "timing") summary += timing_line(m);
   }
   spdlog::info("results (run directory {}: config.resolved.yaml, metrics.jsonl, report.json):{}", dir_, summary);
 }

@@ -55,6 +55,7 @@ struct EvalStage : Stage {
   }
 
   void run(Run& r) const override {
+    r.model();                                                   // loaded before the phases below
     if (!windows.empty()) perplexity(r);
     if (!tasks.empty()) zero_shot(r);
     if (speed) measure_speed(r);
@@ -66,6 +67,7 @@ struct EvalStage : Stage {
     if (max_tokens > 0 && static_cast<int64_t>(ids.size()) > max_tokens) ids.resize(max_tokens);
     spdlog::info("eval text {}: {} tokens, evaluating the first {}", text, total, ids.size());
     for (int64_t window : windows) {
+      Phase phase("perplexity");
       const auto p = eval::perplexity(r.model(), ids, window, batch, &r.grid().dp());
       spdlog::info("perplexity {:.4f} at window {} ({} windows, {} predicted tokens, {:.0f} tok/s)", p.ppl, window,
                    p.windows, p.predictions, p.tokens_per_second);
@@ -85,6 +87,7 @@ struct EvalStage : Stage {
       const eval::TaskInfo task = eval::resolve_task(dir, name);
       const std::string file = eval::task_file(dir, task);
       const std::vector<eval::Example> examples = eval::read_requests(file, task_limit);
+      Phase phase("zero_shot");
       const eval::TaskResult t = eval::evaluate_task(r.model(), r.tokenizer(), task, examples, batch, &r.grid().dp());
       spdlog::info("{} {} {:.4f} (acc {:.4f}, acc_norm {:.4f}, acc_per_token {:.4f}, bpb {:.4f}{}; {} examples, {} "
                    "requests, {:.1f} s)", task.name, t.metric, t.value(), t.acc, t.acc_norm, t.acc_per_token, t.bpb,
@@ -108,6 +111,7 @@ struct EvalStage : Stage {
 
   void measure_speed(Run& r) const {
     const eval::SpeedOptions& o = speed_options;
+    Phase phase("speed");
     const eval::SpeedResult s = eval::measure_speed(r.model(), o);
     nlohmann::json m = {{"stage", "eval"}, {"metric", "speed"}, {"params", s.params},
                         {"macs_per_token", s.macs_per_token}, {"prompt_tokens", o.prompt_tokens},

@@ -51,10 +51,14 @@ struct PruneStage : Stage {
     pruning::Statistics stats;
     {
       ScopedMmapThreshold own_mappings;
+      Phase calibrate("calibrate");
       stats = pruning::collect_statistics(r.model(), samples, pruning::calibration_for(opt.criterion), &r.grid().dp());
       getrusage(RUSAGE_SELF, &ru);
     }
-    const pruning::Decision d = pruning::decide(before, stats, opt);
+    const pruning::Decision d = [&] {
+      Phase decide("decide");
+      return pruning::decide(before, stats, opt);
+    }();
     r.check_one_decision(d.hash);
     const nlohmann::json dj = d.to_json(opt);
     if (r.writer()) io::write_file_atomic(r.path("decision.json"), dj.dump(2) + "\n");

@@ -30,7 +30,10 @@ struct ReportStage : Stage {
     model::Decoder& m = r.model();
     const at::Tensor samples = r.windows("report", seed);
     const auto t0 = std::chrono::steady_clock::now();
-    nlohmann::json rep = pruning::redundancy_report(m, samples, opt, &r.grid().dp());
+    nlohmann::json rep = [&] {
+      Phase report("redundancy");
+      return pruning::redundancy_report(m, samples, opt, &r.grid().dp());
+    }();
     const std::string label = r.model_path();
     const int pass = r.pass("report");                           // earlier reports of this run
     rep["model"] = label;

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "runtime/config/config.h"
+#include "runtime/core/phase.h"
 #include "tools/secateur/run.h"
 
 namespace secateur::tools {
