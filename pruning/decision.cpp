@@ -9,6 +9,7 @@
 
 #include "runtime/config/choices.h"
 #include "runtime/core/check.h"
+#include "runtime/core/hash.h"
 #include "runtime/core/phase.h"
 #include "runtime/model/spec.h"
 
@@ -57,19 +58,13 @@ int64_t rounded_removal(int64_t n, int64_t k, int64_t r) {
 }  // namespace
 
 uint64_t decision_hash(const std::vector<Group>& removed) {
-  uint64_t h = 1469598103934665603ull;
-  const auto mix = [&](int64_t v) {
-    for (int i = 0; i < 8; ++i) {
-      h ^= static_cast<uint64_t>((v >> (8 * i)) & 0xff);
-      h *= 1099511628211ull;
-    }
-  };
+  Fnv1a h;
   for (const Group& g : removed) {
-    mix(static_cast<int64_t>(g.kind));
-    mix(g.layer);
-    mix(g.index);
+    h.integer(static_cast<int64_t>(g.kind));
+    h.integer(g.layer);
+    h.integer(g.index);
   }
-  return h;
+  return h.value();
 }
 
 void validate(const PruneOptions& opt, const ModelConfig& c) {

@@ -46,6 +46,12 @@ struct CalibrationOptions {
   bool activations = false;  // act: one forward without gradients
 };
 
+// Statistics as a safetensors file (secateur score; prune.scores reuses it): every vector in
+// float64 as "<weight>/<statistic>/<dim>", with `metadata` (what they were computed on) and the
+// sample count. Written atomically. load_statistics: Error naming the file when it is not one.
+void save_statistics(const std::string& path, const Statistics& stats, std::map<std::string, std::string> metadata);
+Statistics load_statistics(const std::string& path, std::map<std::string, std::string>* metadata);
+
 // samples: [N, T] token ids, the same on every rank.
 Statistics collect_statistics(model::Decoder& model, const at::Tensor& samples, const CalibrationOptions& opt,
                               parallel::Comm* dp = nullptr);

@@ -15,7 +15,7 @@ namespace choices {
 inline constexpr std::string_view dtype[] = {"float32", "bfloat16", "float16"};   // model.dtype, convert.dtype
 inline constexpr std::string_view device[] = {"cpu", "cuda"};
 inline constexpr std::string_view stages[] = {"convert", "eval", "prune", "gum", "sparse", "recover", "report",
-                                              "generate"};
+                                              "generate", "score"};
 // pruning::Criterion, pruning::Aggregate
 inline constexpr std::string_view criterion[] = {"random", "l1", "l2", "taylor_element1", "taylor_element2",
                                                  "taylor_vector", "taylor_mixed", "activation"};

@@ -4,12 +4,14 @@
 
 #include <fmt/ranges.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "runtime/config/choices.h"
 #include "runtime/core/check.h"
+#include "runtime/core/hash.h"
 #include "runtime/io/atomic_file.h"
 #include "runtime/io/gguf.h"
 #include "runtime/io/hf_config.h"
@@ -216,6 +218,36 @@ model::Decoder load_decoder(const std::string& path, at::Device device, at::Scal
   model::NamedTensors tensors = load_shard(path, config, plan);
   for (auto& [name, t] : tensors) t = t.to(device, dtype, /*non_blocking=*/false, /*copy=*/true).contiguous();
   return model::Decoder(config, tensors, tp);
+}
+
+uint64_t checkpoint_fingerprint(const std::string& path) {
+  SECATEUR_CHECK(fs::exists(path), "[io/checkpoint] model path {} does not exist", path);
+  std::vector<fs::path> files;
+  if (fs::is_directory(path)) {
+    files.push_back(fs::path(path) / "config.json");
+    for (const auto& e : fs::directory_iterator(path)) {
+      if (e.path().extension() == ".safetensors") files.push_back(e.path());
+    }
+    std::sort(files.begin() + 1, files.end());
+  } else {
+    files.push_back(path);
+  }
+  Fnv1a h;
+  std::vector<char> chunk(4096);
+  for (const fs::path& f : files) {
+    std::ifstream in(f, std::ios::binary);
+    SECATEUR_CHECK(in.good(), "[io/checkpoint] cannot read {}", f.string());
+    const auto size = static_cast<int64_t>(fs::file_size(f));
+    h.text(f.filename().string());
+    h.integer(size);
+    for (int64_t i = 0; i < 16; ++i) {
+      in.seekg(std::max<int64_t>(0, (size - static_cast<int64_t>(chunk.size())) * i / 15));
+      in.read(chunk.data(), static_cast<std::streamsize>(chunk.size()));
+      h.bytes(chunk.data(), static_cast<size_t>(in.gcount()));
+      in.clear();
+    }
+  }
+  return h.value();
 }
 
 ModelConfig load_config(const std::string& path) {

@@ -26,6 +26,12 @@ LoadedModel load_model(const std::string& path);
 // The ModelConfig alone.
 model::ModelConfig load_config(const std::string& path);
 
+// A fingerprint of the checkpoint's files, whatever grid reads them: the .gguf file, or an HF
+// directory's config.json and every *.safetensors file — each one's name, size and 16 samples of
+// 4 KiB at evenly spaced offsets. Two different weights (another model, a fine-tune, a pruned copy)
+// get different fingerprints; a copy of the same files the same one.
+uint64_t checkpoint_fingerprint(const std::string& path);
+
 // This rank's slices of every weight (ShardPlan): from HF safetensors only the slices are read;
 // a GGUF or a GPT-2 checkpoint is read whole and then sliced.
 model::NamedTensors load_shard(const std::string& path, const model::ModelConfig& config,

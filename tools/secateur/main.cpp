@@ -125,7 +125,8 @@ void Cli::add_stage_commands() {
                     "with each one's ratio to the first")
       ->expected(2, 1 << 16);
   eval_->add_option("--out", out_, "with --compare: also write the table to this file");
-  stage_command("prune", "score, decide, remove and export (prune.*, calibration.*)");
+  stage_command("prune", "score, decide, remove and export (prune.*, calibration.*; prune.scores reuses a score run)");
+  stage_command("score", "calibrate once and write the statistics of prune.criterion (score.out) for prune.scores");
   stage_command("gum", "training-time MLP neuron pruning: GUM, movement, gradual random/magnitude (gum.*, recover.*)");
   stage_command("sparse", "unstructured pruning while training: RPP or iterative magnitude (sparse.*, recover.*)");
   stage_command("report", "redundancy of the MLP neurons: sensitivity, uniqueness, reconstructability (report.*)");

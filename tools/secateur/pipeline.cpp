@@ -13,8 +13,8 @@ namespace {
 using Factory = std::unique_ptr<Stage> (*)(const config::Config&);
 
 // One factory per stage name of config::choices::stages, in that order.
-constexpr Factory kFactories[] = {convert_stage, eval_stage,    prune_stage,  gum_stage,
-                                  sparse_stage,  recover_stage, report_stage, generate_stage};
+constexpr Factory kFactories[] = {convert_stage, eval_stage,    prune_stage,  gum_stage,     sparse_stage,
+                                  recover_stage, report_stage,  generate_stage, score_stage};
 static_assert(std::size(kFactories) == std::size(config::choices::stages));
 
 }  // namespace

@@ -1,21 +1,118 @@
-// The prune stage: calibrate (calibration.*), score (prune.criterion), decide one removal that
-// every rank checks, remove it physically from every TP shard, write the smaller model
-// (prune.out) and decision.json, and continue with it.
+// The prune stage: calibrate (calibration.*; or reuse prune.scores), score (prune.criterion), decide
+// one removal that every rank checks, remove it physically from every TP shard, write the smaller
+// model (prune.out) and decision.json, and continue with it. The score stage: calibrate once and
+// write the statistics (score.out) for prunes to reuse.
+#include <fmt/ranges.h>
 #include <sys/resource.h>
+
+#include <map>
 
 #include "parallel/grid.h"
 #include "pruning/decision.h"
 #include "pruning/stats.h"
+#include "runtime/core/hash.h"
 #include "runtime/core/log.h"
 #include "runtime/io/atomic_file.h"
+#include "runtime/io/checkpoint.h"
 #include "tools/secateur/stages/stage.h"
 
 namespace secateur::tools {
 
 namespace {
 
+std::string hex(uint64_t v) { return fmt::format("{:016x}", v); }
+
+// What a statistics file is checked against: the checkpoint it was computed on, and the
+// calibration (the windows' token ids and the compute dtype).
+struct Fingerprints {
+  std::string model, calibration;
+};
+
+Fingerprints fingerprints(Run& r, const at::Tensor& samples) {
+  const at::Tensor ids = samples.to(at::kLong).contiguous();
+  Fnv1a c;
+  c.integer(ids.size(0));
+  c.integer(ids.size(1));
+  c.bytes(ids.data_ptr(), static_cast<size_t>(ids.numel()) * sizeof(int64_t));
+  c.text(r.cfg().get<std::string>("model.dtype"));
+  return {hex(io::checkpoint_fingerprint(r.model_path())), hex(c.value())};
+}
+
+// The statistics a criterion needs, as the names a statistics file lists.
+std::string needs(pruning::Criterion criterion) {
+  const pruning::CalibrationOptions o = pruning::calibration_for(criterion);
+  std::vector<std::string> out;
+  if (o.first_order) out.push_back("first_order");
+  if (o.fisher) out.push_back("fisher");
+  if (o.mixed) out.push_back("mixed");
+  if (o.activations) out.push_back("activations");
+  return fmt::format("{}", fmt::join(out, ","));
+}
+
+pruning::Statistics calibrate(Run& r, const at::Tensor& samples, pruning::Criterion criterion, rusage& ru) {
+  ScopedMmapThreshold own_mappings;
+  Phase phase("calibrate");
+  pruning::Statistics stats =
+      pruning::collect_statistics(r.model(), samples, pruning::calibration_for(criterion), &r.grid().dp());
+  getrusage(RUSAGE_SELF, &ru);
+  return stats;
+}
+
+// prune.scores: the statistics of `path`, refused (one line naming the file and what differs) when
+// they were computed on another checkpoint or calibration, or lack what the criterion needs.
+pruning::Statistics reuse(Run& r, const std::string& path, const at::Tensor& samples, pruning::Criterion criterion,
+                          std::map<std::string, std::string>& meta) {
+  Phase phase("load");
+  pruning::Statistics stats = pruning::load_statistics(path, &meta);
+  const Fingerprints now = fingerprints(r, samples);
+  const auto get = [&](const char* key) { return meta.count(key) ? meta.at(key) : std::string("?"); };
+  SECATEUR_CHECK(get("model") == now.model, "[config] prune.scores: {} was computed on {} (fingerprint {}), not on "
+                 "the model being pruned, {} ({})", path, get("model_path"), get("model"), r.model_path(), now.model);
+  SECATEUR_CHECK(get("calibration") == now.calibration, "[config] prune.scores: {} was computed on other calibration "
+                 "windows or dtype (fingerprint {}; calibration.* and model.dtype now give {})", path,
+                 get("calibration"), now.calibration);
+  SECATEUR_CHECK(get("statistics") == needs(criterion), "[config] prune.scores: {} holds the statistics of {} ({}); "
+                 "prune.criterion {} needs {}", path, get("criterion"), get("statistics"),
+                 pruning::criterion_name(criterion), needs(criterion));
+  return stats;
+}
+
+// `secateur score`: the calibration statistics of prune.criterion, written once for many prunes
+// (prune.scores) with the fingerprints of the model and of the calibration.
+struct ScoreStage : Stage {
+  pruning::Criterion criterion = pruning::Criterion::taylor_element1;
+  uint64_t seed = 0;
+
+  static std::unique_ptr<ScoreStage> from_config(const config::Config& cfg) {
+    auto s = std::make_unique<ScoreStage>();
+    s->criterion = pruning::parse_criterion(cfg.get<std::string>("prune.criterion"));
+    s->seed = static_cast<uint64_t>(cfg.get<int64_t>("run.seed"));
+    return s;
+  }
+
+  void run(Run& r) const override {
+    const at::Tensor samples = r.windows("calibration", seed);
+    rusage ru{};
+    const pruning::Statistics stats = calibrate(r, samples, criterion, ru);
+    const Fingerprints fp = fingerprints(r, samples);
+    std::string out = r.cfg().get<std::string>("score.out");
+    if (out.empty()) out = r.path("scores.safetensors");
+    if (r.writer()) {
+      pruning::save_statistics(out, stats, {{"model", fp.model}, {"model_path", r.model_path()},
+                                            {"calibration", fp.calibration}, {"criterion", pruning::criterion_name(criterion)},
+                                            {"statistics", needs(criterion)}, {"seconds", fmt::format("{:.3f}", stats.seconds)}});
+    }
+    spdlog::info("scored {} for {}: {} samples in {:.1f} s -> {}", r.model_path(), pruning::criterion_name(criterion),
+                 stats.samples, stats.seconds, out);
+    r.record({{"stage", "score"}, {"criterion", pruning::criterion_name(criterion)}, {"samples", stats.samples},
+              {"scoring_seconds", stats.seconds}, {"model_fingerprint", fp.model},
+              {"calibration_fingerprint", fp.calibration}, {"out", out}});
+  }
+};
+
 struct PruneStage : Stage {
   pruning::PruneOptions opt;
+  std::string scores;                    // prune.scores: statistics of `secateur score` instead of calibrating
 
   static std::unique_ptr<PruneStage> from_config(const config::Config& cfg) {
     auto s = std::make_unique<PruneStage>();
@@ -32,6 +129,7 @@ struct PruneStage : Stage {
     o.min_keep = cfg.get<double>("prune.min_keep");
     o.round_to = cfg.get<int64_t>("prune.round_to");
     o.seed = static_cast<uint64_t>(cfg.get<int64_t>("run.seed"));
+    s->scores = cfg.get<std::string>("prune.scores");
     return s;
   }
 
@@ -42,19 +140,21 @@ struct PruneStage : Stage {
     pruning::PruneOptions dry = opt;
     dry.criterion = pruning::Criterion::random;
     (void)pruning::decide(r.input_config(), pruning::Statistics{}, dry);
+    if (!scores.empty()) {          // checked against model.path now, and against the model being pruned later
+      std::map<std::string, std::string> meta;
+      (void)reuse(r, scores, r.windows("calibration", opt.seed), opt.criterion, meta);
+    }
   }
 
   void run(Run& r) const override {
     const model::ModelConfig before = r.model().config();
     const at::Tensor samples = r.windows("calibration", opt.seed);
     rusage ru{};
-    pruning::Statistics stats;
-    {
-      ScopedMmapThreshold own_mappings;
-      Phase calibrate("calibrate");
-      stats = pruning::collect_statistics(r.model(), samples, pruning::calibration_for(opt.criterion), &r.grid().dp());
-      getrusage(RUSAGE_SELF, &ru);
-    }
+    std::map<std::string, std::string> meta;
+    const pruning::Statistics stats =
+        scores.empty() ? calibrate(r, samples, opt.criterion, ru) : reuse(r, scores, samples, opt.criterion, meta);
+    const double reused = scores.empty() || !meta.count("seconds") ? 0.0 : std::atof(meta.at("seconds").c_str());
+    if (!scores.empty()) spdlog::info("statistics from {} (computed in {:.1f} s), not calibrated again", scores, reused);
     const pruning::Decision d = [&] {
       Phase decide("decide");
       return pruning::decide(before, stats, opt);
@@ -71,12 +171,15 @@ struct PruneStage : Stage {
     r.record({{"stage", "prune"}, {"criterion", pruning::criterion_name(opt.criterion)}, {"scope", opt.scope},
               {"ratio_target", opt.ratio}, {"ratio_achieved", d.achieved_ratio}, {"params_before", d.params_before},
               {"params_after", d.params_after}, {"scoring_seconds", stats.seconds},
-              {"peak_rss_mib_after_scoring", ru.ru_maxrss / 1024.0}, {"hash", dj["hash"]}, {"out", out}});
+              {"peak_rss_mib_after_scoring", ru.ru_maxrss / 1024.0}, {"hash", dj["hash"]}, {"out", out},
+              {"scores", scores},
+              {"scoring_seconds_reused", reused}});
   }
 };
 
 }  // namespace
 
 std::unique_ptr<Stage> prune_stage(const config::Config& cfg) { return PruneStage::from_config(cfg); }
+std::unique_ptr<Stage> score_stage(const config::Config& cfg) { return ScoreStage::from_config(cfg); }
 
 }  // namespace secateur::tools

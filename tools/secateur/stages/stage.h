@@ -32,5 +32,6 @@ std::unique_ptr<Stage> sparse_stage(const config::Config& cfg);
 std::unique_ptr<Stage> recover_stage(const config::Config& cfg);
 std::unique_ptr<Stage> report_stage(const config::Config& cfg);
 std::unique_ptr<Stage> generate_stage(const config::Config& cfg);
+std::unique_ptr<Stage> score_stage(const config::Config& cfg);     // in prune.cpp
 
 }  // namespace secateur::tools

@@ -1,0 +1,71 @@
+// pruning/stats_file.cpp — calibration statistics to and from a safetensors file (pruning/stats.h).
+#include <ATen/ATen.h>
+#include <fmt/format.h>
+
+#include "pruning/stats.h"
+#include "runtime/core/check.h"
+#include "runtime/io/safetensors.h"
+
+namespace secateur::pruning {
+
+namespace {
+
+constexpr const char* kMarker = "secateur_statistics";
+
+// The statistics of WeightStats with their names in the file, in one order.
+template <typename Stats, typename F>
+void for_each_stat(Stats& w, F&& f) {
+  f("l1", w.l1);
+  f("l2", w.l2);
+  f("abs_wg", w.abs_wg);
+  f("wg", w.wg);
+  f("w2f", w.w2f);
+  f("mix", w.mix);
+  f("act", w.act);
+}
+
+}  // namespace
+
+void save_statistics(const std::string& path, const Statistics& stats, std::map<std::string, std::string> metadata) {
+  std::vector<std::pair<std::string, at::Tensor>> tensors;
+  for (const auto& [name, w] : stats.weights) {
+    for_each_stat(w, [&](const char* stat, const std::array<at::Tensor, 2>& dims) {
+      for (int d = 0; d < 2; ++d) {
+        if (dims[d].defined()) tensors.emplace_back(fmt::format("{}/{}/{}", name, stat, d), dims[d].to(at::kDouble));
+      }
+    });
+  }
+  metadata[kMarker] = "1";
+  metadata["samples"] = std::to_string(stats.samples);
+  io::write_safetensors(path, tensors, metadata);
+}
+
+Statistics load_statistics(const std::string& path, std::map<std::string, std::string>* metadata) {
+  const io::SafetensorsFile f(path);
+  SECATEUR_CHECK(f.metadata().count(kMarker) && f.metadata().count("samples"),
+                 "[pruning] {} is not a statistics file of `secateur score` (no {} in its metadata)", path, kMarker);
+  Statistics s;
+  try {
+    s.samples = std::stoll(f.metadata().at("samples"));
+  } catch (const std::exception&) {
+    SECATEUR_FAIL("[pruning] {}: metadata 'samples' = '{}' is not a count", path, f.metadata().at("samples"));
+  }
+  for (const std::string& key : f.names()) {
+    const size_t b = key.rfind('/', key.size() - 3);
+    SECATEUR_CHECK(b != std::string::npos && key.size() > 2 && key[key.size() - 2] == '/' &&
+                       (key.back() == '0' || key.back() == '1'),
+                   "[pruning] {}: tensor '{}' is not named <weight>/<statistic>/<dim>", path, key);
+    const std::string weight = key.substr(0, b), stat = key.substr(b + 1, key.size() - 3 - b);
+    bool known = false;
+    for_each_stat(s.weights[weight], [&](const char* name, std::array<at::Tensor, 2>& dims) {
+      if (stat != name) return;
+      dims[key.back() - '0'] = f.tensor(key).clone();
+      known = true;
+    });
+    SECATEUR_CHECK(known, "[pruning] {}: tensor '{}' holds an unknown statistic '{}'", path, key, stat);
+  }
+  if (metadata) *metadata = f.metadata();
+  return s;
+}
+
+}  // namespace secateur::pruning
