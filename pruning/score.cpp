@@ -31,6 +31,16 @@ CalibrationOptions calibration_for(Criterion c) {
   return o;
 }
 
+std::string calibration_needs(Criterion c) {
+  const CalibrationOptions o = calibration_for(c);
+  std::string out;
+  for (const auto& [on, name] : {std::pair{o.first_order, "first_order"}, std::pair{o.fisher, "fisher"},
+                                 std::pair{o.mixed, "mixed"}, std::pair{o.activations, "activations"}}) {
+    if (on) out += (out.empty() ? "" : ",") + std::string(name);
+  }
+  return out;
+}
+
 std::vector<double> score_groups(const std::vector<Group>& groups, const Statistics& stats, Criterion criterion,
                                  Aggregate aggregate, uint64_t seed) {
   std::vector<double> out;

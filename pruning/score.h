@@ -29,6 +29,9 @@ Criterion parse_criterion(const std::string& name);   // Error naming the allowe
 Aggregate parse_aggregate(const std::string& name);
 const char* criterion_name(Criterion c);
 CalibrationOptions calibration_for(Criterion c);   // the statistics the criterion reads
+// Those statistics by name: "first_order", "fisher", "mixed", "activations" ("" for the magnitude
+// and random criteria, which need no calibration); what a statistics file records and is checked on.
+std::string calibration_needs(Criterion c);
 
 std::vector<double> score_groups(const std::vector<Group>& groups, const Statistics& stats, Criterion criterion,
                                  Aggregate aggregate, uint64_t seed);

@@ -16,7 +16,10 @@
 #      once with the automatic launcher (srun --mpi=pmix where available) and once with mpirun
 #      inside the allocation: the job's output must have "rank 0/2" and "rank 1/2"; then
 #      parallel.tp=4 on 2 tasks per node must be refused with a clear error; then
-#      launch/slurm/sweep.sbatch as a 2-task job array: each task runs its own sweep line;
+#      launch/slurm/sweep.sbatch as a 2-task job array: each task runs its own sweep line; and,
+#      with SECATEUR_SLURM_TEST_SECATEUR (the real binary) and SECATEUR_SLURM_TEST_MODEL (SmolLM2 in
+#      HF), `secateur sweep sweep.yaml --slurm`: a score-run array, a 4-point array after it, and
+#      the job that collects them into sweep.json, every point done;
 #   5. srun -n 2 (--mpi=pmix when available) of the same command, same check;
 #   6. on exit, always: cancels its jobs, stops the processes of its cluster (daemons, slurmstepd,
 #      job tasks: found by PID file, command line or SLURM_CONF in their environment) and removes
@@ -359,6 +362,42 @@ for a in 0 1; do
     { cat "$T/job/sweep-$a.out" >&2; fail "sweep task $a: both ranks should end their arguments with '${want[a]}'"; }
 done
 log "sweep.sbatch array job $job_id: 2 tasks, each with its own line of overrides, $((SECONDS - t0)) s"
+
+# A sweep.yaml through `secateur sweep --slurm` (when ctest gives the real binary and SmolLM2): an
+# array of its one score run, an array of its 4 points after it, and a job collecting the sweep.
+if [[ -n "${SECATEUR_SLURM_TEST_SECATEUR:-}" && -d "${SECATEUR_SLURM_TEST_MODEL:-}" ]]; then
+  t0=$SECONDS
+  sw=$T/job/sweep-yaml
+  cat >"$T/job/sweep.yaml" <<EOF
+dir: $sw
+parallel: 2
+set:
+  model.path: $SECATEUR_SLURM_TEST_MODEL
+  run.stages: [prune, eval]
+  run.threads: 1
+  eval.windows: [128]
+  eval.max_tokens: 512
+  eval.speed: false
+grid:
+  prune.criterion: [taylor_element1, l1]
+  prune.ratio: [0.1, 0.2]
+EOF
+  job_id=$(cd "$T/job" && TMPDIR=$T/tmp SECATEUR_LAUNCHER=mpirun timeout 60 "$SECATEUR_SLURM_TEST_SECATEUR" sweep \
+    "$T/job/sweep.yaml" --slurm --sbatch "--nodes=1 --ntasks-per-node=1 --time=5" 2>"$T/job/sweep-submit.err" | tail -1) ||
+    { cat "$T/job/sweep-submit.err" >&2; fail "secateur sweep --slurm was refused"; }
+  [[ "$job_id" =~ ^[0-9]+$ ]] || { cat "$T/job/sweep-submit.err" >&2; fail "secateur sweep --slurm printed no job id"; }
+  JOB_TIMEOUT=$((JOB_TIMEOUT * 2)) wait_job "secateur sweep --slurm (collect job)"
+  if [[ "$job_states" != COMPLETED || ! -f "$sw/sweep.json" ]]; then
+    cat "$sw"/slurm-*.out >&2 || true
+    fail "secateur sweep --slurm: the collect job $job_id ended $job_states (sweep.json: $(ls "$sw" 2>&1))"
+  fi
+  summary=$(python3 -c 'import json, sys
+p = json.load(open(sys.argv[1]))["points"]
+print(len(p), sum(x["status"] == "done" and "128" in x["ppl"] for x in p), sum(bool(x.get("scores_reused")) for x in p))' \
+    "$sw/sweep.json")
+  [[ "$summary" == "4 4 2" ]] || { cat "$sw"/slurm-*.out >&2; fail "sweep --slurm: points, done with ppl@128, reusing scores: $summary (want 4 4 2)"; }
+  log "secateur sweep --slurm: 1 score run, 4 points after it, collected by job $job_id into sweep.md, $((SECONDS - t0)) s"
+fi
 
 # --- 5. srun -------------------------------------------------------------------------------------
 out=$T/job/srun.out

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <sstream>
 #include <thread>
 
 #include "parallel/bench_comm.h"
@@ -21,6 +22,7 @@
 #include "tools/secateur/bench_train.h"
 #include "tools/secateur/compare.h"
 #include "tools/secateur/pipeline.h"
+#include "tools/secateur/sweep.h"
 
 namespace {
 
@@ -85,6 +87,7 @@ class Cli {
     add_stage_commands();
     add_tokenize();
     add_benches();
+    add_sweep();
     env_ = app_.add_subcommand("env", "print the devices, NCCL and CUDA this build sees");
   }
   CLI::App& app() { return app_; }
@@ -94,6 +97,8 @@ class Cli {
   void add_stage_commands();
   void add_tokenize();
   void add_benches();
+  void add_sweep();
+  int sweep() const;
   CLI::App* stage_command(const char* name, const char* help) {
     CLI::App* c = app_.add_subcommand(name, help);
     c->add_option("args", args_, "an optional config.yaml (default: the embedded configs/default.yaml) and "
@@ -107,7 +112,12 @@ class Cli {
   CLI::App app_{"Secateur: structured pruning of LLaMA/GPT models on a DP x TP grid"};
   std::vector<CLI::App*> stage_commands_;   // each runs the stage of its name (run: run.stages)
   CLI::App *convert_ = nullptr, *eval_ = nullptr, *tok_ = nullptr, *env_ = nullptr;
-  CLI::App *bench_fwd_ = nullptr, *bench_comm_ = nullptr, *bench_train_ = nullptr;
+  CLI::App *bench_fwd_ = nullptr, *bench_comm_ = nullptr, *bench_train_ = nullptr, *sweep_ = nullptr;
+  std::string sweep_file_, collect_;
+  int64_t sweep_parallel_ = 0;
+  std::string sweep_list_;
+  bool sweep_slurm_ = false;
+  std::string sweep_sbatch_;
   std::vector<std::string> args_, compare_;
   std::string in_, out_, text_, text_out_, profile_;
   tools::BenchForwardOptions bf_;
@@ -176,6 +186,58 @@ void Cli::add_benches() {
   bench_train_->add_option("--out", bt_.out, "JSON file to write (rank 0)");
 }
 
+void Cli::add_sweep() {
+  sweep_ = app_.add_subcommand("sweep", "run the points of a sweep.yaml here and collect them (sweep.csv/json/md)");
+  sweep_->add_option("file", sweep_file_, "the sweep: config, dir, parallel, set, grid, points (tools/secateur/sweep.h)");
+  sweep_->add_option("--parallel", sweep_parallel_, "points at a time (overrides the file's 'parallel')");
+  sweep_->add_option("--collect", collect_, "only gather the points under this directory into sweep.csv/json/md");
+  sweep_->add_option("--list", sweep_list_, "print one line per run for launch/slurm/sweep.sbatch: points | scores");
+  sweep_->add_flag("--slurm", sweep_slurm_, "submit the sweep as Slurm job arrays instead of running it here");
+  sweep_->add_option("--sbatch", sweep_sbatch_, "with --slurm: more sbatch options for every job, one string "
+                     "(\"--partition=gpu --time=02:00:00\")");
+}
+
+// The plots of a collected sweep (tools/plot/sweep.py, matplotlib in the project's .venv), when
+// that Python is found beside the working directory or the executable.
+void plot_sweep(const std::string& dir) {
+  namespace fs = std::filesystem;
+  const fs::path exe = fs::read_symlink("/proc/self/exe").parent_path();
+  for (const fs::path& root : {fs::current_path(), exe.parent_path(), exe}) {
+    const fs::path python = root / ".venv" / "bin" / "python", script = root / "tools" / "plot" / "sweep.py";
+    if (!fs::exists(python) || !fs::exists(script)) continue;
+    const std::string cmd = fmt::format("'{}' '{}' '{}'", python.string(), script.string(), dir);
+    if (std::system(cmd.c_str()) != 0) spdlog::warn("[sweep] the plots failed: {}", cmd);
+    return;
+  }
+  spdlog::info("[sweep] no .venv with tools/plot/sweep.py found: no plots (tools/setup.sh installs matplotlib)");
+}
+
+int Cli::sweep() const {
+  log::init(0, 1, "info");
+  if (!collect_.empty()) {
+    std::cout << tools::collect_sweep(collect_);
+    plot_sweep(collect_);
+    return 0;
+  }
+  SECATEUR_CHECK(!sweep_file_.empty(), "[sweep] give a sweep.yaml (or --collect DIR)");
+  tools::Sweep s = tools::load_sweep(sweep_file_);
+  if (!sweep_list_.empty()) {
+    SECATEUR_CHECK(sweep_list_ == "points" || sweep_list_ == "scores", "[sweep] --list {}: points or scores", sweep_list_);
+    std::cout << tools::sweep_lines(s, sweep_list_ == "scores");
+    return 0;
+  }
+  if (sweep_parallel_ > 0) s.parallel = sweep_parallel_;
+  if (sweep_slurm_) {
+    std::vector<std::string> extra;
+    std::istringstream words(sweep_sbatch_);
+    for (std::string w; words >> w;) extra.push_back(w);
+    return tools::submit_sweep(s, std::filesystem::read_symlink("/proc/self/exe").string(), extra);
+  }
+  const int rc = tools::run_sweep(s, std::filesystem::read_symlink("/proc/self/exe").string());
+  plot_sweep(s.dir);
+  return rc;
+}
+
 int Cli::tokenize() const {
   const auto cfg = config::Config::load("");
   const std::string content = text::read_text(text_, cfg.get<std::string>("data.austen"));
@@ -213,6 +275,7 @@ int Cli::dispatch(int* argc, char*** argv) {
   }
   if (*bench_fwd_) return tools::bench_forward(bf_);
   if (*tok_) return tokenize();
+  if (*sweep_) return sweep();
   if (*env_) std::cout << parallel::format_report(parallel::describe_devices()) << "\n";
   return 0;
 }

@@ -2,7 +2,6 @@
 // one removal that every rank checks, remove it physically from every TP shard, write the smaller
 // model (prune.out) and decision.json, and continue with it. The score stage: calibrate once and
 // write the statistics (score.out) for prunes to reuse.
-#include <fmt/ranges.h>
 #include <sys/resource.h>
 
 #include <map>
@@ -38,17 +37,6 @@ Fingerprints fingerprints(Run& r, const at::Tensor& samples) {
   return {hex(io::checkpoint_fingerprint(r.model_path())), hex(c.value())};
 }
 
-// The statistics a criterion needs, as the names a statistics file lists.
-std::string needs(pruning::Criterion criterion) {
-  const pruning::CalibrationOptions o = pruning::calibration_for(criterion);
-  std::vector<std::string> out;
-  if (o.first_order) out.push_back("first_order");
-  if (o.fisher) out.push_back("fisher");
-  if (o.mixed) out.push_back("mixed");
-  if (o.activations) out.push_back("activations");
-  return fmt::format("{}", fmt::join(out, ","));
-}
-
 pruning::Statistics calibrate(Run& r, const at::Tensor& samples, pruning::Criterion criterion, rusage& ru) {
   ScopedMmapThreshold own_mappings;
   Phase phase("calibrate");
@@ -71,9 +59,10 @@ pruning::Statistics reuse(Run& r, const std::string& path, const at::Tensor& sam
   SECATEUR_CHECK(get("calibration") == now.calibration, "[config] prune.scores: {} was computed on other calibration "
                  "windows or dtype (fingerprint {}; calibration.* and model.dtype now give {})", path,
                  get("calibration"), now.calibration);
-  SECATEUR_CHECK(get("statistics") == needs(criterion), "[config] prune.scores: {} holds the statistics of {} ({}); "
+  const std::string needed = pruning::calibration_needs(criterion);
+  SECATEUR_CHECK(get("statistics") == needed, "[config] prune.scores: {} holds the statistics of {} ({}); "
                  "prune.criterion {} needs {}", path, get("criterion"), get("statistics"),
-                 pruning::criterion_name(criterion), needs(criterion));
+                 pruning::criterion_name(criterion), needed);
   return stats;
 }
 
@@ -98,9 +87,11 @@ struct ScoreStage : Stage {
     std::string out = r.cfg().get<std::string>("score.out");
     if (out.empty()) out = r.path("scores.safetensors");
     if (r.writer()) {
-      pruning::save_statistics(out, stats, {{"model", fp.model}, {"model_path", r.model_path()},
-                                            {"calibration", fp.calibration}, {"criterion", pruning::criterion_name(criterion)},
-                                            {"statistics", needs(criterion)}, {"seconds", fmt::format("{:.3f}", stats.seconds)}});
+      pruning::save_statistics(out, stats,
+                               {{"model", fp.model}, {"model_path", r.model_path()}, {"calibration", fp.calibration},
+                                {"criterion", pruning::criterion_name(criterion)},
+                                {"statistics", pruning::calibration_needs(criterion)},
+                                {"seconds", fmt::format("{:.3f}", stats.seconds)}});
     }
     spdlog::info("scored {} for {}: {} samples in {:.1f} s -> {}", r.model_path(), pruning::criterion_name(criterion),
                  stats.samples, stats.seconds, out);
