@@ -22,13 +22,12 @@ struct ConvertStage : Stage {
     if (!r.writer()) return;                     // one writer; the other ranks go on to the next stage
     const std::string out = r.out_dir(out_key, "checkpoint");
     const std::string path = r.cfg().get<std::string>("model.path");
-    const text::Tokenizer& tokenizer = r.tokenizer();
     const io::LoadedModel m = [&] {
       Phase load("load");
       return io::load_model(path);
     }();
-    Phase save("export");
-    io::save_hf_model(out, m.config, m.tensors, dtype, &tokenizer);
+    Phase save("export");                        // the tokenizer's load inside it is timed as load
+    io::save_hf_model(out, m.config, m.tensors, dtype, &r.tokenizer());
     spdlog::info("converted {} ({}) -> {} ({} tensors, {:.1f}M parameters)", path, m.source, out, m.tensors.size(),
                  m.config.n_params() / 1e6);
     r.record({{"stage", "convert"}, {"out", out}, {"params", m.config.n_params()}});

@@ -55,7 +55,6 @@ struct EvalStage : Stage {
   }
 
   void run(Run& r) const override {
-    r.model();                                                   // loaded before the phases below
     if (!windows.empty()) perplexity(r);
     if (!tasks.empty()) zero_shot(r);
     if (speed) measure_speed(r);

@@ -26,10 +26,8 @@ struct GenerateStage : Stage {
   void run(Run& r) const override {
     eval::GenerateOptions o = opt;
     o.stop_id = r.model().config().eos_id;
-    const std::vector<int32_t> ids = r.tokenizer().encode(prompt);
-    model::Decoder& m = r.model();
     Phase phase("generate");
-    const auto g = eval::generate(m, ids, o);
+    const auto g = eval::generate(r.model(), r.tokenizer().encode(prompt), o);
     const std::string text = r.tokenizer().decode(g.ids, /*skip_special=*/true);
     spdlog::info("generated {} tokens at {:.1f} tok/s: {}{}", g.ids.size(), g.decode_tokens_per_second, prompt, text);
     r.record({{"stage", "generate"}, {"prompt", prompt}, {"completion", text}, {"new_tokens", g.ids.size()},

@@ -87,9 +87,8 @@ void prepare_training(Run& r, Training& t, const std::string& stage) {
 
 train::TrainResult run_training(Run& r, const Training& t) {
   parallel::Grid& g = r.grid();
-  model::Decoder& m = r.model();
   Phase train("train");
-  return train::train(m, t.params, t.data, t.options, {&g.dp(), &g.tp(), &g.world()},
+  return train::train(r.model(), t.params, t.data, t.options, {&g.dp(), &g.tp(), &g.world()},
                       [&r](const nlohmann::json& j) { r.record(j); });
 }
 
