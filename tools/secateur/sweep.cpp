@@ -33,6 +33,13 @@ using nlohmann::json;
 
 namespace {
 
+// s in single quotes, as a POSIX shell (and sweep.sbatch's xargs) reads it back.
+std::string shell_quote(const std::string& s) {
+  std::string out = "'";
+  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return out + "'";
+}
+
 // A YAML value as the text of a key=value override (flow style for lists and maps).
 std::string override_text(const YAML::Node& v) {
   if (v.IsScalar()) return v.Scalar();
@@ -208,12 +215,11 @@ Sweep load_sweep(const std::string& path) {
 }
 
 std::string sweep_lines(const Sweep& s, bool scores) {
-  const auto quote = [](const std::string& o) { return "'" + o + "'"; };   // sweep.sbatch splits like a shell
   std::string out;
   for (const SweepPoint& p : scores ? s.scores : s.points) {
-    out += s.config.empty() ? "" : quote(s.config) + " ";
+    out += s.config.empty() ? "" : shell_quote(s.config) + " ";
     std::vector<std::string> q;
-    for (const std::string& o : p.overrides) q.push_back(quote(o));
+    for (const std::string& o : p.overrides) q.push_back(shell_quote(o));
     out += fmt::format("{}\n", fmt::join(q, " "));
   }
   return out;
@@ -325,12 +331,6 @@ int run_jobs(const Sweep& s, const std::vector<SweepPoint>& points, const std::s
 }  // namespace
 
 namespace {
-
-std::string shell_quote(const std::string& s) {
-  std::string out = "'";
-  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return out + "'";
-}
 
 // sbatch --parsable ...: the job id it prints.
 std::string sbatch(const std::vector<std::string>& args) {
