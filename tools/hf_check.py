@@ -12,6 +12,15 @@ import transformers
 EXPORTS = ("prune", "gum", "sparse", "recover")   # the stages whose "out" is the model that runs next
 
 
+def load_export(model_dir, dtype=torch.float32):
+    """An export as a user loads it: with trust_remote_code only when it names its own classes in
+    auto_map (widths that differ per layer). Returns (model, tokenizer, custom)."""
+    custom = "auto_map" in json.load(open(os.path.join(model_dir, "config.json")))
+    model = transformers.AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, trust_remote_code=custom).eval()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(model_dir, trust_remote_code=custom)
+    return model, tokenizer, custom
+
+
 def main():
     transformers.utils.logging.disable_progress_bar()
     run_dir = sys.argv[1]
@@ -28,9 +37,7 @@ def main():
     if generated is None:
         print(f"transformers check: SKIPPED: {report} has no exported model that generated text after")
         return 0
-    custom = "auto_map" in json.load(open(os.path.join(out, "config.json")))
-    model = transformers.AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32, trust_remote_code=custom)
-    tokenizer = transformers.AutoTokenizer.from_pretrained(out, trust_remote_code=custom)
+    model, tokenizer, custom = load_export(out)
     ids = tokenizer(generated["prompt"], return_tensors="pt")
     with torch.no_grad():
         new = model.generate(**ids, max_new_tokens=generated["new_tokens"], do_sample=False)[0, ids["input_ids"].shape[1]:]

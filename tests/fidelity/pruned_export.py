@@ -22,10 +22,11 @@ import argparse, json, os, shutil, subprocess, sys
 
 import torch
 from safetensors.torch import load_file
-import transformers
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tools"))
 from random_llama import make_random_gpt2  # noqa: E402
+from hf_check import load_export  # noqa: E402
 
 MPI_ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", OMP_NUM_THREADS="1")
 TOL = 1e-4
@@ -44,11 +45,8 @@ def loads_in_transformers(a, model_dir, name, expected_class):
     """transformers loads the export (with no flag unless it names its own classes in auto_map);
     True when it is of expected_class, its logits are Secateur's and its cached generation is
     consistent. Prints one line."""
-    custom = "auto_map" in json.load(open(os.path.join(model_dir, "config.json")))
-    ref = transformers.AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32,
-                                                            trust_remote_code=custom).eval()
-    ids = transformers.AutoTokenizer.from_pretrained(model_dir, trust_remote_code=custom)(
-        "It is a truth universally acknowledged, that a single man in possession of a good fortune")["input_ids"]
+    ref, tokenizer, custom = load_export(model_dir)
+    ids = tokenizer("It is a truth universally acknowledged, that a single man in possession of a good fortune")["input_ids"]
     with open(os.path.join(a.tmp, f"{name}.ids.json"), "w") as f:
         json.dump([ids], f)
     out = os.path.join(a.tmp, f"{name}.logits.safetensors")

@@ -13,11 +13,12 @@ import argparse, json, os, statistics, subprocess, sys
 from results_file import write_json
 
 HF_CHILD = r"""
-import json, sys, time, torch, transformers
+import json, sys, time, torch
 model_dir, prompt, decode, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+sys.path.insert(0, sys.argv[5])
+from hf_check import load_export
 torch.set_num_threads(threads)
-custom = "auto_map" in json.load(open(model_dir + "/config.json"))
-m = transformers.AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, trust_remote_code=custom).eval()
+m = load_export(model_dir)[0]
 ids = torch.randint(0, m.config.vocab_size, (1, prompt), generator=torch.Generator().manual_seed(0))
 def once():
     t0 = time.perf_counter()
@@ -53,8 +54,9 @@ def secateur_eval(a, model, run_dir, dtype, ppl):
 
 
 def transformers_speed(a, model):
-    return json.loads(subprocess.run([sys.executable, "-c", HF_CHILD, model, "256", "32", str(a.threads)], check=True,
-                                     capture_output=True, text=True).stdout.strip().splitlines()[-1])
+    tools = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+    return json.loads(subprocess.run([sys.executable, "-c", HF_CHILD, model, "256", "32", str(a.threads), tools],
+                                     check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
 
 
 def main():

@@ -197,26 +197,11 @@ void Cli::add_sweep() {
                      "(\"--partition=gpu --time=02:00:00\")");
 }
 
-// The plots of a collected sweep (tools/plot/sweep.py, matplotlib in the project's .venv), when
-// that Python is found beside the working directory or the executable.
-void plot_sweep(const std::string& dir) {
-  namespace fs = std::filesystem;
-  const fs::path exe = fs::read_symlink("/proc/self/exe").parent_path();
-  for (const fs::path& root : {fs::current_path(), exe.parent_path(), exe}) {
-    const fs::path python = root / ".venv" / "bin" / "python", script = root / "tools" / "plot" / "sweep.py";
-    if (!fs::exists(python) || !fs::exists(script)) continue;
-    const std::string cmd = fmt::format("'{}' '{}' '{}'", python.string(), script.string(), dir);
-    if (std::system(cmd.c_str()) != 0) spdlog::warn("[sweep] the plots failed: {}", cmd);
-    return;
-  }
-  spdlog::info("[sweep] no .venv with tools/plot/sweep.py found: no plots (tools/setup.sh installs matplotlib)");
-}
-
 int Cli::sweep() const {
   log::init(0, 1, "info");
   if (!collect_.empty()) {
     std::cout << tools::collect_sweep(collect_);
-    plot_sweep(collect_);
+    tools::plot_sweep(collect_, std::filesystem::read_symlink("/proc/self/exe").string());
     return 0;
   }
   SECATEUR_CHECK(!sweep_file_.empty(), "[sweep] give a sweep.yaml (or --collect DIR)");
@@ -227,14 +212,15 @@ int Cli::sweep() const {
     return 0;
   }
   if (sweep_parallel_ > 0) s.parallel = sweep_parallel_;
+  const std::string exe = std::filesystem::read_symlink("/proc/self/exe").string();
   if (sweep_slurm_) {
     std::vector<std::string> extra;
     std::istringstream words(sweep_sbatch_);
     for (std::string w; words >> w;) extra.push_back(w);
-    return tools::submit_sweep(s, std::filesystem::read_symlink("/proc/self/exe").string(), extra);
+    return tools::submit_sweep(s, exe, extra);
   }
-  const int rc = tools::run_sweep(s, std::filesystem::read_symlink("/proc/self/exe").string());
-  plot_sweep(s.dir);
+  const int rc = tools::run_sweep(s, exe);
+  tools::plot_sweep(s.dir, exe);
   return rc;
 }
 

@@ -34,7 +34,7 @@ void Pipeline::run() {
     spdlog::info("stage {}", name);
     const size_t mark = span_count();
     {
-      Phase whole("stage " + name);
+      Phase whole(Run::stage_span(name));
       stage->run(run_);
       parallel::barrier(run_.grid().world());                          // every rank leaves a stage together
     }

@@ -90,7 +90,7 @@ void Run::record(const nlohmann::json& metric) {
 
 void Run::record_phases(const std::string& stage, size_t mark) {
   std::map<std::string, double> own = own_seconds_since(mark);
-  const std::string whole = "stage " + stage;
+  const std::string whole = stage_span(stage);
   nlohmann::json phases = nlohmann::json::object();
   for (const auto& [name, seconds] : own) {
     if (name != whole) phases[name] = seconds;
@@ -114,9 +114,8 @@ void Run::check_one_decision(uint64_t hash) {
 }
 
 std::vector<int32_t> Run::encode_text(const std::string& spec) {
-  const text::Tokenizer& tok = tokenizer();
-  Phase tokenize("tokenize");
-  return tok.encode(text::read_text(spec, cfg_.get<std::string>("data.austen")), /*parse_special=*/false);
+  Phase tokenize("tokenize");                // a first load of the tokenizer inside it is timed as load
+  return tokenizer().encode(text::read_text(spec, cfg_.get<std::string>("data.austen")), /*parse_special=*/false);
 }
 
 at::Tensor Run::windows(const std::string& section, uint64_t seed) {

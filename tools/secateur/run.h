@@ -69,6 +69,7 @@ class Run {
   // The "timing" record of the stage whose span ("stage <name>") closed last: its wall time and the
   // own time of every phase closed since `mark` (runtime/core/phase.h), the rest as "other".
   void record_phases(const std::string& stage, size_t mark);
+  static std::string stage_span(const std::string& stage) { return "stage " + stage; }
   const nlohmann::json& metrics() const { return metrics_; }
   // How many times `what` ran before in this run (0 the first time): names repeated outputs.
   int pass(const std::string& what);

@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -347,15 +348,30 @@ std::string sbatch(const std::vector<std::string>& args) {
   return out.substr(0, out.find(';'));
 }
 
+// The project file `relative` (its repository holds the binary in build/): found in the working
+// directory, or above the executable; "" when neither has it.
+fs::path project_file(const std::string& exe, const fs::path& relative) {
+  const fs::path exe_dir = fs::path(exe).parent_path();
+  for (const fs::path& root : {fs::current_path(), exe_dir.parent_path(), exe_dir}) {
+    if (fs::exists(root / relative)) return root / relative;
+  }
+  return {};
+}
+
 }  // namespace
 
-int submit_sweep(const Sweep& s, const std::string& exe, const std::vector<std::string>& sbatch_args) {
-  const fs::path exe_dir = fs::path(exe).parent_path();
-  fs::path script;
-  for (const fs::path& root : {fs::current_path(), exe_dir.parent_path(), exe_dir}) {
-    if (fs::exists(root / "launch" / "slurm" / "sweep.sbatch")) script = root / "launch" / "slurm" / "sweep.sbatch";
-    if (!script.empty()) break;
+void plot_sweep(const std::string& dir, const std::string& exe) {
+  const fs::path python = project_file(exe, ".venv/bin/python"), script = project_file(exe, "tools/plot/sweep.py");
+  if (python.empty() || script.empty()) {
+    spdlog::info("[sweep] no .venv with tools/plot/sweep.py found: no plots (tools/setup.sh installs matplotlib)");
+    return;
   }
+  const std::string cmd = shell_quote(python.string()) + " " + shell_quote(script.string()) + " " + shell_quote(dir);
+  if (std::system(cmd.c_str()) != 0) spdlog::warn("[sweep] the plots failed: {}", cmd);
+}
+
+int submit_sweep(const Sweep& s, const std::string& exe, const std::vector<std::string>& sbatch_args) {
+  const fs::path script = project_file(exe, "launch/slurm/sweep.sbatch");
   SECATEUR_CHECK(!script.empty(), "[sweep] launch/slurm/sweep.sbatch not found beside {} or the working directory", exe);
   fs::create_directories(s.dir);
   const std::string file = fs::absolute(s.file).string();

@@ -63,4 +63,8 @@ int submit_sweep(const Sweep& sweep, const std::string& exe, const std::vector<s
 // the first perplexity marked). Returns the Markdown table.
 std::string collect_sweep(const std::string& dir);
 
+// sweep_ppl.png (and sweep_zero_shot.png) of a collected sweep, by tools/plot/sweep.py with the
+// project's .venv Python; a line saying so when that is not found.
+void plot_sweep(const std::string& dir, const std::string& exe);
+
 }  // namespace secateur::tools
