@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <limits>
 #include <numeric>
 
 #include "parallel/collectives.h"
@@ -77,10 +78,13 @@ void tally(TaskResult& r, const std::vector<Example>& examples, const double* a,
 
 }  // namespace
 
-std::vector<Scored> score_requests(const model::Decoder& model,
-                                   const std::vector<std::pair<std::vector<int32_t>, std::vector<int32_t>>>& requests,
-                                   int64_t batch, Progress* progress) {
-  SECATEUR_CHECK(batch >= 1, "[eval/tasks] batch must be at least 1, got {}", batch);
+std::vector<Scored> score_requests(const model::Decoder& model, const std::vector<TokenizedRequest>& requests,
+                                   const ScoreOptions& options, const std::vector<int64_t>& example,
+                                   Progress* progress) {
+  SECATEUR_CHECK(options.batch >= 1, "[eval/tasks] batch must be at least 1, got {}", options.batch);
+  SECATEUR_CHECK(options.tokens >= 0, "[eval/tasks] tokens per pass must be at least 0, got {}", options.tokens);
+  SECATEUR_CHECK(example.empty() || example.size() == requests.size(),
+                 "[eval/tasks] {} example ids for {} requests", example.size(), requests.size());
   at::NoGradGuard no_grad;
   const int64_t max_len = model.config().max_positions;
   // lm-eval: (context + continuation)[-(max_len + 1):][:-1] is the input; an empty context is [eos].
@@ -104,60 +108,130 @@ std::vector<Scored> score_requests(const model::Decoder& model,
     full.pop_back();
     inputs[i] = std::move(full);
   }
-  // Longest first (as lm-eval), so a batch pads little.
-  std::vector<size_t> order(requests.size());
+  // The requests of one example (a run of equal ids) form a group; a group of several shares the
+  // common prefix of their inputs (all but the last token at most): the context, and where the
+  // continuations begin alike (PIQA's two solutions often do), their common start too.
+  std::vector<int64_t> group(requests.size());
+  std::vector<size_t> first = {0};                   // the group's requests: first[g] .. first[g + 1] - 1
+  for (size_t i = 0; i < requests.size(); ++i) {
+    if (i > 0 && (example.empty() || example[i] != example[i - 1])) first.push_back(i);
+    group[i] = static_cast<int64_t>(first.size()) - 1;
+  }
+  first.push_back(requests.size());
+  const size_t G = first.size() - 1;
+  std::vector<int64_t> prefix(G, 0), length(G, 0);   // of each group; length: of its row, below
+  for (size_t g = 0; g < G; ++g) {
+    if (first[g + 1] - first[g] < 2) continue;
+    int64_t& p = prefix[g] = std::numeric_limits<int64_t>::max();
+    for (size_t i = first[g]; i < first[g + 1]; ++i) {
+      const auto& a = inputs[i];
+      const auto& b = inputs[first[g]];
+      p = std::min<int64_t>(p, static_cast<int64_t>(a.size()) - 1);                  // a suffix of one token at least
+      p = std::min<int64_t>(p, std::mismatch(a.begin(), a.end(), b.begin(), b.end()).first - a.begin());
+    }
+  }
+  // One row per group: its prefix, then each request's remainder after it (a suffix), each suffix
+  // at the positions it has in its full input and seeing only the prefix and itself. Rows longest
+  // first (as lm-eval sorts requests), so a batch pads little.
+  for (size_t i = 0; i < requests.size(); ++i) length[group[i]] += static_cast<int64_t>(inputs[i].size()) - prefix[group[i]];
+  for (size_t g = 0; g < G; ++g) length[g] += prefix[g];
+  std::vector<size_t> order(G);
   std::iota(order.begin(), order.end(), 0);
-  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return inputs[a].size() > inputs[b].size(); });
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return length[a] > length[b]; });
+  const at::Device dev = model.device();
   const at::Tensor head = model.head_weight();       // [V_local, d]: this rank's vocabulary shard
   std::vector<Scored> out(requests.size());
-  for (size_t b0 = 0; b0 < order.size(); b0 += batch) {
-    const size_t n = std::min<size_t>(batch, order.size() - b0);
-    const int64_t T = static_cast<int64_t>(inputs[order[b0]].size());
-    std::vector<int64_t> ids(n * T, 0), pos, tgt;    // right padding: the model is causal
-    int64_t scored_tokens = 0;
-    for (size_t r = 0; r < n; ++r) {
-      const auto& in = inputs[order[b0 + r]];
-      const auto& cont = targets[order[b0 + r]];
-      std::copy(in.begin(), in.end(), ids.begin() + r * T);
-      const int64_t L = static_cast<int64_t>(in.size()), C = static_cast<int64_t>(cont.size());
-      for (int64_t j = 0; j < C; ++j) pos.push_back(r * T + L - C + j);   // the position predicting cont[j]
-      tgt.insert(tgt.end(), cont.begin(), cont.end());
-      scored_tokens += L;
+  size_t next = 0;                                   // the first row of the next batch
+  for (size_t b0 = 0; b0 < G; b0 = next) {
+    // Rows while the batch keeps within options.batch requests and options.tokens tokens (padding
+    // included); one row at least.
+    int64_t count = 0;
+    for (next = b0; next < G; ++next) {
+      const int64_t g = order[next], more = count + static_cast<int64_t>(first[g + 1] - first[g]);
+      const int64_t tokens = static_cast<int64_t>(next - b0 + 1) * length[order[b0]];
+      if (next > b0 && (more > options.batch || (options.tokens > 0 && tokens > options.tokens))) break;
+      count = more;
     }
-    const at::Device dev = model.device();
-    const at::Tensor x = at::tensor(ids, at::kLong).view({static_cast<int64_t>(n), T}).to(dev);   // [B, T]
-    const at::Tensor h = model.hidden_states(x);                                                  // [B, T, d]
+    const int64_t n = static_cast<int64_t>(next - b0), T = length[order[b0]];
+    // Every row one request whole: plain causal rows from position 0, no mask needed.
+    const bool plain = std::all_of(order.begin() + b0, order.begin() + next,
+                                   [&](size_t g) { return first[g + 1] - first[g] == 1; });
+    std::vector<int64_t> ids(n * T, 0), positions(n * T, 0), pos, tgt;
+    at::Tensor mask = at::zeros({plain ? 0 : n, 1, T, T}, at::kBool);
+    bool* m = plain ? nullptr : mask.data_ptr<bool>();
+    std::vector<size_t> scored;                      // the requests of the batch, in the order of pos
+    for (int64_t r = 0; r < n; ++r) {
+      const size_t g = order[b0 + r];
+      const int64_t P = prefix[g];
+      int64_t* row_ids = ids.data() + r * T;
+      int64_t* row_pos = positions.data() + r * T;
+      bool* row_mask = plain ? nullptr : m + r * T * T;
+      std::copy_n(inputs[first[g]].begin(), P, row_ids);
+      for (int64_t t = 0; t < P; ++t) {              // (P = 0 when plain)
+        row_pos[t] = t;
+        std::fill_n(row_mask + t * T, t + 1, true);
+      }
+      int64_t o = P;                                 // where the next suffix starts in the row
+      for (size_t i = first[g]; i < first[g + 1]; ++i) {
+        const auto& in = inputs[i];
+        const int64_t L = static_cast<int64_t>(in.size()), C = static_cast<int64_t>(targets[i].size());
+        std::copy(in.begin() + P, in.end(), row_ids + o);
+        for (int64_t t = o; t < o + L - P; ++t) {
+          row_pos[t] = P + t - o;
+          if (plain) continue;
+          std::fill_n(row_mask + t * T, P, true);
+          std::fill_n(row_mask + t * T + o, t - o + 1, true);
+        }
+        for (int64_t j = 0; j < C; ++j) {            // the position predicting cont[j]: in the prefix, or in the suffix
+          const int64_t q = L - C + j;
+          pos.push_back(r * T + (q < P ? q : o + q - P));
+        }
+        tgt.insert(tgt.end(), targets[i].begin(), targets[i].end());
+        scored.push_back(i);
+        o += L - P;
+      }
+      for (int64_t t = o; t < T && !plain; ++t) row_mask[t * T + t] = true;   // padding sees itself only
+    }
+    const at::Tensor x = at::tensor(ids, at::kLong).view({n, T}).to(dev);   // [n, T]
+    at::Tensor h;                                                           // [n, T, d]
+    if (plain) {
+      h = model.hidden_states(x);
+    } else {
+      const model::Layout layout{at::tensor(positions, at::kLong).view({n, T}).to(dev), mask.to(dev)};
+      h = model.hidden_states(x, nullptr, &layout);
+    }
     const at::Tensor picked = h.reshape({-1, h.size(-1)}).index_select(0, at::tensor(pos, at::kLong).to(dev));
     const at::Tensor target = at::tensor(tgt, at::kLong).to(dev);                                // [N]
     std::vector<at::Tensor> logp_parts, greedy_parts;
-    for (int64_t k0 = 0; k0 < picked.size(0); k0 += 1024) {   // at most [1024, V] logits at a time
-      const int64_t k = std::min<int64_t>(1024, picked.size(0) - k0);
+    for (int64_t k0 = 0; k0 < picked.size(0); k0 += 256) {   // at most [256, V] logits at a time
+      const int64_t k = std::min<int64_t>(256, picked.size(0) - k0);
       const at::Tensor logits =
           parallel::gather_last_dim(at::linear(picked.narrow(0, k0, k), head), model.tp()).to(at::kFloat);   // [k, V]
       const at::Tensor t = target.narrow(0, k0, k);
-      logp_parts.push_back(at::log_softmax(logits, -1).gather(1, t.unsqueeze(1)).squeeze(1));
+      logp_parts.push_back(logits.gather(1, t.unsqueeze(1)).squeeze(1) - at::logsumexp(logits, -1));
       greedy_parts.push_back(logits.argmax(-1).eq(t));
     }
     const at::Tensor logp_cpu = at::cat(logp_parts).to(at::kCPU, at::kDouble).contiguous();   // [N]
     const at::Tensor greedy_cpu = at::cat(greedy_parts).to(at::kCPU).contiguous();           // [N]
     const double* lp = logp_cpu.data_ptr<double>();
     const bool* g = greedy_cpu.data_ptr<bool>();
-    for (size_t r = 0, k = 0; r < n; ++r) {
-      Scored& s = out[order[b0 + r]];
-      s.tokens = static_cast<int64_t>(targets[order[b0 + r]].size());
+    int64_t k = 0;
+    for (const size_t i : scored) {
+      Scored& s = out[i];
+      s.tokens = static_cast<int64_t>(targets[i].size());
       s.greedy = true;
       for (int64_t j = 0; j < s.tokens; ++j, ++k) {
         s.loglik += lp[k];
         s.greedy = s.greedy && g[k];
       }
     }
-    if (progress) progress->add(scored_tokens);
+    if (progress) progress->add(static_cast<int64_t>(scored.size()));
   }
   return out;
 }
 
 TaskResult evaluate_task(const model::Decoder& model, const text::Tokenizer& tokenizer, const TaskInfo& task,
-                         const std::vector<Example>& examples, int64_t batch, parallel::Comm* dp) {
+                         const std::vector<Example>& examples, const ScoreOptions& options, parallel::Comm* dp) {
   const auto t0 = std::chrono::steady_clock::now();
   const bool lambada = task.name == "lambada";
   TaskResult r;
@@ -174,16 +248,20 @@ TaskResult evaluate_task(const model::Decoder& model, const text::Tokenizer& tok
   r.requests = first.back();
   // This DP rank's examples, tokenized as lm-eval does: context and continuation apart.
   const parallel::Range mine = parallel::dp_share(r.examples, dp);
-  std::vector<std::pair<std::vector<int32_t>, std::vector<int32_t>>> requests;
-  int64_t my_tokens = 0;
+  std::vector<TokenizedRequest> requests;
+  std::vector<int64_t> example;                                     // of each request
   for (int64_t e = mine.begin; e < mine.end; ++e) {
+    const std::string* context = nullptr;                          // the choices' contexts are mostly one
     for (const Request& q : examples[e].choices) {
-      requests.emplace_back(tokenizer.encode(q.context), tokenizer.encode(q.continuation));
-      my_tokens += static_cast<int64_t>(requests.back().first.size() + requests.back().second.size()) - 1;
+      std::vector<int32_t> ids = context && *context == q.context ? requests.back().first : tokenizer.encode(q.context);
+      requests.emplace_back(std::move(ids), tokenizer.encode(q.continuation));
+      context = &q.context;
+      example.push_back(e);
     }
   }
-  Progress progress(task.name, my_tokens);
-  const std::vector<Scored> scored = score_requests(model, requests, batch, &progress);
+  Progress progress(task.name, static_cast<int64_t>(requests.size()), "req");
+  if (!options.shared_prefix) example.clear();
+  const std::vector<Scored> scored = score_requests(model, requests, options, example, &progress);
   progress.finish();
   // Every request's (loglik, tokens, greedy, input tokens) on every rank: zeros elsewhere, summed over DP.
   at::Tensor all = at::zeros({r.requests, 4}, at::kDouble);

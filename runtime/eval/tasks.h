@@ -94,12 +94,24 @@ struct Scored {
   bool greedy = false;    // every continuation token is the argmax
 };
 
-// Tokenized requests: (context ids, continuation ids). Right-padded batches of up to `batch`
-// requests (sorted by length), log-softmax over the continuation positions only; progress counts
-// input tokens.
-std::vector<Scored> score_requests(const model::Decoder& model,
-                                   const std::vector<std::pair<std::vector<int32_t>, std::vector<int32_t>>>& requests,
-                                   int64_t batch, Progress* progress = nullptr);
+// A request's (context ids, continuation ids), tokenized apart.
+using TokenizedRequest = std::pair<std::vector<int32_t>, std::vector<int32_t>>;
+
+struct ScoreOptions {
+  int64_t batch = 8;           // requests per forward pass, at most
+  int64_t tokens = 0;          // and no more tokens (padding included) than this per pass; 0 = no bound
+  bool shared_prefix = true;   // an example's choices share their context's forward pass (score_requests)
+};
+
+// Right-padded batches (longest first) as `options` bound them, log-softmax over the continuation
+// positions only; progress counts requests. `example` (empty, or one id per request; an example's
+// requests consecutive) lets the requests of an example share the prefix of their inputs before
+// the first position any of them scores: it runs once, and each request's remainder runs on its
+// keys and values, at the positions it has in the full input. Equal to scoring each request
+// whole, up to rounding (lm-eval runs every context + continuation in full).
+std::vector<Scored> score_requests(const model::Decoder& model, const std::vector<TokenizedRequest>& requests,
+                                   const ScoreOptions& options, const std::vector<int64_t>& example = {},
+                                   Progress* progress = nullptr);
 
 struct TaskResult {
   std::string task, metric;
@@ -116,7 +128,8 @@ struct TaskResult {
 // With a DP comm, each DP rank scores its contiguous share of the examples and the scores are
 // summed over DP, so every rank returns the same result.
 TaskResult evaluate_task(const model::Decoder& model, const text::Tokenizer& tokenizer, const TaskInfo& task,
-                         const std::vector<Example>& examples, int64_t batch, parallel::Comm* dp = nullptr);
+                         const std::vector<Example>& examples, const ScoreOptions& options,
+                         parallel::Comm* dp = nullptr);
 
 // One JSON line per example: doc_id, label, per choice loglik / tokens / greedy, pred, pred_norm.
 void write_samples(const std::string& path, const std::vector<Example>& examples, const TaskResult& r);

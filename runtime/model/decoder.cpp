@@ -162,7 +162,7 @@ at::Tensor Decoder::norm(const at::Tensor& x, const at::Tensor& w, const at::Ten
 }
 
 at::Tensor Decoder::attention(int64_t l, const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
-                              KVCache* cache) const {
+                              KVCache* cache, const Layout* layout) const {
   const LayerWeights& w = layers_[l];
   const int64_t B = x.size(0), T = x.size(1), H = local_.n_heads[l], KV = local_.n_kv_heads[l];
   const int64_t D = config_.head_dim;
@@ -196,7 +196,9 @@ at::Tensor Decoder::attention(int64_t l, const at::Tensor& x, const at::Tensor& 
   }
   const double scale = 1.0 / std::sqrt(static_cast<double>(D));
   at::Tensor out;
-  if (past == 0) {
+  if (layout) {
+    out = at::scaled_dot_product_attention(q, k, v, layout->mask, 0.0, false, scale);
+  } else if (past == 0) {
     out = at::scaled_dot_product_attention(q, k, v, {}, 0.0, /*is_causal=*/T > 1, scale);
   } else {                                           // query i sees keys 0..past+i
     const at::Tensor qi = at::arange(T, x.options().dtype(at::kLong)).unsqueeze(1) + past;
@@ -242,36 +244,48 @@ at::Tensor Decoder::mlp(int64_t l, const at::Tensor& x) const {
   return add_bias(parallel::reduce_from_tp(project(l, Proj::down, h, w.down_w, {}), tp_));
 }
 
-at::Tensor Decoder::hidden_states(const at::Tensor& ids, KVCache* cache) const {
+at::Tensor Decoder::hidden_states(const at::Tensor& ids, KVCache* cache, const Layout* layout) const {
   SECATEUR_CHECK(ids.dim() == 2, "[model] ids must be [B, T], got {} dims", ids.dim());
-  const int64_t T = ids.size(1);
+  const int64_t B = ids.size(0), T = ids.size(1);
   const int64_t past = cache ? cache->length : 0;
   if (cache && cache->k.empty()) {
     cache->k.resize(config_.n_layers());
     cache->v.resize(config_.n_layers());
   }
   const at::TensorOptions opt = embed_.options();
+  if (layout) {
+    SECATEUR_CHECK(layout->positions.sizes() == ids.sizes() &&
+                       layout->mask.sizes() == at::IntArrayRef({B, 1, T, past + T}),
+                   "[model] a layout needs positions [{}, {}] and a mask [{}, 1, {}, {}]", B, T, B, T, past + T);
+  }
+  // Each token's position: [T] shared by the rows, or [B, T] from the layout.
+  const at::Tensor pos = layout ? layout->positions.to(opt.device(), at::kLong)
+                                : at::arange(past, past + T, opt.dtype(at::kLong));
   at::Tensor x = embed(ids);                                             // [B, T, d]
   at::Tensor cos, sin;
   if (config_.family == Family::gpt2) {
-    SECATEUR_CHECK(past + T <= config_.max_positions, "[model] {} positions exceed the model's {}", past + T,
+    const int64_t last = layout ? pos.max().item<int64_t>() + 1 : past + T;
+    SECATEUR_CHECK(last <= config_.max_positions, "[model] {} positions exceed the model's {}", last,
                    config_.max_positions);
-    x = x + pos_embed_.narrow(0, past, T);
+    x = x + (layout ? pos_embed_.index_select(0, pos.flatten()).view({B, T, -1}) : pos_embed_.narrow(0, past, T));
   } else {
     // RoPE tables as HF builds them: float32 angles (float64 for a float64 model), then cast.
     const int64_t D = config_.head_dim;
     const at::ScalarType angle = at::promote_types(opt.dtype().toScalarType(), at::kFloat);
     const at::Tensor inv_freq =
         1.0 / at::pow(config_.rope_theta, at::arange(0, D, 2, opt.dtype(at::kLong)).to(angle) / D);
-    const at::Tensor pos = at::arange(past, past + T, opt.dtype(at::kLong)).to(angle);
-    const at::Tensor freqs = pos.unsqueeze(1) * inv_freq.unsqueeze(0);   // [T, D/2]
-    const at::Tensor emb = at::cat({freqs, freqs}, -1);                  // [T, D]
+    const at::Tensor freqs = pos.to(angle).unsqueeze(-1) * inv_freq;     // [(B,) T, D/2]
+    const at::Tensor emb = at::cat({freqs, freqs}, -1);                  // [(B,) T, D]
     cos = emb.cos().to(opt.dtype());
     sin = emb.sin().to(opt.dtype());
+    if (layout) {                                                        // [B, 1, T, D] against [B, H, T, D]
+      cos = cos.unsqueeze(1);
+      sin = sin.unsqueeze(1);
+    }
   }
   for (int64_t l = 0; l < config_.n_layers(); ++l) {
     const LayerWeights& w = layers_[l];
-    x = x + attention(l, norm(x, w.ln1_w, w.ln1_b), cos, sin, cache);
+    x = x + attention(l, norm(x, w.ln1_w, w.ln1_b), cos, sin, cache, layout);
     x = x + mlp(l, norm(x, w.ln2_w, w.ln2_b));
   }
   if (cache) cache->length = past + T;

@@ -34,6 +34,14 @@ struct KVCache {
   int64_t length = 0;
 };
 
+// Where each token of a batch sits and what it sees, for rows that do not all start after the
+// same past (the suffixes of shared-prefix scoring, runtime/eval/tasks.cpp): positions [B, T]
+// int64 (the RoPE angle, GPT-2's position row), mask [B, 1, T, past + T] bool (key j visible to
+// query t). Without one, row b's token t sits at past + t and sees keys 0..past + t.
+struct Layout {
+  at::Tensor positions, mask;
+};
+
 // On a TP group of more than one rank the decoder holds this rank's shard (ShardPlan) of every
 // weight and runs Megatron-style through the layers of parallel/tensor_parallel: column-parallel
 // q/k/v and gate/up, row-parallel o and down followed by one sum each, vocabulary-parallel
@@ -61,8 +69,9 @@ class Decoder {
   void to(at::Device device, at::ScalarType dtype);
 
   // Final hidden states after the last norm: ids [B, T] int64 -> [B, T, d].
-  // With a cache, positions continue after cache->length and the cache is extended.
-  at::Tensor hidden_states(const at::Tensor& ids, KVCache* cache = nullptr) const;
+  // With a cache, positions continue after cache->length and the cache is extended; a layout
+  // places each token itself (the cache still grows by T).
+  at::Tensor hidden_states(const at::Tensor& ids, KVCache* cache = nullptr, const Layout* layout = nullptr) const;
   at::Tensor logits(const at::Tensor& ids, KVCache* cache = nullptr) const;   // [B, T, V] (gathered over TP)
 
   // Knowledge distillation from a teacher of the same vocabulary, sharded on the same TP comm:
@@ -135,7 +144,7 @@ class Decoder {
   at::Tensor* slot(Role role, int64_t layer);
 
   at::Tensor attention(int64_t l, const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
-                       KVCache* cache) const;
+                       KVCache* cache, const Layout* layout) const;
   at::Tensor mlp(int64_t l, const at::Tensor& x) const;
   at::Tensor norm(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) const;
   at::Tensor embed(const at::Tensor& ids) const;

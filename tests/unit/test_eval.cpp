@@ -4,6 +4,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
+#include <fmt/format.h>
 #include <zlib.h>
 
 #include <cmath>
@@ -116,39 +117,57 @@ TEST(ZeroShotTasks, BadJsonAndOutOfOrderChoicesAreRejected) {
 }
 
 // The sum of log-softmax over the continuation, from the full logits of each request on its own,
-// whatever the batch (right padding, length-sorted batches).
+// whatever the batch (right padding, length-sorted batches, bounded by requests or tokens) and whether an example's requests
+// share their prefix or not: examples of several choices with one context (ARC's form), with
+// contexts that part in the middle (WinoGrande's partial form), with a context of one token, an
+// empty one, one longer than the model's context, with continuations that begin alike (scored
+// partly in the shared prefix), and lone requests. LLaMA (RoPE at each row's
+// own positions) and GPT-2 (learned positions).
 TEST(ZeroShotTasks, ScoresAreContinuationLogLikelihoodsInAnyBatch) {
-  auto c = model::ModelConfig::make(model::Family::llama, 97, 48, 2, 4, 2, 64);
-  c.head_dim = 12;
-  c.max_positions = 32;
-  c.eos_id = 0;
-  const model::Decoder m = model::Decoder::with_random_weights(c, 7);
-  std::vector<std::pair<std::vector<int32_t>, std::vector<int32_t>>> reqs = {
-      {{1, 2, 3, 4, 5}, {6, 7}}, {{8}, {9, 10, 11}}, {{12, 13, 14, 15, 16, 17, 18, 19}, {20}},
-      {{}, {21, 22}},                                                  // empty context: [eos] stands for it
-      {std::vector<int32_t>(40, 3), {23, 24}}};                       // longer than max_positions: cut on the left
-  at::NoGradGuard no_grad;
-  for (int64_t batch : {1, 2, 5}) {
-    const auto s = eval::score_requests(m, reqs, batch);
-    for (size_t i = 0; i < reqs.size(); ++i) {
-      std::vector<int64_t> full;
-      if (reqs[i].first.empty()) full.push_back(c.eos_id);
-      full.insert(full.end(), reqs[i].first.begin(), reqs[i].first.end());
-      full.insert(full.end(), reqs[i].second.begin(), reqs[i].second.end());
-      if (static_cast<int64_t>(full.size()) > c.max_positions + 1) full.erase(full.begin(), full.end() - c.max_positions - 1);
-      const int64_t n = static_cast<int64_t>(full.size()), k = static_cast<int64_t>(reqs[i].second.size());
-      const at::Tensor ids = at::tensor(full, at::kLong).view({1, n});
-      const at::Tensor logp = at::log_softmax(m.logits(ids.narrow(1, 0, n - 1)).to(at::kDouble), -1)[0];  // [n-1, V]
-      double want = 0.0;
-      bool greedy = true;
-      for (int64_t j = 0; j < k; ++j) {
-        const int64_t p = n - 1 - k + j, t = full[n - k + j];
-        want += logp[p][t].item<double>();
-        greedy = greedy && logp[p].argmax().item<int64_t>() == t;
+  using Ids = std::vector<int32_t>;
+  const std::vector<eval::TokenizedRequest> reqs = {
+      {{1, 2, 3, 4, 5}, {6, 7}}, {{1, 2, 3, 4, 5}, {8}}, {{1, 2, 3, 4, 5}, {9, 10, 11}},    // example 0
+      {{8}, {9, 10, 11}},                                                                      // 1
+      {{12, 13, 14, 15, 16, 17, 18, 19}, {20}},                                                // 2
+      {{}, {21, 22}}, {{}, {23}},                        // 3: empty contexts, [eos] stands for them
+      {Ids(40, 3), {23, 24}}, {Ids(40, 3), {25}},        // 4: longer than max_positions, cut on the left
+      {{30, 31, 32, 33, 34}, {40, 41}}, {{30, 31, 35, 36}, {40, 41}},                          // 5: partial form
+      {{7}, {8, 9}}, {{7}, {10}},                                                              // 6: one-token context
+      {{1, 2}, {6, 7, 8}}, {{1, 2}, {6, 7, 9}}, {{1, 2}, {6, 7}}};   // 7: continuations that begin alike
+  const std::vector<int64_t> example = {0, 0, 0, 1, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7, 7};
+  for (const model::Family family : {model::Family::llama, model::Family::gpt2}) {
+    auto c = model::ModelConfig::make(family, 97, 48, 2, 4, family == model::Family::llama ? 2 : 4, 64);
+    c.head_dim = 12;
+    c.max_positions = 32;
+    c.eos_id = 0;
+    const model::Decoder m = model::Decoder::with_random_weights(c, 7);
+    at::NoGradGuard no_grad;
+    for (const bool shared : {false, true}) {
+      for (const auto& [batch, tokens] : std::vector<std::pair<int64_t, int64_t>>{{1, 0}, {2, 0}, {5, 0}, {16, 0}, {16, 9}, {16, 40}}) {
+        const auto s = eval::score_requests(m, reqs, {batch, tokens}, shared ? example : std::vector<int64_t>{});
+        for (size_t i = 0; i < reqs.size(); ++i) {
+          std::vector<int64_t> full;
+          if (reqs[i].first.empty()) full.push_back(c.eos_id);
+          full.insert(full.end(), reqs[i].first.begin(), reqs[i].first.end());
+          full.insert(full.end(), reqs[i].second.begin(), reqs[i].second.end());
+          if (static_cast<int64_t>(full.size()) > c.max_positions + 1) full.erase(full.begin(), full.end() - c.max_positions - 1);
+          const int64_t n = static_cast<int64_t>(full.size()), k = static_cast<int64_t>(reqs[i].second.size());
+          const at::Tensor ids = at::tensor(full, at::kLong).view({1, n});
+          const at::Tensor logp = at::log_softmax(m.logits(ids.narrow(1, 0, n - 1)).to(at::kDouble), -1)[0];  // [n-1, V]
+          double want = 0.0;
+          bool greedy = true;
+          for (int64_t j = 0; j < k; ++j) {
+            const int64_t p = n - 1 - k + j, t = full[n - k + j];
+            want += logp[p][t].item<double>();
+            greedy = greedy && logp[p].argmax().item<int64_t>() == t;
+          }
+          const std::string where = fmt::format("{} request {} batch {} tokens {} shared {}",
+                                                model::family_name(family), i, batch, tokens, shared);
+          EXPECT_NEAR(s[i].loglik, want, 1e-4) << where;
+          EXPECT_EQ(s[i].tokens, k) << where;
+          EXPECT_EQ(s[i].greedy, greedy) << where;
+        }
       }
-      EXPECT_NEAR(s[i].loglik, want, 1e-4) << "request " << i << " batch " << batch;
-      EXPECT_EQ(s[i].tokens, k);
-      EXPECT_EQ(s[i].greedy, greedy);
     }
   }
 }

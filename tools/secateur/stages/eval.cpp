@@ -21,6 +21,7 @@ namespace fs = std::filesystem;
 struct EvalStage : Stage {
   std::string text;
   int64_t max_tokens = 0, batch = 8, task_limit = 0;
+  eval::ScoreOptions score;
   std::vector<int64_t> windows;
   std::vector<std::string> tasks;
   std::string tasks_dir;
@@ -35,6 +36,10 @@ struct EvalStage : Stage {
     s->windows = cfg.get<std::vector<int64_t>>("eval.windows");
     s->tasks = cfg.get<std::vector<std::string>>("eval.tasks");
     s->task_limit = cfg.get<int64_t>("eval.task_limit");
+    // Zero-shot passes: bounded by tokens (every request has one at least), else eval.batch requests.
+    s->score.tokens = cfg.get<int64_t>("eval.task_tokens");
+    s->score.batch = s->score.tokens > 0 ? s->score.tokens : s->batch;
+    s->score.shared_prefix = cfg.get<bool>("eval.shared_prefix");
     s->tasks_dir = cfg.get<std::string>("eval.tasks_dir");
     s->speed = cfg.get<bool>("eval.speed");
     s->speed_options.prompt_tokens = cfg.get<int64_t>("eval.speed_prompt");
@@ -87,7 +92,7 @@ struct EvalStage : Stage {
       const std::string file = eval::task_file(dir, task);
       const std::vector<eval::Example> examples = eval::read_requests(file, task_limit);
       Phase phase("zero_shot");
-      const eval::TaskResult t = eval::evaluate_task(r.model(), r.tokenizer(), task, examples, batch, &r.grid().dp());
+      const eval::TaskResult t = eval::evaluate_task(r.model(), r.tokenizer(), task, examples, score, &r.grid().dp());
       spdlog::info("{} {} {:.4f} (acc {:.4f}, acc_norm {:.4f}, acc_per_token {:.4f}, bpb {:.4f}{}; {} examples, {} "
                    "requests, {:.1f} s)", task.name, t.metric, t.value(), t.acc, t.acc_norm, t.acc_per_token, t.bpb,
                    task.name == "lambada" ? fmt::format(", ppl {:.3f}", t.ppl) : "", t.examples, t.requests, t.seconds);
