@@ -29,7 +29,7 @@ done
 # 1. Debian packages
 pkgs=(build-essential cmake ninja-build ccache lld pkg-config python3-venv python3-pip
       libopenmpi-dev openmpi-bin libyaml-cpp-dev nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev
-      zlib1g-dev libpcre2-dev libicu-dev libgtest-dev r-cran-janeaustenr)
+      zlib1g-dev libpcre2-dev libicu-dev libgtest-dev libjemalloc-dev r-cran-janeaustenr)
 missing=()
 for p in "${pkgs[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

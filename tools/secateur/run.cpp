@@ -25,8 +25,13 @@ namespace secateur::tools {
 
 namespace fs = std::filesystem;
 
+#ifdef SECATEUR_WITH_JEMALLOC
+ScopedMmapThreshold::ScopedMmapThreshold() = default;
+ScopedMmapThreshold::~ScopedMmapThreshold() = default;
+#else
 ScopedMmapThreshold::ScopedMmapThreshold() { mallopt(M_MMAP_THRESHOLD, 1 << 20); }
 ScopedMmapThreshold::~ScopedMmapThreshold() { mallopt(M_MMAP_THRESHOLD, 32 << 20); }   // glibc's dynamic maximum
+#endif
 
 Run::Run(config::Config cfg, parallel::Grid& grid, bool fresh)
     : cfg_(std::move(cfg)), grid_(grid), dir_(cfg_.get<std::string>("run.dir")),
