@@ -105,10 +105,10 @@ struct ScoreOptions {
 
 // Right-padded batches (longest first) as `options` bound them, log-softmax over the continuation
 // positions only; progress counts requests. `example` (empty, or one id per request; an example's
-// requests consecutive) lets the requests of an example share the prefix of their inputs before
-// the first position any of them scores: it runs once, and each request's remainder runs on its
-// keys and values, at the positions it has in the full input. Equal to scoring each request
-// whole, up to rounding (lm-eval runs every context + continuation in full).
+// requests consecutive) lets the requests of an example share one row: the common prefix of their
+// inputs once, then each request's remainder at the positions it has in its full input, seeing
+// only the prefix and itself (model::Layout). Equal to scoring each request whole, up to
+// rounding (lm-eval runs every context + continuation in full).
 std::vector<Scored> score_requests(const model::Decoder& model, const std::vector<TokenizedRequest>& requests,
                                    const ScoreOptions& options, const std::vector<int64_t>& example = {},
                                    Progress* progress = nullptr);

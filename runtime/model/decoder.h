@@ -34,10 +34,10 @@ struct KVCache {
   int64_t length = 0;
 };
 
-// Where each token of a batch sits and what it sees, for rows that do not all start after the
-// same past (the suffixes of shared-prefix scoring, runtime/eval/tasks.cpp): positions [B, T]
-// int64 (the RoPE angle, GPT-2's position row), mask [B, 1, T, past + T] bool (key j visible to
-// query t). Without one, row b's token t sits at past + t and sees keys 0..past + t.
+// Where each token of a batch sits and what it sees, for rows that are not one causal sequence
+// (shared-prefix scoring packs a prefix and several continuations into a row, runtime/eval/tasks.cpp):
+// positions [B, T] int64 (the RoPE angle, GPT-2's position row), mask [B, 1, T, past + T] bool
+// (key j visible to query t). Without one, row b's token t sits at past + t and sees keys 0..past + t.
 struct Layout {
   at::Tensor positions, mask;
 };
