@@ -85,6 +85,7 @@ std::vector<Scored> score_requests(const model::Decoder& model, const std::vecto
   SECATEUR_CHECK(options.tokens >= 0, "[eval/tasks] tokens per pass must be at least 0, got {}", options.tokens);
   SECATEUR_CHECK(example.empty() || example.size() == requests.size(),
                  "[eval/tasks] {} example ids for {} requests", example.size(), requests.size());
+  if (requests.empty()) return {};                   // a DP rank without examples
   at::NoGradGuard no_grad;
   const int64_t max_len = model.config().max_positions;
   // lm-eval: (context + continuation)[-(max_len + 1):][:-1] is the input; an empty context is [eos].
@@ -111,11 +112,9 @@ std::vector<Scored> score_requests(const model::Decoder& model, const std::vecto
   // The requests of one example (a run of equal ids) form a group; a group of several shares the
   // common prefix of their inputs (all but the last token at most): the context, and where the
   // continuations begin alike (PIQA's two solutions often do), their common start too.
-  std::vector<int64_t> group(requests.size());
   std::vector<size_t> first = {0};                   // the group's requests: first[g] .. first[g + 1] - 1
-  for (size_t i = 0; i < requests.size(); ++i) {
-    if (i > 0 && (example.empty() || example[i] != example[i - 1])) first.push_back(i);
-    group[i] = static_cast<int64_t>(first.size()) - 1;
+  for (size_t i = 1; i < requests.size(); ++i) {
+    if (example.empty() || example[i] != example[i - 1]) first.push_back(i);
   }
   first.push_back(requests.size());
   const size_t G = first.size() - 1;
@@ -133,8 +132,10 @@ std::vector<Scored> score_requests(const model::Decoder& model, const std::vecto
   // One row per group: its prefix, then each request's remainder after it (a suffix), each suffix
   // at the positions it has in its full input and seeing only the prefix and itself. Rows longest
   // first (as lm-eval sorts requests), so a batch pads little.
-  for (size_t i = 0; i < requests.size(); ++i) length[group[i]] += static_cast<int64_t>(inputs[i].size()) - prefix[group[i]];
-  for (size_t g = 0; g < G; ++g) length[g] += prefix[g];
+  for (size_t g = 0; g < G; ++g) {
+    length[g] = prefix[g];
+    for (size_t i = first[g]; i < first[g + 1]; ++i) length[g] += static_cast<int64_t>(inputs[i].size()) - prefix[g];
+  }
   std::vector<size_t> order(G);
   std::iota(order.begin(), order.end(), 0);
   std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return length[a] > length[b]; });

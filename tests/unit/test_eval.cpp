@@ -169,6 +169,7 @@ TEST(ZeroShotTasks, ScoresAreContinuationLogLikelihoodsInAnyBatch) {
         }
       }
     }
+    EXPECT_TRUE(eval::score_requests(m, {}, {8, 512}, {}).empty());   // a DP rank without examples
   }
 }
 
