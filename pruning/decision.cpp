@@ -79,6 +79,13 @@ void validate(const PruneOptions& opt, const ModelConfig& c) {
                  opt.scope);
   SECATEUR_CHECK(opt.mlp || opt.attention != "none" || opt.scope == "channel" || opt.scope == "layer",
                  "[config] 'prune.mlp' is false and 'prune.attention' is none: nothing to prune");
+  SECATEUR_CHECK(!(scores_projection_inputs(opt.criterion) && (opt.scope == "channel" || opt.scope == "layer")),
+                 "[config] 'prune.criterion' = {} scores neurons and attention units (the inputs of o_proj and "
+                 "down_proj), not the units of scope {}", criterion_name(opt.criterion), opt.scope);
+  SECATEUR_CHECK(!(opt.compensation != Compensation::none && (opt.scope == "channel" || opt.scope == "layer")),
+                 "[config] 'prune.compensation' = {} compensates removed neurons and attention units, not the units "
+                 "of scope {}", compensation_name(opt.compensation), opt.scope);
+  SECATEUR_CHECK(opt.ridge > 0, "[config] 'prune.ridge' = {} must be > 0", opt.ridge);
   SECATEUR_CHECK(opt.round_to >= 1, "[config] 'prune.round_to' = {} must be at least 1 (1: any width)", opt.round_to);
   SECATEUR_CHECK(opt.min_keep > 0.0 && opt.min_keep <= 1.0, "[config] 'prune.min_keep' = {} must be in (0, 1]",
                  opt.min_keep);
@@ -195,7 +202,7 @@ std::vector<Group> take_global(const Budget& b, const ByLayerKind& by_layer_kind
     for (const auto& x : cands) mean += x.score;
     mean /= static_cast<double>(cands.size());
     for (auto x : cands) {
-      x.score = mean > 0 ? x.score / mean : x.score;
+      x.score = mean > 0 && !standardised(b.opt.criterion) ? x.score / mean : x.score;
       pool.push_back(x);
     }
     left[key] = static_cast<int64_t>(cands.size());
@@ -375,6 +382,7 @@ nlohmann::json Decision::to_json(const PruneOptions& opt) const {
           {"attention", opt.attention},
           {"mlp", opt.mlp},
           {"round_to", opt.round_to},
+          {"compensation", compensation_name(opt.compensation)},
           {"keep_layers", kept_layers},
           {"ratio_target", target_ratio},
           {"ratio_achieved", achieved_ratio},

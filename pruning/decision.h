@@ -7,7 +7,8 @@
 //   uniform    per_layer with no kept layers: every layer ends with the same widths, so a stock HF
 //              config describes the result;
 //   global     every candidate ranked together after dividing its score by the mean score of its
-//              kind in its layer; each layer keeps at least min_keep of each kind;
+//              kind in its layer (scores standardised already, flap's, as they are); each layer keeps
+//              at least min_keep of each kind;
 //   channel    hidden channels (LLM-Pruner's channel-wise mode): the lowest-scored channels of the
 //              residual stream go from every layer at once, as many as the budget allows;
 //   layer      whole layers, lowest score first, as many as fit in the budget (the kept layers stay).
@@ -42,6 +43,8 @@ struct PruneOptions {
   std::vector<int64_t> keep_layers;      // more dense layers (not with uniform or channel)
   double min_keep = 0.1;                 // global: fraction of each kind a layer keeps at least
   int64_t round_to = 1;                  // kept MLP widths (hidden under channel) are multiples of it
+  Compensation compensation = Compensation::none;   // pruning/compensate.h; not with scopes channel and layer
+  double ridge = 0.1;                    // least_squares: λ relative to the mean input variance
   uint64_t seed = 0;
 };
 

@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include <map>
 #include <random>
 
 #include "runtime/config/choices.h"
@@ -9,7 +10,7 @@
 
 namespace secateur::pruning {
 
-static_assert(std::size(config::choices::criterion) == static_cast<size_t>(Criterion::activation) + 1);
+static_assert(std::size(config::choices::criterion) == static_cast<size_t>(Criterion::flap) + 1);
 static_assert(std::size(config::choices::aggregate) == static_cast<size_t>(Aggregate::last) + 1);
 
 const char* criterion_name(Criterion c) { return config::choice_name(config::choices::criterion, c); }
@@ -22,29 +23,96 @@ Aggregate parse_aggregate(const std::string& name) {
   return config::parse_choice<Aggregate>(config::choices::aggregate, "prune.aggregate", name);
 }
 
-CalibrationOptions calibration_for(Criterion c) {
+bool standardised(Criterion c) { return c == Criterion::flap; }
+bool scores_projection_inputs(Criterion c) { return c == Criterion::flap || c == Criterion::wanda_sp; }
+
+CalibrationOptions calibration_for(Criterion c, Compensation compensation) {
   CalibrationOptions o;
   o.first_order = c == Criterion::taylor_element1 || c == Criterion::taylor_vector;
   o.fisher = c == Criterion::taylor_element2;
   o.mixed = c == Criterion::taylor_mixed;
-  o.activations = c == Criterion::activation;
+  o.activations = c == Criterion::activation || scores_projection_inputs(c) || compensation != Compensation::none;
+  o.gram = compensation == Compensation::least_squares;
   return o;
 }
 
-std::string calibration_needs(Criterion c) {
-  const CalibrationOptions o = calibration_for(c);
+std::string calibration_needs(Criterion c, Compensation compensation) {
+  const CalibrationOptions o = calibration_for(c, compensation);
   std::string out;
   for (const auto& [on, name] : {std::pair{o.first_order, "first_order"}, std::pair{o.fisher, "fisher"},
-                                 std::pair{o.mixed, "mixed"}, std::pair{o.activations, "activations"}}) {
+                                 std::pair{o.mixed, "mixed"}, std::pair{o.activations, "activations"},
+                                 std::pair{o.gram, "gram"}}) {
     if (on) out += (out.empty() ? "" : ",") + std::string(name);
   }
   return out;
 }
 
+namespace {
+
+// wanda_sp and flap: the per-column metric of an output projection's input (whole model, float64),
+// computed once per tensor. attention: FLAP squares the metric of o_proj's columns.
+class ProjectionMetric {
+ public:
+  ProjectionMetric(const Statistics& stats, Criterion c) : stats_(stats), c_(c) {}
+
+  const at::Tensor& operator()(const std::string& tensor, bool attention) {
+    auto [it, fresh] = cache_.try_emplace(tensor);
+    if (!fresh) return it->second;
+    const WeightStats& ws = stats_.weights.at(tensor);
+    SECATEUR_CHECK(ws.act[1].defined() && ws.l1[1].defined() && ws.l1[0].defined(), "[pruning/score] criterion {} "
+                   "has no activation statistics for '{}' (was calibration run?)", criterion_name(c_), tensor);
+    if (c_ == Criterion::wanda_sp) {                          // mean_i |W_ij| · ‖x_j‖
+      it->second = ws.l1[1] / static_cast<double>(ws.l1[0].size(0)) * ws.act[1].sqrt();
+      return it->second;
+    }
+    SECATEUR_CHECK(ws.act_sum[1].defined() && stats_.tokens > 0, "[pruning/score] criterion flap needs the "
+                   "activations' sums for '{}' (statistics of an older `secateur score`? score again)", tensor);
+    const double n = static_cast<double>(stats_.tokens);
+    const at::Tensor mean = ws.act_sum[1] / n;
+    const at::Tensor variance = (ws.act[1] / n - mean * mean).clamp_min(0.0);
+    at::Tensor s = variance * ws.l2[1];                         // WIFV
+    if (attention) s = s * s;
+    const at::Tensor sd = s.std();                              // unbiased, as FLAP
+    it->second = (s - s.mean()) / (sd.item<double>() > 0 ? sd : at::ones_like(sd));
+    return it->second;
+  }
+
+ private:
+  const Statistics& stats_;
+  Criterion c_;
+  std::map<std::string, at::Tensor> cache_;
+};
+
+// A unit's score from the input columns (dim 1) of its output projection: the sum of wanda_sp's
+// metric over them, the mean of flap's.
+double projection_score(const Group& g, ProjectionMetric& metric, Criterion c) {
+  SECATEUR_CHECK(g.kind == GroupKind::neuron || g.kind == GroupKind::query_head || g.kind == GroupKind::kv_group,
+                 "[pruning/score] criterion {} scores neurons and attention units, not a {}", criterion_name(c),
+                 kind_name(g.kind));
+  const bool attention = g.kind != GroupKind::neuron;
+  double total = 0;
+  int64_t columns = 0;
+  for (const Slice& s : g.slices) {
+    if (s.dim != 1) continue;
+    total += metric(s.tensor, attention).narrow(0, s.begin, s.end - s.begin).sum().item<double>();
+    columns += s.end - s.begin;
+  }
+  SECATEUR_CHECK(columns > 0, "[pruning/score] {} {} of layer {} has no output projection column", kind_name(g.kind),
+                 g.index, g.layer);
+  return c == Criterion::flap ? total / static_cast<double>(columns) : total;
+}
+
+}  // namespace
+
 std::vector<double> score_groups(const std::vector<Group>& groups, const Statistics& stats, Criterion criterion,
                                  Aggregate aggregate, uint64_t seed) {
   std::vector<double> out;
   out.reserve(groups.size());
+  if (scores_projection_inputs(criterion)) {
+    ProjectionMetric metric(stats, criterion);
+    for (const Group& g : groups) out.push_back(projection_score(g, metric, criterion));
+    return out;
+  }
   if (criterion == Criterion::random) {
     std::mt19937_64 rng(seed);
     std::uniform_real_distribution<double> u(0.0, 1.0);
@@ -68,7 +136,9 @@ std::vector<double> score_groups(const std::vector<Group>& groups, const Statist
         case Criterion::taylor_vector: source = &ws.wg; break;
         case Criterion::taylor_mixed: source = &ws.mix; break;
         case Criterion::activation: source = &ws.act; break;
-        case Criterion::random: break;
+        case Criterion::random:
+        case Criterion::wanda_sp:
+        case Criterion::flap: break;
       }
       const at::Tensor& v = (*source)[dim];
       if (criterion == Criterion::activation && !v.defined()) continue;   // not an input column

@@ -11,27 +11,46 @@
 //                    activation magnitude: a neuron's output, a head's attention output, a hidden
 //                    channel's normalised input to every projection and the head; L2 over all
 //                    calibration tokens); output rows and norms carry no activation and do not count
-// Aggregation over dependencies: sum (LLM-Pruner's default), prod, max, last.
+// Two criteria score only the inputs of the output projections (o_proj's columns of a head or
+// kv-group, down_proj's column of a neuron), as FLAP does; a unit's score is over its columns j:
+//   wanda_sp         Σ_j mean_i|W_ij|·‖x_j‖₂              (FLAP's structured Wanda baseline)
+//   flap             mean_j z_j, z = (s − mean s)/std s over the projection's columns (one layer, one
+//                    module), s_j = Var_t(x_j)·Σ_i W_ij² (FLAP's WIFV: the input's fluctuation over the
+//                    calibration tokens, weighted by its column), squared for attention (FLAP: metric²)
+//                    — standardised, so the scope global ranks attention and MLP units of every layer
+//                    together as they are (FLAP's AL-AM), and per_layer/uniform is FLAP's UL-UM
+// Neither scores hidden channels or layers.
+// Aggregation over dependencies: sum (LLM-Pruner's default), prod, max, last (not for wanda_sp and flap,
+// which have one).
 #pragma once
 #include <cstdint>
 #include <string>
 #include <vector>
 
+#include "pruning/compensate.h"
 #include "pruning/group.h"
 #include "pruning/stats.h"
 
 namespace secateur::pruning {
 
-enum class Criterion { random, l1, l2, taylor_element1, taylor_element2, taylor_vector, taylor_mixed, activation };
+enum class Criterion {
+  random, l1, l2, taylor_element1, taylor_element2, taylor_vector, taylor_mixed, activation, wanda_sp, flap
+};
 enum class Aggregate { sum, prod, max, last };
 
 Criterion parse_criterion(const std::string& name);   // Error naming the allowed values
 Aggregate parse_aggregate(const std::string& name);
 const char* criterion_name(Criterion c);
-CalibrationOptions calibration_for(Criterion c);   // the statistics the criterion reads
-// Those statistics by name: "first_order", "fisher", "mixed", "activations" ("" for the magnitude
-// and random criteria, which need no calibration); what a statistics file records and is checked on.
-std::string calibration_needs(Criterion c);
+// The statistics the criterion reads, and what the compensation reads (pruning/compensate.h): the
+// activations' means, and for least squares their Gram matrices.
+CalibrationOptions calibration_for(Criterion c, Compensation compensation = Compensation::none);
+// Those statistics by name: "first_order", "fisher", "mixed", "activations", "gram" ("" for the
+// magnitude and random criteria, which need no calibration); what a statistics file records and is checked on.
+std::string calibration_needs(Criterion c, Compensation compensation = Compensation::none);
+// Scores that are standardised within each layer and module already (flap): the scope global
+// ranks them as they are instead of dividing by their (layer, kind) mean.
+bool standardised(Criterion c);
+bool scores_projection_inputs(Criterion c);   // wanda_sp, flap: neurons and attention units only
 
 std::vector<double> score_groups(const std::vector<Group>& groups, const Statistics& stats, Criterion criterion,
                                  Aggregate aggregate, uint64_t seed);

@@ -8,13 +8,14 @@
 #include <map>
 
 #include "parallel/collectives.h"
+#include "pruning/stats.h"
 #include "runtime/config/choices.h"
 #include "runtime/core/check.h"
 #include "runtime/core/log.h"
 
 namespace secateur::pruning {
 
-static_assert(std::size(config::choices::sparse_method) == static_cast<size_t>(SparseMethod::imp) + 1);
+static_assert(std::size(config::choices::sparse_method) == static_cast<size_t>(SparseMethod::wanda) + 1);
 
 void SparseOptions::validate() const {
   SECATEUR_CHECK(sparsity >= 0 && sparsity < 1, "[config] 'sparse.sparsity' = {} must be in [0, 1)", sparsity);
@@ -24,6 +25,11 @@ void SparseOptions::validate() const {
   SECATEUR_CHECK(prune_at > 0 && prune_at <= 1, "[config] 'sparse.prune_at' = {} must be in (0, 1]", prune_at);
   SECATEUR_CHECK(rounds > 0, "[config] 'sparse.rounds' = {} must be > 0", rounds);
   config::check_choice(config::choices::sparse_scope, "sparse.scope", scope);
+  config::check_choice(config::choices::sparse_pattern, "sparse.pattern", pattern);
+  SECATEUR_CHECK(pattern == "unstructured" || method == SparseMethod::wanda, "[config] 'sparse.pattern' = {} needs "
+                 "'sparse.method' = wanda", pattern);
+  SECATEUR_CHECK(pattern == "unstructured" || sparsity == 0.5, "[config] 'sparse.pattern' = 2:4 is 50% sparse: "
+                 "'sparse.sparsity' = {} must be 0.5", sparsity);
   SECATEUR_CHECK(!targets.empty(), "[config] 'sparse.targets' is empty");
   for (const std::string& t : targets) (void)model::parse_proj(t, "sparse.targets");
 }
@@ -94,6 +100,46 @@ void SparsePruner::after_update(int64_t step, double lr) {
     hard_prune(1.0 - std::pow(1.0 - opt_.sparsity, frac), done);
   }
   for (size_t i = 0; i < masks_.size(); ++i) tensors_[i].second->mul_(masks_[i]);
+}
+
+void SparsePruner::prune_wanda(const Statistics& stats) {
+  at::NoGradGuard no_grad;
+  const parallel::Group tp = model_.tp();
+  masks_.assign(tensors_.size(), at::Tensor());
+  for (size_t i = 0; i < tensors_.size(); ++i) {
+    const auto& [name, weight] = tensors_[i];
+    at::Tensor& w = *weight;                                                // [out, in] (this rank's shard)
+    const auto it = stats.weights.find(name);
+    SECATEUR_CHECK(it != stats.weights.end() && it->second.act[1].defined(), "[sparse] wanda: no activation "
+                   "statistics for '{}'", name);
+    const model::Slice cut = model_.plan().slice_of(name, model_.config());
+    const bool row_split = cut.dim == 1;                                    // this rank holds columns of each row
+    const at::ScalarType acc = at::promote_types(w.scalar_type(), at::kFloat);
+    const at::Tensor norms = it->second.act[1].sqrt().to(acc);              // ‖x_j‖ of the whole model's columns
+    at::Tensor score = w.detach().abs().to(acc) *
+                       (row_split ? norms.narrow(0, cut.range.begin, cut.range.size()) : norms).to(w.device());
+    if (row_split) score = parallel::gather(tp, score, 1);                  // whole rows
+    at::Tensor keep = at::ones_like(score);
+    const int64_t in = score.size(1);
+    if (opt_.pattern == "2:4") {
+      SECATEUR_CHECK(in % 4 == 0, "[sparse] wanda 2:4: '{}' has {} inputs, not a multiple of 4", name, in);
+      const at::Tensor groups = score.view({score.size(0), in / 4, 4});
+      keep.view({score.size(0), in / 4, 4}).scatter_(2, std::get<1>(groups.topk(2, 2, /*largest=*/false)), 0.0);
+    } else {
+      const auto k = static_cast<int64_t>(std::floor(opt_.sparsity * static_cast<double>(in)));
+      if (k > 0) keep.scatter_(1, std::get<1>(score.topk(k, 1, /*largest=*/false)), 0.0);
+    }
+    if (row_split) keep = keep.narrow(1, cut.range.begin, cut.range.size());
+    masks_[i] = keep.to(w.scalar_type()).contiguous();
+    w.mul_(masks_[i]);
+  }
+  nlohmann::json s = sparsity(false);
+  spdlog::info("[sparse] wanda ({}): {:.2f}% of the pruned matrices are zero", opt_.pattern,
+               100 * s["sparsity"].get<double>());
+  s["stage"] = "sparse_prune";
+  s["step"] = 0;
+  s["target"] = opt_.pattern == "2:4" ? 0.5 : opt_.sparsity;
+  if (metric_) metric_(s);
 }
 
 void SparsePruner::hard_prune(double target, int64_t step) {

@@ -13,6 +13,11 @@
 //   imp   `rounds` magnitude prunes spread evenly over the first prune_at of the steps, each to
 //         sparsity 1 − (1 − target)^(r / rounds) (the same fraction of the survivors each round),
 //         training under the mask between rounds and after the last.
+//   wanda one shot, no training (Sun et al. 2023): S_ij = |W_ij|·‖x_j‖₂ over the calibration
+//         tokens (Statistics::act), and in every output row the lowest `sparsity` of S go
+//         (pattern 2:4: the 2 lowest of every 4 consecutive inputs of a row, sparsity 0.5);
+//         `scope` does not apply (a row is Wanda's comparison group). A TP rank that holds
+//         columns of a row (o, down) gathers the row's scores over TP.
 // Hard prune: the smallest |w| go, over all pruned tensors at once (scope global), in each layer's
 // (per_layer) or in each tensor (per_tensor); the threshold is found by bisection on counts summed
 // over TP, so every shard prunes with the same threshold. With `threshold` ≥ 0 the (last) prune
@@ -30,7 +35,9 @@
 
 namespace secateur::pruning {
 
-enum class SparseMethod { rpp, imp };
+struct Statistics;
+
+enum class SparseMethod { rpp, imp, wanda };
 
 struct SparseOptions {
   SparseMethod method = SparseMethod::rpp;
@@ -43,6 +50,7 @@ struct SparseOptions {
   int64_t reweight_every = 10;     // rpp: steps between refreshes of α
   double prune_at = 0.5;           // fraction of the steps before the (last) hard prune
   int64_t rounds = 4;              // imp: number of prune rounds
+  std::string pattern = "unstructured";   // wanda: unstructured | 2:4
   void validate() const;           // Error naming the bad key (sparse.*)
 };
 
@@ -57,6 +65,8 @@ class SparsePruner {
 
   void after_gradients(int64_t step);          // masks the gradients once a mask exists
   void after_update(int64_t step, double lr);  // prox / prune rounds / re-zeroing
+  // wanda: the one-shot prune from the activations of calibration (collect_statistics with activations).
+  void prune_wanda(const Statistics& stats);
 
   // The pruned tensors (this rank's shards) under their canonical names, and their masks.
   const std::vector<std::pair<std::string, at::Tensor*>>& tensors() const { return tensors_; }

@@ -100,7 +100,9 @@ void make_whole_over_tp(Statistics& stats, const model::Decoder& model) {
         else parallel::sum(tp, v);
       }
     }
-    if (s.act[1].defined() && sharded == 1) s.act[1] = parallel::gather(tp, s.act[1]);   // inputs of row-parallel layers
+    for (at::Tensor* v : {&s.act[1], &s.act_sum[1]}) {                 // inputs of row-parallel layers
+      if (v->defined() && sharded == 1) *v = parallel::gather(tp, *v);
+    }
   }
 }
 
@@ -123,27 +125,52 @@ void init_fields(Statistics& stats, Collector& collector, const model::NamedTens
                      model::Decoder::Tap::mlp_hidden, model::Decoder::Tap::head_in}) {
       if ((l < 0) != (tap == model::Decoder::Tap::head_in)) continue;
       for (const std::string& n : model::readers(model.config(), l, tap)) {
-        stats.weights.at(n).act[1] = at::zeros_like(stats.weights.at(n).l1[1]);
+        WeightStats& s = stats.weights.at(n);
+        s.act[1] = at::zeros_like(s.l1[1]);
+        s.act_sum[1] = at::zeros_like(s.l1[1]);
+        if (opt.gram && (tap == model::Decoder::Tap::attn_out || tap == model::Decoder::Tap::mlp_hidden)) {
+          const auto at = model::locate(model.config(), n);     // the whole model's input width
+          const int64_t in = model::extent(model.config(), at->spec->axes.at(1), l);
+          stats.gram[n] = at::zeros({in, in}, s.l1[1].options());
+        }
       }
     }
   }
 }
 
-// Σ x² per input channel of every linear layer, over this rank's samples, then over DP.
-void activation_pass(model::Decoder& model, Statistics& stats, const at::Tensor& local, parallel::Group dp) {
+// Σ x² and Σ x per input channel of every linear layer (and, with gram, Σ x xᵀ of the output
+// projections' inputs, gathered over TP), over this rank's samples, then over DP.
+void activation_pass(model::Decoder& model, Statistics& stats, const at::Tensor& local, const at::Tensor& samples,
+                     bool gram, parallel::Group dp) {
   model.set_observer([&](int64_t layer, model::Decoder::Tap tap, const at::Tensor& x) {
-    const at::Tensor energy = x.detach().square().reshape({-1, x.size(-1)}).sum({0}, false, at::kDouble);
-    for (const std::string& n : model::readers(model.config(), layer, tap)) stats.weights.at(n).act[1] += energy;
+    const at::Tensor flat = x.detach().reshape({-1, x.size(-1)});
+    const at::Tensor energy = flat.square().sum({0}, false, at::kDouble), total = flat.sum({0}, false, at::kDouble);
+    const bool projection_input = tap == model::Decoder::Tap::attn_out || tap == model::Decoder::Tap::mlp_hidden;
+    at::Tensor g;
+    if (gram && projection_input) {
+      const at::Tensor whole = parallel::gather(model.tp(), flat.contiguous(), 1);   // [tokens, in] of the layer
+      g = at::mm(whole.t(), whole).to(at::kDouble);   // per batch in the compute dtype, summed in float64
+    }
+    for (const std::string& n : model::readers(model.config(), layer, tap)) {
+      stats.weights.at(n).act[1] += energy;
+      stats.weights.at(n).act_sum[1] += total;
+      if (g.defined()) stats.gram.at(n).add_(g);
+    }
   });
   at::NoGradGuard no_grad;
   Progress progress("calibration (activations)", std::max<int64_t>(local.size(0), 1), "samples");
   for (int64_t i = 0; i < local.size(0); i += 8) {
     const int64_t n = std::min<int64_t>(8, local.size(0) - i);
-    (void)model.loss_sum(local.narrow(0, i, n));
+    model.observe(local.narrow(0, i, n));
     progress.add(n);
   }
   model.set_observer(nullptr);
-  for (auto& [name, s] : stats.weights) parallel::sum(dp, s.act[1]);
+  for (auto& [name, s] : stats.weights) {
+    parallel::sum(dp, s.act[1]);
+    parallel::sum(dp, s.act_sum[1]);
+  }
+  for (auto& [name, g] : stats.gram) parallel::sum(dp, g);   // every projection's, on every rank (a pass ran)
+  stats.tokens = samples.numel();
 }
 
 // One backward per sample (the hooks fold g² into w2f and, for mix, F), then summed over DP.
@@ -198,6 +225,7 @@ Statistics collect_statistics(model::Decoder& model, const at::Tensor& samples, 
                  "[pruning/stats] calibration samples must be [N, T] with N >= 1, T >= 2");
   CalibrationOptions opt = opt_in;
   if (opt.mixed) opt.first_order = opt.fisher = true;
+  if (opt.gram) opt.activations = true;
   const auto t0 = std::chrono::steady_clock::now();
   Statistics stats;
   stats.samples = samples.size(0);
@@ -209,7 +237,7 @@ Statistics collect_statistics(model::Decoder& model, const at::Tensor& samples, 
   init_fields(stats, collector, named, model, opt);
   const parallel::Range mine = parallel::dp_share(samples.size(0), dp);
   const at::Tensor local = samples.narrow(0, mine.begin, mine.size()).to(model.device());
-  if (opt.activations) activation_pass(model, stats, local, dp);
+  if (opt.activations) activation_pass(model, stats, local, samples, opt.gram, dp);
   const bool gradients = opt.first_order || opt.fisher;
   if (gradients) set_hooks(named, &collector);
   if (opt.fisher) fisher_pass(model, stats, collector, local, samples, dp);   // first: mix needs F in the next pass

@@ -5,7 +5,9 @@
 //   abs_wg = Σ|W⊙g|, wg = ΣW⊙g, g = ∇W of the mean CE      (Taylor first order: element-wise, vector-wise)
 //   w2f = Σ W²⊙F, F = (1/N) Σ_n g_n², g_n per sample        (Taylor second order, empirical Fisher)
 //   mix = Σ|W⊙g − ½ W²⊙F|                                  (LLM-Pruner's param_mix: both orders)
-//   act = Σ_t x_t² per input column of a linear layer        (activation energy over calibration tokens)
+//   act = Σ_t x_t², act_sum = Σ_t x_t per input column of a   (activation energy and mean over the
+//         linear layer                                          calibration tokens: activation, Wanda-sp,
+//                                                               FLAP's fluctuation and bias compensation)
 // Gradients are consumed by a post-accumulate hook as each weight's gradient is ready and then
 // dropped, so a full set of gradients is never held (mix alone keeps the element-wise F, one
 // weight-sized buffer, until the first-order pass has used it). With a DP comm the samples are
@@ -30,12 +32,16 @@ namespace secateur::pruning {
 
 struct WeightStats {
   std::array<at::Tensor, 2> l1, l2, abs_wg, wg, w2f, mix;   // [dim]: per-index vectors (1-D weights: dim 0 only)
-  std::array<at::Tensor, 2> act;                            // [1] only, for linear layers' input columns
+  std::array<at::Tensor, 2> act, act_sum;                   // [1] only, for linear layers' input columns
 };
 
 struct Statistics {
   std::map<std::string, WeightStats> weights;   // canonical name -> stats of the whole weight
   int64_t samples = 0;                          // calibration samples over all DP ranks
+  int64_t tokens = 0;                           // their tokens, which act and act_sum sum over (0: no activations)
+  // Σ_t x_t x_tᵀ of the input of every output projection (o, down) over those tokens, float64 [in, in],
+  // the whole model's columns (CalibrationOptions::gram): what least-squares compensation solves with.
+  std::map<std::string, at::Tensor> gram;
   double seconds = 0.0;
 };
 
@@ -43,12 +49,13 @@ struct CalibrationOptions {
   bool first_order = true;   // one backward over this rank's samples (LLM-Pruner: the loss of the whole batch)
   bool fisher = false;       // one backward per sample
   bool mixed = false;        // mix: implies first_order and fisher
-  bool activations = false;  // act: one forward without gradients
+  bool activations = false;  // act, act_sum: one forward without gradients
+  bool gram = false;         // gram too (implies activations); a TP rank gathers the inputs over TP
 };
 
 // Statistics as a safetensors file (secateur score; prune.scores reuses it): every vector in
-// float64 as "<weight>/<statistic>/<dim>", with `metadata` (what they were computed on) and the
-// sample count. Written atomically. load_statistics: Error naming the file when it is not one.
+// float64 as "<weight>/<statistic>/<dim>" (a Gram matrix as "<weight>/gram"), with `metadata` (what
+// they were computed on) and the sample and token counts. Written atomically. load_statistics: Error naming the file when it is not one.
 void save_statistics(const std::string& path, const Statistics& stats, std::map<std::string, std::string> metadata);
 Statistics load_statistics(const std::string& path, std::map<std::string, std::string>* metadata);
 

@@ -22,6 +22,7 @@ void for_each_stat(Stats& w, F&& f) {
   f("w2f", w.w2f);
   f("mix", w.mix);
   f("act", w.act);
+  f("act_sum", w.act_sum);
 }
 
 }  // namespace
@@ -35,8 +36,10 @@ void save_statistics(const std::string& path, const Statistics& stats, std::map<
       }
     });
   }
+  for (const auto& [name, g] : stats.gram) tensors.emplace_back(name + "/gram", g.to(at::kDouble));
   metadata[kMarker] = "1";
   metadata["samples"] = std::to_string(stats.samples);
+  metadata["tokens"] = std::to_string(stats.tokens);
   io::write_safetensors(path, tensors, metadata);
 }
 
@@ -45,12 +48,21 @@ Statistics load_statistics(const std::string& path, std::map<std::string, std::s
   SECATEUR_CHECK(f.metadata().count(kMarker) && f.metadata().count("samples"),
                  "[pruning] {} is not a statistics file of `secateur score` (no {} in its metadata)", path, kMarker);
   Statistics s;
-  try {
-    s.samples = std::stoll(f.metadata().at("samples"));
-  } catch (const std::exception&) {
-    SECATEUR_FAIL("[pruning] {}: metadata 'samples' = '{}' is not a count", path, f.metadata().at("samples"));
-  }
+  const auto count = [&](const char* key) -> int64_t {
+    if (!f.metadata().count(key)) return 0;
+    try {
+      return std::stoll(f.metadata().at(key));
+    } catch (const std::exception&) {
+      SECATEUR_FAIL("[pruning] {}: metadata '{}' = '{}' is not a count", path, key, f.metadata().at(key));
+    }
+  };
+  s.samples = count("samples");
+  s.tokens = count("tokens");
   for (const std::string& key : f.names()) {
+    if (key.size() > 5 && key.compare(key.size() - 5, 5, "/gram") == 0) {   // [in, in] of an output projection
+      s.gram[key.substr(0, key.size() - 5)] = f.tensor(key).clone();
+      continue;
+    }
     const size_t b = key.rfind('/', key.size() - 3);
     SECATEUR_CHECK(b != std::string::npos && key.size() > 2 && key[key.size() - 2] == '/' &&
                        (key.back() == '0' || key.back() == '1'),

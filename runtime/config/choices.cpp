@@ -27,6 +27,7 @@ const std::map<std::string, std::vector<std::string>>& table() {
         {"run.stages", names(choices::stages)},
         {"sparse.method", names(choices::sparse_method)},
         {"sparse.scope", names(choices::sparse_scope)},
+        {"sparse.pattern", names(choices::sparse_pattern)},
         {"sparse.targets", proj},
         {"gum.method", names(choices::gum_method)},
         {"gum.ranking", names(choices::gum_ranking)},
@@ -37,6 +38,7 @@ const std::map<std::string, std::vector<std::string>>& table() {
         {"prune.aggregate", names(choices::aggregate)},
         {"prune.scope", names(choices::prune_scope)},
         {"prune.attention", names(choices::prune_attention)},
+        {"prune.compensation", names(choices::prune_compensation)},
         {"generate.sampling", names(choices::sampling)},
         {"logging.level", names(choices::log_level)},
     };

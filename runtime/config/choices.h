@@ -18,13 +18,15 @@ inline constexpr std::string_view stages[] = {"convert", "eval", "prune", "gum",
                                               "generate", "score"};
 // pruning::Criterion, pruning::Aggregate
 inline constexpr std::string_view criterion[] = {"random", "l1", "l2", "taylor_element1", "taylor_element2",
-                                                 "taylor_vector", "taylor_mixed", "activation"};
+                                                 "taylor_vector", "taylor_mixed", "activation", "wanda_sp", "flap"};
 inline constexpr std::string_view aggregate[] = {"sum", "prod", "max", "last"};
 inline constexpr std::string_view prune_scope[] = {"per_layer", "global", "uniform", "channel", "layer"};
 inline constexpr std::string_view prune_attention[] = {"none", "kv_group", "query_head"};
+inline constexpr std::string_view prune_compensation[] = {"none", "bias", "least_squares"};   // pruning::Compensation
 inline constexpr std::string_view gum_method[] = {"random", "magnitude", "movement", "movement_soft", "gum"};  // GradualMethod
 inline constexpr std::string_view gum_ranking[] = {"global", "local"};
-inline constexpr std::string_view sparse_method[] = {"rpp", "imp"};   // pruning::SparseMethod
+inline constexpr std::string_view sparse_method[] = {"rpp", "imp", "wanda"};   // pruning::SparseMethod
+inline constexpr std::string_view sparse_pattern[] = {"unstructured", "2:4"};
 inline constexpr std::string_view sparse_scope[] = {"global", "per_layer", "per_tensor"};
 inline constexpr std::string_view recover_method[] = {"lora", "full"};
 inline constexpr std::string_view recover_schedule[] = {"cosine", "linear", "constant"};

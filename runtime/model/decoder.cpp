@@ -300,6 +300,8 @@ at::Tensor Decoder::logits(const at::Tensor& ids, KVCache* cache) const {
   return parallel::gather_last_dim(at::linear(hidden_states(ids, cache), head_weight()), tp_);
 }
 
+void Decoder::observe(const at::Tensor& ids) const { tap(-1, Tap::head_in, hidden_states(ids)); }
+
 at::Tensor Decoder::loss_sum(const at::Tensor& ids, const Distill* kd, const at::Tensor& predict) const {
   const at::Tensor h0 = hidden_states(ids);                               // replicated over TP
   const at::Tensor h = parallel::copy_to_tp(h0, tp_);                               // [B, T, d]; the head is column-parallel

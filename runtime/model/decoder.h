@@ -99,6 +99,8 @@ class Decoder {
   using Tap = model::Tap;
   using Observer = std::function<void(int64_t layer, Tap tap, const at::Tensor& input)>;
   void set_observer(Observer observer) { observer_ = std::move(observer); }
+  // The forward pass up to the LM head's input, for the observer alone: every tap, no logits.
+  void observe(const at::Tensor& ids) const;
 
   // LoRA adapters (runtime/train/lora.h makes them): y = x Wᵀ + scale · dropout(x) Aᵀ Bᵀ on each
   // projection that has one. a: [r, in], b: [out, r], this rank's part: column-parallel

@@ -13,6 +13,7 @@
 #include "pruning/movement.h"
 #include "pruning/redundancy.h"
 #include "pruning/sparse.h"
+#include "pruning/stats.h"
 #include "runtime/core/check.h"
 #include "runtime/model/decoder.h"
 #include "runtime/train/lora.h"
@@ -398,6 +399,73 @@ TEST(Sparse, MasksHoldThroughTrainingAndTheGridPrunesAlike) {
   }
 }
 
+namespace {
+
+// Wanda on the grid (or on one rank): the masks and the weights before pruning, whole per tensor on one rank.
+SparseRun wanda_run(bool on_grid, const std::string& pattern, std::map<std::string, at::Tensor>* dense = nullptr,
+                    pruning::Statistics* stats_out = nullptr) {
+  const ModelConfig c = tiny_llama();
+  model::Decoder m = model::Decoder::with_random_weights(c, 3, on_grid ? &g_grid->tp() : nullptr);
+  m.to(at::kCPU, at::kDouble);
+  pruning::SparseOptions o;
+  o.method = pruning::SparseMethod::wanda;
+  o.pattern = pattern;
+  o.sparsity = pattern == "2:4" ? 0.5 : 0.6;
+  if (pattern == "2:4") o.targets = {"q", "k", "v", "o", "gate", "up"};   // d_ff 30, 8, 14: not all multiples of 4
+  at::manual_seed(8);
+  const at::Tensor samples = at::randint(c.vocab_size, {4, 9}, at::kLong);
+  pruning::CalibrationOptions calib;
+  calib.first_order = false;
+  calib.activations = true;
+  const pruning::Statistics stats = pruning::collect_statistics(m, samples, calib, on_grid ? &g_grid->dp() : nullptr);
+  pruning::SparsePruner p(m, o, 1);
+  if (dense) {
+    for (const auto& [n, t] : p.tensors()) (*dense)[n] = t->clone();
+  }
+  if (stats_out) *stats_out = stats;
+  p.prune_wanda(stats);
+  SparseRun r;
+  for (size_t i = 0; i < p.tensors().size(); ++i) r.masks[p.tensors()[i].first] = p.masks()[i];
+  r.sparsity = p.sparsity(false)["sparsity"].get<double>();
+  return r;
+}
+
+}  // namespace
+
+// Wanda: in every output row the lowest |W_ij|·‖x_j‖ go, as many as the sparsity says (2:4: the two
+// lowest of every four inputs), the masked weights are zero, and DP = 2 / TP = 2 choose one rank's mask.
+TEST(Sparse, WandaRemovesTheLowestActivationWeightedWeightsOfEveryRowOnTheGridAsOnOneRank) {
+  const ModelConfig c = tiny_llama();
+  const auto plan = model::ShardPlan::make(c, g_grid->tp().rank(), g_grid->tp().size());
+  for (const std::string pattern : {"unstructured", "2:4"}) {
+    std::map<std::string, at::Tensor> dense;
+    pruning::Statistics stats;
+    const SparseRun one = wanda_run(false, pattern, &dense, &stats);
+    const SparseRun grid = wanda_run(true, pattern);
+    for (const auto& [n, mask] : one.masks) {
+      const at::Tensor score = dense.at(n).abs() * stats.weights.at(n).act[1].sqrt();   // [out, in]
+      const int64_t in = score.size(1);
+      if (pattern == "2:4") {
+        const at::Tensor m4 = mask.view({mask.size(0), in / 4, 4}), s4 = score.view({score.size(0), in / 4, 4});
+        EXPECT_TRUE(at::equal(m4.sum(2), at::full({mask.size(0), in / 4}, 2.0, at::kDouble))) << n;
+        const at::Tensor worst_kept = at::where(m4 > 0, s4, at::full_like(s4, 1e300)).amin(2);
+        const at::Tensor best_gone = at::where(m4 > 0, at::full_like(s4, -1.0), s4).amax(2);
+        EXPECT_TRUE((best_gone <= worst_kept).all().item<bool>()) << n;
+      } else {
+        EXPECT_TRUE(at::equal(mask.sum(1), at::full({mask.size(0)}, static_cast<double>(in - static_cast<int64_t>(0.6 * in)), at::kDouble))) << n;
+        const at::Tensor worst_kept = at::where(mask > 0, score, at::full_like(score, 1e300)).amin(1);
+        const at::Tensor best_gone = at::where(mask > 0, at::full_like(score, -1.0), score).amax(1);
+        EXPECT_TRUE((best_gone <= worst_kept).all().item<bool>()) << n;
+      }
+      const auto cut = plan.slice_of(n, c);
+      const at::Tensor ref = cut.dim < 0 ? mask : mask.narrow(cut.dim, cut.range.begin, cut.range.size());
+      EXPECT_TRUE(at::equal(grid.masks.at(n), ref)) << pattern << " " << n;
+    }
+    EXPECT_NEAR(grid.sparsity, one.sparsity, 1e-12) << pattern;
+    EXPECT_GE(one.sparsity, pattern == "2:4" ? 0.5 : 0.55) << pattern;
+  }
+}
+
 TEST(Sparse, BadOptionsAreRefused) {
   pruning::SparseOptions o;
   o.gamma = -1;
@@ -411,6 +479,14 @@ TEST(Sparse, BadOptionsAreRefused) {
   o = {};
   o.sparsity = -0.1;
   EXPECT_THROW(o.validate(), Error);
+  o = {};
+  o.pattern = "2:4";                    // needs wanda
+  EXPECT_THROW(o.validate(), Error);
+  o.method = pruning::SparseMethod::wanda;
+  o.sparsity = 0.6;                     // 2:4 is 50%
+  EXPECT_THROW(o.validate(), Error);
+  o.sparsity = 0.5;
+  EXPECT_NO_THROW(o.validate());
 }
 
 int main(int argc, char** argv) {

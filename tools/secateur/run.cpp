@@ -138,13 +138,22 @@ at::Tensor Run::windows(const std::string& section, uint64_t seed) {
   return at::tensor(flat, at::kLong).view({n, t});
 }
 
-void Run::remove_groups(const std::vector<pruning::Group>& removed, const std::string& out) {
-  const model::ModelConfig before = model().config();
+void Run::remove_groups(const std::vector<pruning::Group>& removed, const std::string& out,
+                        const Compensating* compensate) {
+  const model::ShardPlan* plan = grid_.tp_size() == 1 ? nullptr : &model().plan();
+  pruning::Compensated dense{model().config(), model_->named_tensors(), removed};
+  if (compensate) {
+    Phase phase("compensate");
+    dense = pruning::compensate(dense.config, dense.tensors, removed, compensate->stats, compensate->how,
+                                compensate->ridge, plan, grid_.tp());
+  }
+  const model::ModelConfig& before = dense.config;
   if (grid_.tp_size() == 1) {
     pruning::Pruned pruned = [&] {
       Phase apply("apply");
-      return pruning::apply(before, model_->named_tensors(), removed);
+      return pruning::apply(before, dense.tensors, dense.remove);
     }();
+    dense.tensors.clear();
     write_model(out, pruned.config, pruned.tensors, pruned.placement);
     model_.emplace(pruned.config, pruned.tensors);
   } else {
@@ -153,8 +162,9 @@ void Run::remove_groups(const std::vector<pruning::Group>& removed, const std::s
     {
       pruning::Pruned pruned = [&] {
         Phase apply("apply");
-        return pruning::apply(before, model_->named_tensors(), removed, &model_->plan());
+        return pruning::apply(before, dense.tensors, dense.remove, plan);
       }();
+      dense.tensors.clear();
       write_model(out, pruned.config, std::move(pruned.tensors), std::move(pruned.placement));
     }
     const at::Device device = model_->device();

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "pruning/compensate.h"
 #include "pruning/group.h"
 #include "runtime/config/config.h"
 #include "runtime/model/decoder.h"
@@ -52,8 +53,15 @@ class Run {
   // The config of model.path, for checks before any work (the weights are not read).
   const model::ModelConfig& input_config();
 
-  // Removes the groups from the current model, writes it to out and continues with it.
-  void remove_groups(const std::vector<pruning::Group>& removed, const std::string& out);
+  // Removes the groups from the current model, writes it to out and continues with it; with a
+  // compensation, what the removed inputs did goes to what stays first (pruning/compensate.h).
+  struct Compensating {
+    const pruning::Statistics& stats;
+    pruning::Compensation how;
+    double ridge;
+  };
+  void remove_groups(const std::vector<pruning::Group>& removed, const std::string& out,
+                     const Compensating* compensate = nullptr);
   // Writes the current model as the HF directory out (every TP rank its own slices) and continues with it there.
   void write_current_model(const std::string& out);
   // A stage that writes a model at TP > 1 needs an architecture whose checkpoint every TP rank can

@@ -39,7 +39,7 @@ json point_row(const fs::path& dir) {
   if (!done.is_null()) row.update(done);
   if (!failed.is_null()) row["error"] = failed.value("error", "");
   std::ifstream in(dir / "metrics.jsonl");
-  std::string line, criterion, scope, recovery, gum;
+  std::string line, criterion, scope, compensation, recovery, gum;
   while (std::getline(in, line)) {
     json m;
     try {
@@ -51,6 +51,7 @@ json point_row(const fs::path& dir) {
     if (stage == "prune") {
       criterion = m.value("criterion", "");
       scope = m.value("scope", "");
+      compensation = m.value("compensation", "none");
       row["ratio"] = m.value("ratio_target", 0.0);
       row["params_before"] = m.value("params_before", int64_t{0});
       row["params"] = m.value("params_after", int64_t{0});
@@ -75,9 +76,11 @@ json point_row(const fs::path& dir) {
   }
   row["criterion"] = criterion;
   row["scope"] = scope;
+  row["compensation"] = compensation;
   row["recovery"] = recovery;
   std::string method = !gum.empty() ? "gum:" + gum : criterion.empty() ? "dense" : criterion;
   if (!scope.empty() && scope != "per_layer") method += "/" + scope;
+  if (!compensation.empty() && compensation != "none") method += "+" + compensation;
   if (!recovery.empty()) method += " + " + recovery;
   row["method"] = method;
   double sum = 0;

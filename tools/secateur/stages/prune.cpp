@@ -1,5 +1,6 @@
 // The prune stage: calibrate (calibration.*; or reuse prune.scores), score (prune.criterion), decide
-// one removal that every rank checks, remove it physically from every TP shard, write the smaller
+// one removal that every rank checks, compensate what it removes (prune.compensation), remove it
+// physically from every TP shard, write the smaller
 // model (prune.out) and decision.json, and continue with it. The score stage: calibrate once and
 // write the statistics (score.out) for prunes to reuse.
 #include <sys/resource.h>
@@ -37,11 +38,12 @@ Fingerprints fingerprints(Run& r, const at::Tensor& samples) {
   return {hex(io::checkpoint_fingerprint(r.model_path())), hex(c.value())};
 }
 
-pruning::Statistics calibrate(Run& r, const at::Tensor& samples, pruning::Criterion criterion, rusage& ru) {
+pruning::Statistics calibrate(Run& r, const at::Tensor& samples, pruning::Criterion criterion,
+                              pruning::Compensation compensate, rusage& ru) {
   ScopedMmapThreshold own_mappings;
   Phase phase("calibrate");
-  pruning::Statistics stats =
-      pruning::collect_statistics(r.model(), samples, pruning::calibration_for(criterion), &r.grid().dp());
+  pruning::Statistics stats = pruning::collect_statistics(
+      r.model(), samples, pruning::calibration_for(criterion, compensate), &r.grid().dp());
   getrusage(RUSAGE_SELF, &ru);
   return stats;
 }
@@ -49,7 +51,7 @@ pruning::Statistics calibrate(Run& r, const at::Tensor& samples, pruning::Criter
 // prune.scores: the statistics of `path`, refused (one line naming the file and what differs) when
 // they were computed on another checkpoint or calibration, or lack what the criterion needs.
 pruning::Statistics reuse(Run& r, const std::string& path, const at::Tensor& samples, pruning::Criterion criterion,
-                          std::map<std::string, std::string>& meta) {
+                          pruning::Compensation compensate, std::map<std::string, std::string>& meta) {
   Phase phase("load");
   pruning::Statistics stats = pruning::load_statistics(path, &meta);
   const Fingerprints now = fingerprints(r, samples);
@@ -59,10 +61,14 @@ pruning::Statistics reuse(Run& r, const std::string& path, const at::Tensor& sam
   SECATEUR_CHECK(get("calibration") == now.calibration, "[config] prune.scores: {} was computed on other calibration "
                  "windows or dtype (fingerprint {}; calibration.* and model.dtype now give {})", path,
                  get("calibration"), now.calibration);
-  const std::string needed = pruning::calibration_needs(criterion);
+  const std::string needed = pruning::calibration_needs(criterion, compensate);
   SECATEUR_CHECK(get("statistics") == needed, "[config] prune.scores: {} holds the statistics of {} ({}); "
-                 "prune.criterion {} needs {}", path, get("criterion"), get("statistics"),
-                 pruning::criterion_name(criterion), needed);
+                 "prune.criterion {}{} needs {}", path, get("criterion"), get("statistics"),
+                 pruning::criterion_name(criterion),
+                 compensate == pruning::Compensation::none
+                     ? ""
+                     : fmt::format(" with prune.compensation {}", pruning::compensation_name(compensate)),
+                 needed);
   return stats;
 }
 
@@ -70,11 +76,13 @@ pruning::Statistics reuse(Run& r, const std::string& path, const at::Tensor& sam
 // (prune.scores) with the fingerprints of the model and of the calibration.
 struct ScoreStage : Stage {
   pruning::Criterion criterion = pruning::Criterion::taylor_element1;
+  pruning::Compensation compensate = pruning::Compensation::none;
   uint64_t seed = 0;
 
   static std::unique_ptr<ScoreStage> from_config(const config::Config& cfg) {
     auto s = std::make_unique<ScoreStage>();
     s->criterion = pruning::parse_criterion(cfg.get<std::string>("prune.criterion"));
+    s->compensate = pruning::parse_compensation(cfg.get<std::string>("prune.compensation"));
     s->seed = static_cast<uint64_t>(cfg.get<int64_t>("run.seed"));
     return s;
   }
@@ -82,7 +90,7 @@ struct ScoreStage : Stage {
   void run(Run& r) const override {
     const at::Tensor samples = r.windows("calibration", seed);
     rusage ru{};
-    const pruning::Statistics stats = calibrate(r, samples, criterion, ru);
+    const pruning::Statistics stats = calibrate(r, samples, criterion, compensate, ru);
     const Fingerprints fp = fingerprints(r, samples);
     std::string out = r.cfg().get<std::string>("score.out");
     if (out.empty()) out = r.path("scores.safetensors");
@@ -90,7 +98,7 @@ struct ScoreStage : Stage {
       pruning::save_statistics(out, stats,
                                {{"model", fp.model}, {"model_path", r.model_path()}, {"calibration", fp.calibration},
                                 {"criterion", pruning::criterion_name(criterion)},
-                                {"statistics", pruning::calibration_needs(criterion)},
+                                {"statistics", pruning::calibration_needs(criterion, compensate)},
                                 {"seconds", fmt::format("{:.3f}", stats.seconds)}});
     }
     spdlog::info("scored {} for {}: {} samples in {:.1f} s -> {}", r.model_path(), pruning::criterion_name(criterion),
@@ -119,6 +127,8 @@ struct PruneStage : Stage {
     o.keep_layers = cfg.get<std::vector<int64_t>>("prune.keep_layers");
     o.min_keep = cfg.get<double>("prune.min_keep");
     o.round_to = cfg.get<int64_t>("prune.round_to");
+    o.compensation = pruning::parse_compensation(cfg.get<std::string>("prune.compensation"));
+    o.ridge = cfg.get<double>("prune.ridge");
     o.seed = static_cast<uint64_t>(cfg.get<int64_t>("run.seed"));
     s->scores = cfg.get<std::string>("prune.scores");
     return s;
@@ -128,12 +138,13 @@ struct PruneStage : Stage {
   // is refused here, before the model is loaded or calibrated.
   void validate(Run& r) const override {
     r.check_writable("pruning");
+    pruning::validate(opt, r.input_config());
     pruning::PruneOptions dry = opt;
     dry.criterion = pruning::Criterion::random;
     (void)pruning::decide(r.input_config(), pruning::Statistics{}, dry);
     if (!scores.empty()) {          // checked against model.path now, and against the model being pruned later
       std::map<std::string, std::string> meta;
-      (void)reuse(r, scores, r.windows("calibration", opt.seed), opt.criterion, meta);
+      (void)reuse(r, scores, r.windows("calibration", opt.seed), opt.criterion, opt.compensation, meta);
     }
   }
 
@@ -143,7 +154,8 @@ struct PruneStage : Stage {
     rusage ru{};
     std::map<std::string, std::string> meta;
     const pruning::Statistics stats =
-        scores.empty() ? calibrate(r, samples, opt.criterion, ru) : reuse(r, scores, samples, opt.criterion, meta);
+        scores.empty() ? calibrate(r, samples, opt.criterion, opt.compensation, ru)
+                       : reuse(r, scores, samples, opt.criterion, opt.compensation, meta);
     const double reused = scores.empty() || !meta.count("seconds") ? 0.0 : std::atof(meta.at("seconds").c_str());
     if (!scores.empty()) spdlog::info("statistics from {} (computed in {:.1f} s), not calibrated again", scores, reused);
     const pruning::Decision d = [&] {
@@ -154,12 +166,14 @@ struct PruneStage : Stage {
     const nlohmann::json dj = d.to_json(opt);
     if (r.writer()) io::write_file_atomic(r.path("decision.json"), dj.dump(2) + "\n");
     const std::string out = r.out_dir("prune.out", "pruned");
-    r.remove_groups(d.removed, out);
+    const Run::Compensating compensating{stats, opt.compensation, opt.ridge};
+    r.remove_groups(d.removed, out, opt.compensation == pruning::Compensation::none ? nullptr : &compensating);
     spdlog::info("pruned with {} ({} scope): {:.1f}M -> {:.1f}M parameters, {:.2f}% removed (target {:.2f}%), "
                  "scoring {:.1f} s, decision {:016x} -> {}", pruning::criterion_name(opt.criterion), opt.scope,
                  d.params_before / 1e6, d.params_after / 1e6, 100 * d.achieved_ratio, 100 * opt.ratio, stats.seconds,
                  d.hash, out);
     r.record({{"stage", "prune"}, {"criterion", pruning::criterion_name(opt.criterion)}, {"scope", opt.scope},
+              {"compensation", pruning::compensation_name(opt.compensation)},
               {"ratio_target", opt.ratio}, {"ratio_achieved", d.achieved_ratio}, {"params_before", d.params_before},
               {"params_after", d.params_after}, {"scoring_seconds", stats.seconds},
               {"peak_rss_mib_after_scoring", ru.ru_maxrss / 1024.0}, {"hash", dj["hash"]}, {"out", out},
