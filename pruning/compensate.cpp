@@ -20,16 +20,6 @@ const char* compensation_name(Compensation c) { return config::choice_name(confi
 
 namespace {
 
-// The bias of the projection whose weight is `weight`, in a config that has it.
-std::string bias_of(const model::ModelConfig& c, const std::string& weight) {
-  const auto at = model::locate(c, weight);
-  const model::ArchSpec& arch = model::spec_of(c);
-  for (const model::TensorSpec& t : arch.layer) {
-    if (t.bias && t.proj == at->spec->proj) return model::tensor_name(c, t, at->layer);
-  }
-  SECATEUR_FAIL("[pruning/compensate] a {} model has no bias for '{}'", arch.name, weight);
-}
-
 at::Tensor indices(const std::vector<int64_t>& v) { return at::tensor(v, at::kLong); }
 
 }  // namespace
@@ -44,11 +34,7 @@ Compensated compensate(const model::ModelConfig& config, const model::NamedTenso
   Compensated out{config, tensors, {}};
   model::ModelConfig& with = out.config;
   const model::ArchSpec& arch = model::spec_of(config);
-  if (!arch.find(model::Role::o_b) || !arch.find(model::Role::down_b)) {
-    SECATEUR_CHECK(config.family == model::Family::llama, "[pruning/compensate] a {} model has no o_proj or MLP bias "
-                   "to compensate into", arch.name);
-    with.arch = "llama";
-  }
+  if (!arch.biased_as.empty()) with.arch = arch.biased_as;
   with.attention_bias = with.mlp_bias = true;
 
   std::map<std::string, size_t> index;
@@ -121,7 +107,9 @@ Compensated compensate(const model::ModelConfig& config, const model::NamedTenso
         w = mine.to(w.options()).contiguous();                                      // a new tensor
       }
     }
-    at::Tensor& bias = out.tensors.at(index.at(bias_of(with, name))).second;
+    const std::string bias_name = model::bias_of(with, name);
+    SECATEUR_CHECK(!bias_name.empty(), "[pruning/compensate] a {} model has no bias for '{}'", with.arch, name);
+    at::Tensor& bias = out.tensors.at(index.at(bias_name)).second;
     bias = bias + b.to(bias.options());                    // a new tensor: the dense model's stays as it was
   }
   const GroupMaker make(with);

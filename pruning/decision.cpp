@@ -82,6 +82,8 @@ void validate(const PruneOptions& opt, const ModelConfig& c) {
   SECATEUR_CHECK(!(scores_projection_inputs(opt.criterion) && (opt.scope == "channel" || opt.scope == "layer")),
                  "[config] 'prune.criterion' = {} scores neurons and attention units (the inputs of o_proj and "
                  "down_proj), not the units of scope {}", criterion_name(opt.criterion), opt.scope);
+  SECATEUR_CHECK(!scores_layers_only(opt.criterion) || opt.scope == "layer", "[config] 'prune.criterion' = {} ranks "
+                 "whole layers: it needs 'prune.scope' = layer, not {}", criterion_name(opt.criterion), opt.scope);
   SECATEUR_CHECK(!(opt.compensation != Compensation::none && (opt.scope == "channel" || opt.scope == "layer")),
                  "[config] 'prune.compensation' = {} compensates removed neurons and attention units, not the units "
                  "of scope {}", compensation_name(opt.compensation), opt.scope);
@@ -139,8 +141,43 @@ struct Budget {
 using ByLayerKind = std::map<std::pair<int64_t, int>, std::vector<Candidate>>;
 
 // channel / layer: one kind, ranked over the whole model; the lowest go while they fit in the budget.
+// angular: the longest run of consecutive prunable layers that fits the budget, of all such runs the
+// one whose input and output are closest (mean angle; ties: the first).
+std::vector<Group> take_span(const Budget& b) {
+  const ModelConfig& c = b.c;
+  const at::Tensor& angle = b.stats.residual_angle;
+  SECATEUR_CHECK(angle.defined() && b.stats.tokens > 0 && angle.size(0) == c.n_layers() + 1, "[pruning] criterion "
+                 "angular has no residual-stream statistics of this {}-layer model (was calibration run?)", c.n_layers());
+  const GroupMaker make_group(c);
+  std::vector<int64_t> params;
+  for (int64_t l = 0; l < c.n_layers(); ++l) params.push_back(group_params(make_group(GroupKind::layer, l, 0), b.shapes));
+  for (int64_t n = c.n_layers() - 1; n >= 1; --n) {
+    int64_t best = -1;
+    double best_angle = 0;
+    for (int64_t s = 0; s + n <= c.n_layers(); ++s) {
+      double taken = 0;
+      bool ok = true;
+      for (int64_t l = s; l < s + n && ok; ++l) ok = !b.keep.count(l) && (taken += params[l]) <= b.budget;
+      if (!ok) continue;
+      const double a = angle[s][s + n].item<double>() / static_cast<double>(b.stats.tokens);
+      if (best < 0 || a < best_angle) best = s, best_angle = a;
+    }
+    if (best < 0) continue;
+    std::vector<Group> removed;
+    for (int64_t l = best; l < best + n; ++l) removed.push_back(make_group(GroupKind::layer, l, 0));
+    return removed;
+  }
+  SECATEUR_CHECK(b.opt.ratio == 0.0, "[config] 'prune.ratio' = {} is below one layer under scope layer: nothing would "
+                 "be removed", b.opt.ratio);
+  return {};
+}
+
 std::vector<Group> take_whole_model(const Budget& b) {
   const ModelConfig& c = b.c;
+  if (b.opt.criterion == Criterion::angular) return take_span(b);
+  SECATEUR_CHECK(b.opt.criterion != Criterion::sleb || b.opt.ratio <= b.stats.sleb_ratio + 1e-12, "[pruning] the SLEB "
+                 "search in these statistics was for prune.ratio {}, less than {}: search again", b.stats.sleb_ratio,
+                 b.opt.ratio);
   std::vector<Group> all;
   if (b.opt.scope == "channel") {
     all = enumerate_groups(c, GroupKind::hidden_channel);
@@ -156,7 +193,8 @@ std::vector<Group> take_whole_model(const Budget& b) {
   std::vector<Group> removed;
   double taken = 0;
   for (const auto& x : ranked) {
-    if (static_cast<int64_t>(removed.size()) >= most || taken + x.params > b.budget) break;
+    // A layer no search ranked (sleb's kept ones) never goes.
+    if (static_cast<int64_t>(removed.size()) >= most || taken + x.params > b.budget || !std::isfinite(x.score)) break;
     taken += x.params;
     removed.push_back(x.group);
   }

@@ -11,7 +11,9 @@
 //              at least min_keep of each kind;
 //   channel    hidden channels (LLM-Pruner's channel-wise mode): the lowest-scored channels of the
 //              residual stream go from every layer at once, as many as the budget allows;
-//   layer      whole layers, lowest score first, as many as fit in the budget (the kept layers stay).
+//   layer      whole layers, lowest score first, as many as fit in the budget (the kept layers stay);
+//              criterion angular takes the longest run of consecutive layers that fits, the run whose
+//              input and output are closest; sleb the layers of its search (pruning/depth.h), in order.
 // Kept (dense) layers, under per_layer, global and layer: the first ⌈keep_first·L⌉ and the last
 // ⌈keep_last·L⌉ of the L layers, plus keep_layers (negative indices count from the end); uniform
 // and channel change every layer alike, so they take no ends and refuse keep_layers.

@@ -2,6 +2,8 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
+#include <limits>
 #include <map>
 #include <random>
 
@@ -10,7 +12,7 @@
 
 namespace secateur::pruning {
 
-static_assert(std::size(config::choices::criterion) == static_cast<size_t>(Criterion::flap) + 1);
+static_assert(std::size(config::choices::criterion) == static_cast<size_t>(Criterion::sleb) + 1);
 static_assert(std::size(config::choices::aggregate) == static_cast<size_t>(Aggregate::last) + 1);
 
 const char* criterion_name(Criterion c) { return config::choice_name(config::choices::criterion, c); }
@@ -25,6 +27,9 @@ Aggregate parse_aggregate(const std::string& name) {
 
 bool standardised(Criterion c) { return c == Criterion::flap; }
 bool scores_projection_inputs(Criterion c) { return c == Criterion::flap || c == Criterion::wanda_sp; }
+bool scores_layers_only(Criterion c) {
+  return c == Criterion::block_influence || c == Criterion::angular || c == Criterion::sleb;
+}
 
 CalibrationOptions calibration_for(Criterion c, Compensation compensation) {
   CalibrationOptions o;
@@ -33,15 +38,17 @@ CalibrationOptions calibration_for(Criterion c, Compensation compensation) {
   o.mixed = c == Criterion::taylor_mixed;
   o.activations = c == Criterion::activation || scores_projection_inputs(c) || compensation != Compensation::none;
   o.gram = compensation == Compensation::least_squares;
+  o.residuals = c == Criterion::block_influence || c == Criterion::angular;
   return o;
 }
 
 std::string calibration_needs(Criterion c, Compensation compensation) {
+  if (c == Criterion::sleb) return "sleb";   // a search of its own (pruning/depth.h), not a calibration pass
   const CalibrationOptions o = calibration_for(c, compensation);
   std::string out;
   for (const auto& [on, name] : {std::pair{o.first_order, "first_order"}, std::pair{o.fisher, "fisher"},
                                  std::pair{o.mixed, "mixed"}, std::pair{o.activations, "activations"},
-                                 std::pair{o.gram, "gram"}}) {
+                                 std::pair{o.gram, "gram"}, std::pair{o.residuals, "residuals"}}) {
     if (on) out += (out.empty() ? "" : ",") + std::string(name);
   }
   return out;
@@ -102,6 +109,23 @@ double projection_score(const Group& g, ProjectionMetric& metric, Criterion c) {
   return c == Criterion::flap ? total / static_cast<double>(columns) : total;
 }
 
+// block_influence: the layer's mean 1 − cos(h_l, h_{l+1}); sleb: the phase of the search in which
+// the layer went (+∞ for those it kept); angular: its own mean angle (what a span of one scores).
+double layer_score(const Group& g, const Statistics& stats, Criterion c) {
+  SECATEUR_CHECK(g.kind == GroupKind::layer, "[pruning/score] criterion {} scores whole layers, not a {}",
+                 criterion_name(c), kind_name(g.kind));
+  if (c == Criterion::sleb) {
+    SECATEUR_CHECK(!stats.sleb_order.empty(), "[pruning/score] criterion sleb has no search in these statistics");
+    const auto it = std::find(stats.sleb_order.begin(), stats.sleb_order.end(), g.layer);
+    return it == stats.sleb_order.end() ? std::numeric_limits<double>::infinity()
+                                        : static_cast<double>(it - stats.sleb_order.begin());
+  }
+  const at::Tensor& m = c == Criterion::block_influence ? stats.residual_cosine : stats.residual_angle;
+  SECATEUR_CHECK(m.defined() && stats.tokens > 0 && g.layer + 1 < m.size(0), "[pruning/score] criterion {} has no "
+                 "residual-stream statistics for layer {} (was calibration run?)", criterion_name(c), g.layer);
+  return m[g.layer][g.layer + 1].item<double>() / static_cast<double>(stats.tokens);
+}
+
 }  // namespace
 
 std::vector<double> score_groups(const std::vector<Group>& groups, const Statistics& stats, Criterion criterion,
@@ -111,6 +135,10 @@ std::vector<double> score_groups(const std::vector<Group>& groups, const Statist
   if (scores_projection_inputs(criterion)) {
     ProjectionMetric metric(stats, criterion);
     for (const Group& g : groups) out.push_back(projection_score(g, metric, criterion));
+    return out;
+  }
+  if (scores_layers_only(criterion)) {
+    for (const Group& g : groups) out.push_back(layer_score(g, stats, criterion));
     return out;
   }
   if (criterion == Criterion::random) {
@@ -136,9 +164,7 @@ std::vector<double> score_groups(const std::vector<Group>& groups, const Statist
         case Criterion::taylor_vector: source = &ws.wg; break;
         case Criterion::taylor_mixed: source = &ws.mix; break;
         case Criterion::activation: source = &ws.act; break;
-        case Criterion::random:
-        case Criterion::wanda_sp:
-        case Criterion::flap: break;
+        default: break;   // scored above
       }
       const at::Tensor& v = (*source)[dim];
       if (criterion == Criterion::activation && !v.defined()) continue;   // not an input column

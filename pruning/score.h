@@ -20,6 +20,14 @@
 //                    — standardised, so the scope global ranks attention and MLP units of every layer
 //                    together as they are (FLAP's AL-AM), and per_layer/uniform is FLAP's UL-UM
 // Neither scores hidden channels or layers.
+// Three criteria score whole layers only (scope layer), from the residual stream h_l entering layer
+// l (h_L: the last layer's output before the final norm, not HF's normed last hidden state):
+//   block_influence  ShortGPT: mean over calibration tokens of 1 − cos(h_l, h_{l+1})
+//   angular          Gromov et al.: the n consecutive layers l..l+n−1 whose input and output are
+//                    closest, mean_t arccos(cos(h_l, h_{l+n}))/π over every token; n as many as fit
+//                    the budget (decided in pruning/decision, not scored per layer)
+//   sleb             SLEB: remove the layer whose removal raises the calibration NLL least, measure
+//                    again, repeat (pruning/depth.h); a layer's score is when it went
 // Aggregation over dependencies: sum (LLM-Pruner's default), prod, max, last (not for wanda_sp and flap,
 // which have one).
 #pragma once
@@ -34,7 +42,8 @@
 namespace secateur::pruning {
 
 enum class Criterion {
-  random, l1, l2, taylor_element1, taylor_element2, taylor_vector, taylor_mixed, activation, wanda_sp, flap
+  random, l1, l2, taylor_element1, taylor_element2, taylor_vector, taylor_mixed, activation, wanda_sp, flap,
+  block_influence, angular, sleb
 };
 enum class Aggregate { sum, prod, max, last };
 
@@ -44,13 +53,14 @@ const char* criterion_name(Criterion c);
 // The statistics the criterion reads, and what the compensation reads (pruning/compensate.h): the
 // activations' means, and for least squares their Gram matrices.
 CalibrationOptions calibration_for(Criterion c, Compensation compensation = Compensation::none);
-// Those statistics by name: "first_order", "fisher", "mixed", "activations", "gram" ("" for the
+// Those statistics by name: "first_order", "fisher", "mixed", "activations", "gram", "residuals", "sleb" ("" for the
 // magnitude and random criteria, which need no calibration); what a statistics file records and is checked on.
 std::string calibration_needs(Criterion c, Compensation compensation = Compensation::none);
 // Scores that are standardised within each layer and module already (flap): the scope global
 // ranks them as they are instead of dividing by their (layer, kind) mean.
 bool standardised(Criterion c);
 bool scores_projection_inputs(Criterion c);   // wanda_sp, flap: neurons and attention units only
+bool scores_layers_only(Criterion c);          // block_influence, angular, sleb: whole layers (scope layer)
 
 std::vector<double> score_groups(const std::vector<Group>& groups, const Statistics& stats, Criterion criterion,
                                  Aggregate aggregate, uint64_t seed);

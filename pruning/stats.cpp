@@ -6,6 +6,7 @@
 #include <torch/csrc/autograd/variable.h>
 
 #include <chrono>
+#include <cmath>
 
 #include "parallel/collectives.h"
 #include "runtime/core/check.h"
@@ -119,6 +120,11 @@ void init_fields(Statistics& stats, Collector& collector, const model::NamedTens
     if (opt.fisher) s.w2f = zeros_like(s.l1);
     if (opt.mixed) s.mix = zeros_like(s.l1), collector.fisher[name] = at::zeros_like(w);
   }
+  if (opt.residuals) {
+    const int64_t n = model.config().n_layers() + 1;
+    stats.residual_cosine = at::zeros({n, n}, at::kDouble);
+    stats.residual_angle = at::zeros({n, n}, at::kDouble);
+  }
   if (!opt.activations) return;
   for (int64_t l = -1; l < model.config().n_layers(); ++l) {
     for (auto tap : {model::Decoder::Tap::attn_in, model::Decoder::Tap::attn_out, model::Decoder::Tap::mlp_in,
@@ -138,11 +144,44 @@ void init_fields(Statistics& stats, Collector& collector, const model::NamedTens
   }
 }
 
+// The residual stream's distances of one batch: each boundary's unit vectors per token (in the
+// compute dtype, float32 at least) against those of every earlier boundary, summed in float64.
+class ResidualDistances {
+ public:
+  explicit ResidualDistances(Statistics& stats) : stats_(stats) {}
+
+  void add(int64_t boundary, const at::Tensor& x) {
+    const at::Tensor flat = x.detach().reshape({-1, x.size(-1)});
+    const at::Tensor h = flat.to(at::promote_types(flat.scalar_type(), at::kFloat));
+    const at::Tensor unit = h / h.norm(2, {1}, true).clamp_min(1e-30);   // a zero state: cos 0 with all
+    if (boundary == 0) units_ = at::empty({stats_.residual_cosine.size(0), unit.size(0), unit.size(1)}, unit.options());
+    if (boundary > 0) {
+      const at::Tensor cos = at::einsum("jtd,td->jt", {units_.narrow(0, 0, boundary), unit}).clamp(-1.0, 1.0);
+      stats_.residual_cosine.select(1, boundary).narrow(0, 0, boundary) += (1.0 - cos).sum({1}, false, at::kDouble);
+      stats_.residual_angle.select(1, boundary).narrow(0, 0, boundary) +=
+          cos.acos().sum({1}, false, at::kDouble) / M_PI;
+    }
+    units_[boundary].copy_(unit);
+  }
+
+ private:
+  Statistics& stats_;
+  at::Tensor units_;   // [L+1, tokens, d]
+};
+
 // Σ x² and Σ x per input channel of every linear layer (and, with gram, Σ x xᵀ of the output
-// projections' inputs, gathered over TP), over this rank's samples, then over DP.
+// projections' inputs, gathered over TP), with residuals the residual stream's distances (the
+// same on every TP rank), over this rank's samples, then over DP.
 void activation_pass(model::Decoder& model, Statistics& stats, const at::Tensor& local, const at::Tensor& samples,
-                     bool gram, parallel::Group dp) {
+                     const CalibrationOptions& opt, parallel::Group dp) {
+  const bool gram = opt.gram;
+  ResidualDistances residuals(stats);
   model.set_observer([&](int64_t layer, model::Decoder::Tap tap, const at::Tensor& x) {
+    if (tap == model::Decoder::Tap::residual) {
+      if (opt.residuals) residuals.add(layer, x);
+      return;
+    }
+    if (!opt.activations) return;
     const at::Tensor flat = x.detach().reshape({-1, x.size(-1)});
     const at::Tensor energy = flat.square().sum({0}, false, at::kDouble), total = flat.sum({0}, false, at::kDouble);
     const bool projection_input = tap == model::Decoder::Tap::attn_out || tap == model::Decoder::Tap::mlp_hidden;
@@ -166,10 +205,14 @@ void activation_pass(model::Decoder& model, Statistics& stats, const at::Tensor&
   }
   model.set_observer(nullptr);
   for (auto& [name, s] : stats.weights) {
-    parallel::sum(dp, s.act[1]);
-    parallel::sum(dp, s.act_sum[1]);
+    for (at::Tensor* v : {&s.act[1], &s.act_sum[1]}) {
+      if (v->defined()) parallel::sum(dp, *v);
+    }
   }
   for (auto& [name, g] : stats.gram) parallel::sum(dp, g);   // every projection's, on every rank (a pass ran)
+  for (at::Tensor* m : {&stats.residual_cosine, &stats.residual_angle}) {
+    if (m->defined()) parallel::sum(dp, *m);
+  }
   stats.tokens = samples.numel();
 }
 
@@ -237,7 +280,7 @@ Statistics collect_statistics(model::Decoder& model, const at::Tensor& samples, 
   init_fields(stats, collector, named, model, opt);
   const parallel::Range mine = parallel::dp_share(samples.size(0), dp);
   const at::Tensor local = samples.narrow(0, mine.begin, mine.size()).to(model.device());
-  if (opt.activations) activation_pass(model, stats, local, samples, opt.gram, dp);
+  if (opt.activations || opt.residuals) activation_pass(model, stats, local, samples, opt, dp);
   const bool gradients = opt.first_order || opt.fisher;
   if (gradients) set_hooks(named, &collector);
   if (opt.fisher) fisher_pass(model, stats, collector, local, samples, dp);   // first: mix needs F in the next pass

@@ -21,6 +21,7 @@
 #include <array>
 #include <map>
 #include <string>
+#include <vector>
 
 #include "runtime/model/decoder.h"
 
@@ -42,6 +43,15 @@ struct Statistics {
   // Σ_t x_t x_tᵀ of the input of every output projection (o, down) over those tokens, float64 [in, in],
   // the whole model's columns (CalibrationOptions::gram): what least-squares compensation solves with.
   std::map<std::string, at::Tensor> gram;
+  // Whole layers (CalibrationOptions::residuals), over the same tokens: for the boundaries i < j of
+  // the residual stream (h_l entering layer l; h_L the last layer's output, before the final norm),
+  // Σ_t (1 − cos(h_i, h_j)) and Σ_t arccos(cos(h_i, h_j))/π, float64 [L+1, L+1], upper triangle.
+  at::Tensor residual_cosine, residual_angle;
+  // SLEB's search (pruning/depth.h): the layers in the order it removed them, the calibration NLL
+  // per token after each removal, and the prune.ratio whose budget it searched for.
+  std::vector<int64_t> sleb_order;
+  std::vector<double> sleb_nll;
+  double sleb_ratio = 0.0;
   double seconds = 0.0;
 };
 
@@ -51,10 +61,12 @@ struct CalibrationOptions {
   bool mixed = false;        // mix: implies first_order and fisher
   bool activations = false;  // act, act_sum: one forward without gradients
   bool gram = false;         // gram too (implies activations); a TP rank gathers the inputs over TP
+  bool residuals = false;    // residual_cosine, residual_angle, in the same forward pass
 };
 
 // Statistics as a safetensors file (secateur score; prune.scores reuses it): every vector in
-// float64 as "<weight>/<statistic>/<dim>" (a Gram matrix as "<weight>/gram"), with `metadata` (what
+// float64 as "<weight>/<statistic>/<dim>" (a Gram matrix as "<weight>/gram"; the residual stream's
+// as "residual/cosine" and "residual/angle", SLEB's as "sleb/order" and "sleb/nll"), with `metadata` (what
 // they were computed on) and the sample and token counts. Written atomically. load_statistics: Error naming the file when it is not one.
 void save_statistics(const std::string& path, const Statistics& stats, std::map<std::string, std::string> metadata);
 Statistics load_statistics(const std::string& path, std::map<std::string, std::string>* metadata);

@@ -2,6 +2,8 @@
 #include <ATen/ATen.h>
 #include <fmt/format.h>
 
+#include <cmath>
+
 #include "pruning/stats.h"
 #include "runtime/core/check.h"
 #include "runtime/io/safetensors.h"
@@ -37,6 +39,15 @@ void save_statistics(const std::string& path, const Statistics& stats, std::map<
     });
   }
   for (const auto& [name, g] : stats.gram) tensors.emplace_back(name + "/gram", g.to(at::kDouble));
+  if (stats.residual_cosine.defined()) {
+    tensors.emplace_back("residual/cosine", stats.residual_cosine);
+    tensors.emplace_back("residual/angle", stats.residual_angle);
+  }
+  if (!stats.sleb_order.empty()) {
+    tensors.emplace_back("sleb/order", at::tensor(stats.sleb_order, at::kLong).to(at::kDouble));
+    tensors.emplace_back("sleb/nll", at::tensor(stats.sleb_nll, at::kDouble));
+    metadata["sleb_ratio"] = fmt::format("{:.17g}", stats.sleb_ratio);
+  }
   metadata[kMarker] = "1";
   metadata["samples"] = std::to_string(stats.samples);
   metadata["tokens"] = std::to_string(stats.tokens);
@@ -59,6 +70,20 @@ Statistics load_statistics(const std::string& path, std::map<std::string, std::s
   s.samples = count("samples");
   s.tokens = count("tokens");
   for (const std::string& key : f.names()) {
+    if (key == "residual/cosine" || key == "residual/angle") {
+      const at::Tensor m = f.tensor(key).to(at::kDouble).clone();
+      SECATEUR_CHECK(m.dim() == 2 && m.size(0) == m.size(1), "[pruning] {}: '{}' must be a square matrix", path, key);
+      (key == "residual/cosine" ? s.residual_cosine : s.residual_angle) = m;
+      continue;
+    }
+    if (key == "sleb/order" || key == "sleb/nll") {
+      const at::Tensor v = f.tensor(key).to(at::kDouble).contiguous();
+      SECATEUR_CHECK(v.dim() == 1, "[pruning] {}: '{}' must be a vector", path, key);
+      const double* p = v.data_ptr<double>();
+      if (key == "sleb/nll") s.sleb_nll.assign(p, p + v.numel());
+      for (int64_t i = 0; key == "sleb/order" && i < v.numel(); ++i) s.sleb_order.push_back(std::llround(p[i]));
+      continue;
+    }
     if (key.size() > 5 && key.compare(key.size() - 5, 5, "/gram") == 0) {   // [in, in] of an output projection
       s.gram[key.substr(0, key.size() - 5)] = f.tensor(key).clone();
       continue;
@@ -76,6 +101,17 @@ Statistics load_statistics(const std::string& path, std::map<std::string, std::s
     });
     SECATEUR_CHECK(known, "[pruning] {}: tensor '{}' holds an unknown statistic '{}'", path, key, stat);
   }
+  if (!s.sleb_order.empty()) {
+    SECATEUR_CHECK(f.metadata().count("sleb_ratio") && s.sleb_nll.size() == s.sleb_order.size(), "[pruning] {}: "
+                   "'sleb/order' needs 'sleb/nll' of its length and metadata 'sleb_ratio'", path);
+    try {
+      s.sleb_ratio = std::stod(f.metadata().at("sleb_ratio"));
+    } catch (const std::exception&) {
+      SECATEUR_FAIL("[pruning] {}: metadata 'sleb_ratio' = '{}' is not a number", path, f.metadata().at("sleb_ratio"));
+    }
+  }
+  SECATEUR_CHECK(s.residual_cosine.defined() == s.residual_angle.defined(), "[pruning] {}: 'residual/cosine' and "
+                 "'residual/angle' go together", path);
   if (metadata) *metadata = f.metadata();
   return s;
 }

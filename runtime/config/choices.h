@@ -18,7 +18,8 @@ inline constexpr std::string_view stages[] = {"convert", "eval", "prune", "gum",
                                               "generate", "score"};
 // pruning::Criterion, pruning::Aggregate
 inline constexpr std::string_view criterion[] = {"random", "l1", "l2", "taylor_element1", "taylor_element2",
-                                                 "taylor_vector", "taylor_mixed", "activation", "wanda_sp", "flap"};
+                                                 "taylor_vector", "taylor_mixed", "activation", "wanda_sp", "flap",
+                                                 "block_influence", "angular", "sleb"};
 inline constexpr std::string_view aggregate[] = {"sum", "prod", "max", "last"};
 inline constexpr std::string_view prune_scope[] = {"per_layer", "global", "uniform", "channel", "layer"};
 inline constexpr std::string_view prune_attention[] = {"none", "kv_group", "query_head"};

@@ -262,14 +262,21 @@ at::Tensor Decoder::hidden_states(const at::Tensor& ids, KVCache* cache, const L
   const at::Tensor pos = layout ? layout->positions.to(opt.device(), at::kLong)
                                 : at::arange(past, past + T, opt.dtype(at::kLong));
   at::Tensor x = embed(ids);                                             // [B, T, d]
-  at::Tensor cos, sin;
   if (config_.family == Family::gpt2) {
     const int64_t last = layout ? pos.max().item<int64_t>() + 1 : past + T;
     SECATEUR_CHECK(last <= config_.max_positions, "[model] {} positions exceed the model's {}", last,
                    config_.max_positions);
     x = x + (layout ? pos_embed_.index_select(0, pos.flatten()).view({B, T, -1}) : pos_embed_.narrow(0, past, T));
-  } else {
+  }
+  return layers(std::move(x), 0, pos, cache, layout);
+}
+
+at::Tensor Decoder::layers(at::Tensor x, int64_t from, const at::Tensor& pos, KVCache* cache,
+                           const Layout* layout) const {
+  at::Tensor cos, sin;
+  if (config_.family != Family::gpt2) {
     // RoPE tables as HF builds them: float32 angles (float64 for a float64 model), then cast.
+    const at::TensorOptions opt = embed_.options();
     const int64_t D = config_.head_dim;
     const at::ScalarType angle = at::promote_types(opt.dtype().toScalarType(), at::kFloat);
     const at::Tensor inv_freq =
@@ -283,13 +290,23 @@ at::Tensor Decoder::hidden_states(const at::Tensor& ids, KVCache* cache, const L
       sin = sin.unsqueeze(1);
     }
   }
-  for (int64_t l = 0; l < config_.n_layers(); ++l) {
+  SECATEUR_CHECK(!cache || skipped_.empty(), "[model] skipped layers and a KV cache do not go together");
+  for (int64_t l = from; l < config_.n_layers(); ++l) {
+    tap(l, Tap::residual, x);
+    if (!skipped_.empty() && skipped_[l]) continue;
     const LayerWeights& w = layers_[l];
     x = x + attention(l, norm(x, w.ln1_w, w.ln1_b), cos, sin, cache, layout);
     x = x + mlp(l, norm(x, w.ln2_w, w.ln2_b));
   }
-  if (cache) cache->length = past + T;
+  tap(config_.n_layers(), Tap::residual, x);
+  if (cache) cache->length += x.size(1);
   return norm(x, norm_w_, norm_b_);
+}
+
+void Decoder::set_skipped_layers(std::vector<bool> skip) {
+  SECATEUR_CHECK(skip.empty() || static_cast<int64_t>(skip.size()) == config_.n_layers(), "[model] {} skip flags "
+                 "for {} layers", skip.size(), config_.n_layers());
+  skipped_ = std::move(skip);
 }
 
 at::Tensor Decoder::embed(const at::Tensor& ids) const {
@@ -303,7 +320,19 @@ at::Tensor Decoder::logits(const at::Tensor& ids, KVCache* cache) const {
 void Decoder::observe(const at::Tensor& ids) const { tap(-1, Tap::head_in, hidden_states(ids)); }
 
 at::Tensor Decoder::loss_sum(const at::Tensor& ids, const Distill* kd, const at::Tensor& predict) const {
-  const at::Tensor h0 = hidden_states(ids);                               // replicated over TP
+  return head_loss_sum(hidden_states(ids), ids, kd, predict);
+}
+
+at::Tensor Decoder::loss_sum_from(const at::Tensor& x, int64_t from, const at::Tensor& ids) const {
+  SECATEUR_CHECK(x.dim() == 3 && x.size(0) == ids.size(0) && x.size(1) == ids.size(1) && from >= 0 &&
+                     from <= config_.n_layers(), "[model] the residual stream entering layer {} must be [B, T, d] "
+                 "of ids [B, T]", from);
+  return head_loss_sum(layers(x, from, at::arange(0, x.size(1), embed_.options().dtype(at::kLong)), nullptr, nullptr),
+                       ids, nullptr, {});
+}
+
+at::Tensor Decoder::head_loss_sum(const at::Tensor& h0, const at::Tensor& ids, const Distill* kd,
+                                  const at::Tensor& predict) const {
   const at::Tensor h = parallel::copy_to_tp(h0, tp_);                               // [B, T, d]; the head is column-parallel
   tap(-1, Tap::head_in, h);
   const int64_t B = ids.size(0), T = ids.size(1), chunk = 256;

@@ -89,6 +89,10 @@ class Decoder {
   // predict [B, T] (bool), if given, says which tokens are targets: position t counts when
   // predict[:, t] is set (column 0 is never a target), e.g. an instruction's response only.
   at::Tensor loss_sum(const at::Tensor& ids, const Distill* kd = nullptr, const at::Tensor& predict = {}) const;
+  // loss_sum(ids) given x [B, T, d], the residual stream entering layer `from` of ids (what the
+  // residual tap hands out; from = n_layers: the last layer's output), running only the layers
+  // from there on: SLEB's search (pruning/depth.h) re-runs the model from where it changes.
+  at::Tensor loss_sum_from(const at::Tensor& x, int64_t from, const at::Tensor& ids) const;
   // The same as a number, with the count of predicted tokens.
   std::pair<double, int64_t> nll(const at::Tensor& ids) const;
 
@@ -96,6 +100,8 @@ class Decoder {
   // observer the input of each group of linear layers (this rank's columns of it):
   //   attn_in  -> q, k, v     attn_out -> o     mlp_in -> gate, up     mlp_hidden -> down
   //   head_in  -> the LM head (layer -1)
+  //   residual -> none: the residual stream entering layer l (l = n_layers: the last layer's output,
+  //               before the final norm), replicated over TP
   using Tap = model::Tap;
   using Observer = std::function<void(int64_t layer, Tap tap, const at::Tensor& input)>;
   void set_observer(Observer observer) { observer_ = std::move(observer); }
@@ -121,6 +127,10 @@ class Decoder {
     training_ = on;
     dropout_seed_ = dropout_seed;
   }
+
+  // Layers the forward pass leaves out, passing their input on unchanged (SLEB's search in
+  // pruning/depth.h): one flag per layer, or empty for none. Not with a KV cache.
+  void set_skipped_layers(std::vector<bool> skip);
 
   // Neuron masks on the MLP (training-time pruning, pruning/movement.h): mask [d_ff] of the whole
   // layer, 0/1, multiplied into this rank's part of the gate and up outputs and of the down input,
@@ -148,6 +158,11 @@ class Decoder {
   at::Tensor attention(int64_t l, const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
                        KVCache* cache, const Layout* layout) const;
   at::Tensor mlp(int64_t l, const at::Tensor& x) const;
+  // Layers from..n_layers − 1 (not the skipped ones) on the residual stream x at positions pos, then
+  // the final norm.
+  at::Tensor layers(at::Tensor x, int64_t from, const at::Tensor& pos, KVCache* cache, const Layout* layout) const;
+  at::Tensor head_loss_sum(const at::Tensor& h, const at::Tensor& ids, const Distill* kd,
+                           const at::Tensor& predict) const;   // h: the final hidden states
   at::Tensor norm(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) const;
   at::Tensor embed(const at::Tensor& ids) const;
   // at::linear plus the projection's adapter, if any.
@@ -163,6 +178,7 @@ class Decoder {
   std::vector<LayerWeights> layers_;
   std::vector<std::array<Adapter, kProjCount>> adapters_;
   std::vector<at::Tensor> mlp_masks_;
+  std::vector<bool> skipped_;
   bool training_ = false;
   uint64_t dropout_seed_ = 0;
   Observer observer_;

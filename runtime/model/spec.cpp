@@ -158,6 +158,7 @@ ArchSpec qwen2_arch() {
   a.hf_class = "Qwen2ForCausalLM";
   a.hf_config_class = "Qwen2Config";
   a.hf_llama_keys = false;
+  a.biased_as = "llama";
   std::vector<TensorSpec> layer;
   for (TensorSpec& t : a.layer) {
     if (t.role == Role::o_b) continue;
@@ -349,6 +350,15 @@ const TensorSpec* proj_spec(const ModelConfig& c, Proj p) {
 std::string proj_weight(const ModelConfig& c, int64_t layer, Proj p) {
   const TensorSpec* t = proj_spec(c, p);
   return t ? tensor_name(c, *t, layer) : "";
+}
+
+std::string bias_of(const ModelConfig& c, const std::string& name) {
+  const auto at = locate(c, name);
+  if (!at || !at->spec->proj) return "";
+  for (const TensorSpec& t : spec_of(c).layer) {
+    if (t.bias && t.proj == at->spec->proj && present(t, c)) return tensor_name(c, t, at->layer);
+  }
+  return "";
 }
 
 std::vector<std::string> readers(const ModelConfig& c, int64_t layer, Tap tap) {

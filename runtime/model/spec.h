@@ -33,8 +33,9 @@ const char* proj_name(Proj p);                                   // q, k, v, o, 
 std::vector<std::string> proj_names();                           // all of them, in that order
 Proj parse_proj(const std::string& name, const std::string& key);   // Error naming key and the allowed names
 
-// Activation taps: the input of each group of linear layers (see Decoder::set_observer).
-enum class Tap { attn_in, attn_out, mlp_in, mlp_hidden, head_in };
+// Activation taps: the input of each group of linear layers (see Decoder::set_observer), and the
+// residual stream between layers (what whole-layer criteria compare; no weight reads it).
+enum class Tap { attn_in, attn_out, mlp_in, mlp_hidden, head_in, residual };
 
 // What the forward code binds a tensor to.
 enum class Role {
@@ -82,6 +83,9 @@ struct ArchSpec {
   bool heads_are_kv = false;         // no GQA: every query head is its own kv-group (GPT-2)
   bool hf_llama_keys = true;         // config.json has LlamaConfig's attention_bias, mlp_bias, pretraining_tp
                                      // (Qwen2: its class fixes the biases)
+  std::string biased_as;             // what a model of it becomes once o_proj and the MLP have biases (pruning's
+                                     // compensation): "" = itself, its flags allow them (LLaMA; GPT-2 has them);
+                                     // Qwen2's class has none, so it becomes a LLaMA (q/k/v biases as flags)
   std::vector<TensorSpec> before, layer, after;   // model-wide before the layers, per layer, after
 
   // Every tensor is stored in HF checkpoints under its canonical name and layout, so a TP rank
@@ -123,6 +127,8 @@ std::optional<Located> locate(const ModelConfig& c, const std::string& name);
 // The same tensor in layer `to` (layers are renumbered when whole layers go).
 std::string renumber(const ModelConfig& c, const std::string& name, int64_t to);
 
+// The bias of the projection whose weight (or bias) is `name`; "" when c has none.
+std::string bias_of(const ModelConfig& c, const std::string& name);
 // The weight of a projection in a layer; "" when the architecture has none (GPT-2's gate).
 std::string proj_weight(const ModelConfig& c, int64_t layer, Proj p);
 const TensorSpec* proj_spec(const ModelConfig& c, Proj p);        // its weight's spec; nullptr if none

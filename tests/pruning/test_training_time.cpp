@@ -1,4 +1,5 @@
-// Training-time pruning (pruning/movement.h, pruning/sparse.h, pruning/redundancy.h), under mpirun -np 2: SECATEUR_TEST_TP=1 gives DP = 2,
+// Training-time pruning (pruning/movement.h, pruning/sparse.h, pruning/redundancy.h) and whole-layer
+// decisions (pruning/depth.h), under mpirun -np 2: SECATEUR_TEST_TP=1 gives DP = 2,
 // =2 gives TP = 2. Each comparison is local: the same computation on one rank (no comms, the whole
 // model) is the reference, run by every rank itself.
 #include <ATen/ATen.h>
@@ -10,6 +11,8 @@
 
 #include "parallel/grid.h"
 #include "pruning/apply.h"
+#include "pruning/decision.h"
+#include "pruning/depth.h"
 #include "pruning/movement.h"
 #include "pruning/redundancy.h"
 #include "pruning/sparse.h"
@@ -463,6 +466,56 @@ TEST(Sparse, WandaRemovesTheLowestActivationWeightedWeightsOfEveryRowOnTheGridAs
     }
     EXPECT_NEAR(grid.sparsity, one.sparsity, 1e-12) << pattern;
     EXPECT_GE(one.sparsity, pattern == "2:4" ? 0.5 : 0.55) << pattern;
+  }
+}
+
+// Whole layers (block influence, angular spans, SLEB's search) on the grid: the residual stream's
+// distances summed over DP (the same on every TP rank), the NLL of every candidate summed over DP,
+// and the decisions, equal to one rank's.
+TEST(Depth, LayerDecisionsOnTheGridEqualOneRank) {
+  auto c = ModelConfig::make(model::Family::llama, 103, 48, 6, 8, 4, 20);
+  c.head_dim = 6;
+  c.tied_embeddings = false;
+  at::manual_seed(12);
+  const at::Tensor samples = at::randint(c.vocab_size, {11, 9}, at::kLong);
+  const double layer = static_cast<double>(c.n_params() - model::without(c, {{pruning::GroupKind::layer, 0, 0}}).n_params());
+  pruning::PruneOptions o;
+  o.scope = "layer";
+  o.ratio = 2.5 * layer / static_cast<double>(c.n_params());
+  o.keep_layers = {0, -1};
+  pruning::CalibrationOptions calib;
+  calib.first_order = false;
+  calib.residuals = true;
+  const auto run = [&](bool on_grid) {
+    model::Decoder m = model::Decoder::with_random_weights(c, 6, on_grid ? &g_grid->tp() : nullptr);
+    m.to(at::kCPU, at::kDouble);
+    parallel::Comm* dp = on_grid ? &g_grid->dp() : nullptr;
+    pruning::Statistics s = pruning::collect_statistics(m, samples, calib, dp);
+    pruning::PruneOptions sleb = o;
+    sleb.criterion = pruning::Criterion::sleb;
+    const pruning::Statistics searched = pruning::sleb_search(m, samples, sleb, dp);
+    s.sleb_order = searched.sleb_order;
+    s.sleb_nll = searched.sleb_nll;
+    s.sleb_ratio = searched.sleb_ratio;
+    return s;
+  };
+  const pruning::Statistics one = run(false), grid = run(true);
+  for (auto m : {&pruning::Statistics::residual_cosine, &pruning::Statistics::residual_angle}) {
+    const at::Tensor a = one.*m, b = grid.*m;
+    EXPECT_LE((a - b).abs().max().item<double>(), 1e-9 * a.abs().max().item<double>());
+  }
+  EXPECT_EQ(grid.sleb_order, one.sleb_order);
+  ASSERT_EQ(one.sleb_order.size(), 2u);
+  for (size_t i = 0; i < one.sleb_nll.size(); ++i) EXPECT_NEAR(grid.sleb_nll[i], one.sleb_nll[i], 1e-9 * one.sleb_nll[i]);
+  for (pruning::Criterion k : {pruning::Criterion::block_influence, pruning::Criterion::angular, pruning::Criterion::sleb}) {
+    o.criterion = k;
+    const pruning::Decision a = pruning::decide(c, one, o), b = pruning::decide(c, grid, o);
+    EXPECT_EQ(a.hash, b.hash) << pruning::criterion_name(k);
+    EXPECT_EQ(a.removed.size(), 2u) << pruning::criterion_name(k);
+  }
+  if (g_grid->rank() == 0) {
+    std::printf("depth on dp %d x tp %d: SLEB removed layers %ld, %ld\n", g_grid->dp_size(), g_grid->tp_size(),
+                static_cast<long>(one.sleb_order[0]), static_cast<long>(one.sleb_order[1]));
   }
 }
 

@@ -122,8 +122,8 @@ std::vector<Choice> product(const std::vector<std::vector<Choice>>& axes) {
 }
 
 // The score run a point can share: it prunes before it trains, with a criterion that calibrates;
-// criteria of the same needs (taylor_element1 and taylor_vector: first-order) share one. "" when
-// it cannot.
+// criteria of the same needs (taylor_element1 and taylor_vector: first-order) share one; SLEB's
+// search, the points of the same budget. "" when it cannot.
 std::string shared_scoring(const config::Config& cfg) {
   const auto stages = cfg.get<std::vector<std::string>>("run.stages");
   for (const std::string& s : stages) {
@@ -138,6 +138,12 @@ std::string shared_scoring(const config::Config& cfg) {
   Fnv1a h;
   for (const char* key : {"model.path", "model.dtype", "calibration.text", "data.austen"}) h.text(cfg.get<std::string>(key));
   for (const char* key : {"calibration.samples", "calibration.seq_len", "run.seed"}) h.integer(cfg.get<int64_t>(key));
+  if (needs == "sleb") {   // a search for one budget, among the layers not kept
+    for (const char* key : {"prune.ratio", "prune.keep_first", "prune.keep_last"}) {
+      h.text(fmt::format("{:.17g}", cfg.get<double>(key)));
+    }
+    for (int64_t l : cfg.get<std::vector<int64_t>>("prune.keep_layers")) h.integer(l);
+  }
   return fmt::format("{}-{:08x}", needs, h.value() & 0xffffffffu);
 }
 

@@ -9,6 +9,7 @@
 
 #include "parallel/grid.h"
 #include "pruning/decision.h"
+#include "pruning/depth.h"
 #include "pruning/stats.h"
 #include "runtime/core/hash.h"
 #include "runtime/core/log.h"
@@ -38,12 +39,35 @@ Fingerprints fingerprints(Run& r, const at::Tensor& samples) {
   return {hex(io::checkpoint_fingerprint(r.model_path())), hex(c.value())};
 }
 
-pruning::Statistics calibrate(Run& r, const at::Tensor& samples, pruning::Criterion criterion,
-                              pruning::Compensation compensate, rusage& ru) {
+// prune.* and run.seed.
+pruning::PruneOptions prune_options(const config::Config& cfg) {
+  pruning::PruneOptions o;
+  o.criterion = pruning::parse_criterion(cfg.get<std::string>("prune.criterion"));
+  o.aggregate = pruning::parse_aggregate(cfg.get<std::string>("prune.aggregate"));
+  o.scope = cfg.get<std::string>("prune.scope");
+  o.ratio = cfg.get<double>("prune.ratio");
+  o.attention = cfg.get<std::string>("prune.attention");
+  o.mlp = cfg.get<bool>("prune.mlp");
+  o.keep_first = cfg.get<double>("prune.keep_first");
+  o.keep_last = cfg.get<double>("prune.keep_last");
+  o.keep_layers = cfg.get<std::vector<int64_t>>("prune.keep_layers");
+  o.min_keep = cfg.get<double>("prune.min_keep");
+  o.round_to = cfg.get<int64_t>("prune.round_to");
+  o.compensation = pruning::parse_compensation(cfg.get<std::string>("prune.compensation"));
+  o.ridge = cfg.get<double>("prune.ridge");
+  o.seed = static_cast<uint64_t>(cfg.get<int64_t>("run.seed"));
+  return o;
+}
+
+// The statistics of the criterion (and of the compensation); for sleb, its search at prune.ratio.
+pruning::Statistics calibrate(Run& r, const at::Tensor& samples, const pruning::PruneOptions& opt, rusage& ru) {
   ScopedMmapThreshold own_mappings;
   Phase phase("calibrate");
-  pruning::Statistics stats = pruning::collect_statistics(
-      r.model(), samples, pruning::calibration_for(criterion, compensate), &r.grid().dp());
+  pruning::Statistics stats =
+      opt.criterion == pruning::Criterion::sleb
+          ? pruning::sleb_search(r.model(), samples, opt, &r.grid().dp())
+          : pruning::collect_statistics(r.model(), samples, pruning::calibration_for(opt.criterion, opt.compensation),
+                                        &r.grid().dp());
   getrusage(RUSAGE_SELF, &ru);
   return stats;
 }
@@ -75,22 +99,20 @@ pruning::Statistics reuse(Run& r, const std::string& path, const at::Tensor& sam
 // `secateur score`: the calibration statistics of prune.criterion, written once for many prunes
 // (prune.scores) with the fingerprints of the model and of the calibration.
 struct ScoreStage : Stage {
-  pruning::Criterion criterion = pruning::Criterion::taylor_element1;
-  pruning::Compensation compensate = pruning::Compensation::none;
-  uint64_t seed = 0;
+  pruning::PruneOptions opt;             // the criterion and compensation; sleb's search: the budget too
 
   static std::unique_ptr<ScoreStage> from_config(const config::Config& cfg) {
     auto s = std::make_unique<ScoreStage>();
-    s->criterion = pruning::parse_criterion(cfg.get<std::string>("prune.criterion"));
-    s->compensate = pruning::parse_compensation(cfg.get<std::string>("prune.compensation"));
-    s->seed = static_cast<uint64_t>(cfg.get<int64_t>("run.seed"));
+    s->opt = prune_options(cfg);
     return s;
   }
 
   void run(Run& r) const override {
-    const at::Tensor samples = r.windows("calibration", seed);
+    const pruning::Criterion criterion = opt.criterion;
+    const pruning::Compensation compensate = opt.compensation;
+    const at::Tensor samples = r.windows("calibration", opt.seed);
     rusage ru{};
-    const pruning::Statistics stats = calibrate(r, samples, criterion, compensate, ru);
+    const pruning::Statistics stats = calibrate(r, samples, opt, ru);
     const Fingerprints fp = fingerprints(r, samples);
     std::string out = r.cfg().get<std::string>("score.out");
     if (out.empty()) out = r.path("scores.safetensors");
@@ -115,21 +137,7 @@ struct PruneStage : Stage {
 
   static std::unique_ptr<PruneStage> from_config(const config::Config& cfg) {
     auto s = std::make_unique<PruneStage>();
-    pruning::PruneOptions& o = s->opt;
-    o.criterion = pruning::parse_criterion(cfg.get<std::string>("prune.criterion"));
-    o.aggregate = pruning::parse_aggregate(cfg.get<std::string>("prune.aggregate"));
-    o.scope = cfg.get<std::string>("prune.scope");
-    o.ratio = cfg.get<double>("prune.ratio");
-    o.attention = cfg.get<std::string>("prune.attention");
-    o.mlp = cfg.get<bool>("prune.mlp");
-    o.keep_first = cfg.get<double>("prune.keep_first");
-    o.keep_last = cfg.get<double>("prune.keep_last");
-    o.keep_layers = cfg.get<std::vector<int64_t>>("prune.keep_layers");
-    o.min_keep = cfg.get<double>("prune.min_keep");
-    o.round_to = cfg.get<int64_t>("prune.round_to");
-    o.compensation = pruning::parse_compensation(cfg.get<std::string>("prune.compensation"));
-    o.ridge = cfg.get<double>("prune.ridge");
-    o.seed = static_cast<uint64_t>(cfg.get<int64_t>("run.seed"));
+    s->opt = prune_options(cfg);
     s->scores = cfg.get<std::string>("prune.scores");
     return s;
   }
@@ -154,7 +162,7 @@ struct PruneStage : Stage {
     rusage ru{};
     std::map<std::string, std::string> meta;
     const pruning::Statistics stats =
-        scores.empty() ? calibrate(r, samples, opt.criterion, opt.compensation, ru)
+        scores.empty() ? calibrate(r, samples, opt, ru)
                        : reuse(r, scores, samples, opt.criterion, opt.compensation, meta);
     const double reused = scores.empty() || !meta.count("seconds") ? 0.0 : std::atof(meta.at("seconds").c_str());
     if (!scores.empty()) spdlog::info("statistics from {} (computed in {:.1f} s), not calibrated again", scores, reused);
@@ -163,7 +171,8 @@ struct PruneStage : Stage {
       return pruning::decide(before, stats, opt);
     }();
     r.check_one_decision(d.hash);
-    const nlohmann::json dj = d.to_json(opt);
+    nlohmann::json dj = d.to_json(opt);
+    if (!stats.sleb_order.empty()) dj["sleb"] = {{"order", stats.sleb_order}, {"nll_per_token", stats.sleb_nll}};
     if (r.writer()) io::write_file_atomic(r.path("decision.json"), dj.dump(2) + "\n");
     const std::string out = r.out_dir("prune.out", "pruned");
     const Run::Compensating compensating{stats, opt.compensation, opt.ridge};
