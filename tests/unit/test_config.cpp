@@ -10,6 +10,7 @@
 #include "runtime/config/config.h"
 #include "runtime/core/check.h"
 #include "runtime/io/hf_config.h"
+#include "runtime/text/source.h"
 
 using secateur::Error;
 using secateur::config::Config;
@@ -116,4 +117,25 @@ TEST(Config, EveryShippedConfigIsValid) {
     ++n;
   }
   EXPECT_GE(n, 7);
+}
+
+// Calibration mixtures: "source=weight" entries; each text gets n × its share of the windows,
+// rounded down, the rest to the largest remainders; bad entries and empty shares name the key.
+TEST(Config, CalibrationMixtureSharesTheWindowsByWeight) {
+  const Config c = Config::load("", {"calibration.mixture=[austen:emma=2, data/text/kjv.txt=1, a=b.txt=1]"});
+  const auto shares = secateur::text::parse_mixture(c.get<std::vector<std::string>>("calibration.mixture"), "k");
+  ASSERT_EQ(shares.size(), 3u);
+  EXPECT_EQ(shares[0].source, "austen:emma");
+  EXPECT_EQ(shares[2].source, "a=b.txt");   // the weight follows the last '='
+  EXPECT_DOUBLE_EQ(shares[0].weight, 2.0);
+  EXPECT_EQ(secateur::text::window_counts(shares, 128, "k"), (std::vector<int64_t>{64, 32, 32}));
+  EXPECT_EQ(secateur::text::window_counts(shares, 10, "k"), (std::vector<int64_t>{5, 3, 2}));   // 5, 2.5, 2.5: the earlier
+  EXPECT_EQ(secateur::text::window_counts({{"x", 1}}, 7, "k"), (std::vector<int64_t>{7}));
+  EXPECT_THAT(error_of([&] { (void)secateur::text::window_counts(shares, 2, "calibration.mixture"); }),
+              HasSubstr("'calibration.mixture': a=b.txt gets none of the 2 windows"));
+  for (const char* bad : {"austen:emma", "austen:emma=0", "austen:emma=-1", "austen:emma=x", "=1", "austen:emma="}) {
+    EXPECT_THAT(error_of([&] { (void)secateur::text::parse_mixture({bad}, "calibration.mixture"); }),
+                HasSubstr("'calibration.mixture' has '" + std::string(bad) + "'"));
+  }
+  EXPECT_TRUE(Config::load("").get<std::vector<std::string>>("calibration.mixture").empty());
 }

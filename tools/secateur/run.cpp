@@ -124,16 +124,25 @@ std::vector<int32_t> Run::encode_text(const std::string& spec) {
 }
 
 at::Tensor Run::windows(const std::string& section, uint64_t seed) {
-  const std::vector<int32_t> ids = encode_text(cfg_.get<std::string>(section + ".text"));
   const int64_t n = cfg_.get<int64_t>(section + ".samples"), t = cfg_.get<int64_t>(section + ".seq_len");
-  SECATEUR_CHECK(n > 0 && t > 1 && static_cast<int64_t>(ids.size()) > t, "[config] '{}' needs samples > 0 and "
-                 "1 < seq_len < the text's {} tokens", section, ids.size());
+  SECATEUR_CHECK(n > 0 && t > 1, "[config] '{}' needs samples > 0 and seq_len > 1", section);
+  // <section>.text, or the texts of calibration.mixture, each its share of the windows, in order.
+  const YAML::Node mix = cfg_.root()[section]["mixture"];
+  const std::vector<std::string> entries = mix ? mix.as<std::vector<std::string>>() : std::vector<std::string>{};
+  std::vector<text::Share> shares = text::parse_mixture(entries, section + ".mixture");
+  if (shares.empty()) shares.push_back({cfg_.get<std::string>(section + ".text"), 1.0});
+  const std::vector<int64_t> counts = text::window_counts(shares, n, section + ".mixture");
   std::mt19937_64 rng(seed);
-  std::uniform_int_distribution<int64_t> start(0, static_cast<int64_t>(ids.size()) - t);
   std::vector<int64_t> flat;
-  for (int64_t i = 0; i < n; ++i) {
-    const int64_t s = start(rng);
-    flat.insert(flat.end(), ids.begin() + s, ids.begin() + s + t);
+  for (size_t k = 0; k < shares.size(); ++k) {
+    const std::vector<int32_t> ids = encode_text(shares[k].source);
+    SECATEUR_CHECK(static_cast<int64_t>(ids.size()) > t, "[config] '{}': {} has {} tokens, not more than seq_len {}",
+                   section, shares[k].source, ids.size(), t);
+    std::uniform_int_distribution<int64_t> start(0, static_cast<int64_t>(ids.size()) - t);
+    for (int64_t i = 0; i < counts[k]; ++i) {
+      const int64_t s = start(rng);
+      flat.insert(flat.end(), ids.begin() + s, ids.begin() + s + t);
+    }
   }
   return at::tensor(flat, at::kLong).view({n, t});
 }

@@ -138,6 +138,7 @@ std::string shared_scoring(const config::Config& cfg) {
   Fnv1a h;
   for (const char* key : {"model.path", "model.dtype", "calibration.text", "data.austen"}) h.text(cfg.get<std::string>(key));
   for (const char* key : {"calibration.samples", "calibration.seq_len", "run.seed"}) h.integer(cfg.get<int64_t>(key));
+  for (const std::string& e : cfg.get<std::vector<std::string>>("calibration.mixture")) h.text(e);
   if (needs == "sleb") {   // a search for one budget, among the layers not kept
     for (const char* key : {"prune.ratio", "prune.keep_first", "prune.keep_last"}) {
       h.text(fmt::format("{:.17g}", cfg.get<double>(key)));
