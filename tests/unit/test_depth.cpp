@@ -76,6 +76,20 @@ model::Decoder without_layers(const model::Decoder& m, const std::set<int64_t>& 
   return model::Decoder(p.config, p.tensors);
 }
 
+// Per token, cos(a_t, b_t) of two [tokens, d] states.
+at::Tensor cosines(const at::Tensor& a, const at::Tensor& b) {
+  return (a * b).sum(1) / (a.norm(2, {1}) * b.norm(2, {1}));
+}
+
+// The six-layer model, its samples, their residual statistics and the states at every boundary.
+struct Measured {
+  ModelConfig c = six_layers();
+  model::Decoder m = model_of(c);
+  at::Tensor samples = samples_of(c);
+  pruning::Statistics stats = residual_stats(m, samples);
+  std::vector<at::Tensor> h = boundaries(m, samples);
+};
+
 pruning::PruneOptions layer_options(Criterion c, double layers, const ModelConfig& cfg) {
   pruning::PruneOptions o;
   o.criterion = c;
@@ -88,11 +102,12 @@ pruning::PruneOptions layer_options(Criterion c, double layers, const ModelConfi
 }  // namespace
 
 TEST(Depth, ResidualDistancesAndBlockInfluenceEqualADirectCosineComputation) {
-  const ModelConfig c = six_layers();
-  model::Decoder m = model_of(c);
-  const at::Tensor samples = samples_of(c);
-  const pruning::Statistics stats = residual_stats(m, samples);
-  const std::vector<at::Tensor> h = boundaries(m, samples);
+  Measured k;
+  const ModelConfig& c = k.c;
+  model::Decoder& m = k.m;
+  const at::Tensor& samples = k.samples;
+  const pruning::Statistics& stats = k.stats;
+  const std::vector<at::Tensor>& h = k.h;
   const int64_t L = c.n_layers();
   ASSERT_EQ(stats.tokens, samples.numel());
   ASSERT_EQ(stats.residual_cosine.sizes(), at::IntArrayRef({L + 1, L + 1}));
@@ -109,7 +124,7 @@ TEST(Depth, ResidualDistancesAndBlockInfluenceEqualADirectCosineComputation) {
   double worst = 0;
   for (int64_t i = 0; i <= L; ++i) {
     for (int64_t j = i + 1; j <= L; ++j) {
-      const at::Tensor cos = (h[i] * h[j]).sum(1) / (h[i].norm(2, {1}) * h[j].norm(2, {1}));
+      const at::Tensor cos = cosines(h[i], h[j]);
       const double d = (1 - cos).sum().item<double>(), a = cos.clamp(-1, 1).acos().sum().item<double>() / M_PI;
       worst = std::max({worst, std::abs(stats.residual_cosine[i][j].item<double>() - d) / d,
                         std::abs(stats.residual_angle[i][j].item<double>() - a) / a});
@@ -121,7 +136,7 @@ TEST(Depth, ResidualDistancesAndBlockInfluenceEqualADirectCosineComputation) {
   for (int64_t l = 0; l < L; ++l) layers.push_back(make(GroupKind::layer, l, 0));
   const std::vector<double> bi = pruning::score_groups(layers, stats, Criterion::block_influence, {}, 0);
   for (int64_t l = 0; l < L; ++l) {
-    const at::Tensor cos = (h[l] * h[l + 1]).sum(1) / (h[l].norm(2, {1}) * h[l + 1].norm(2, {1}));
+    const at::Tensor cos = cosines(h[l], h[l + 1]);
     EXPECT_NEAR(bi[l], (1 - cos).mean().item<double>(), 1e-12) << l;
   }
   // The decision removes the lowest-influence layers that fit, here two.
@@ -153,11 +168,9 @@ TEST(Depth, ASkippedLayerComputesWhatTheModelWithoutItComputes) {
 }
 
 TEST(Depth, AngularRemovesTheClosestSpanOfTheLongestLengthThatFits) {
-  const ModelConfig c = six_layers();
-  model::Decoder m = model_of(c);
-  const at::Tensor samples = samples_of(c);
-  const pruning::Statistics stats = residual_stats(m, samples);
-  const std::vector<at::Tensor> h = boundaries(m, samples);
+  const Measured k;
+  const ModelConfig& c = k.c;
+  const std::vector<at::Tensor>& h = k.h;
   for (const std::vector<int64_t>& keep : {std::vector<int64_t>{}, std::vector<int64_t>{0, -1}}) {
     for (int64_t n : {1, 2, 3}) {
       pruning::PruneOptions o = layer_options(Criterion::angular, static_cast<double>(n) + 0.5, c);
@@ -166,11 +179,11 @@ TEST(Depth, AngularRemovesTheClosestSpanOfTheLongestLengthThatFits) {
       int64_t best = -1;
       double best_angle = 0;
       for (int64_t s = first; s + n <= last; ++s) {
-        const at::Tensor cos = (h[s] * h[s + n]).sum(1) / (h[s].norm(2, {1}) * h[s + n].norm(2, {1}));
+        const at::Tensor cos = cosines(h[s], h[s + n]);
         const double a = cos.clamp(-1, 1).acos().mean().item<double>() / M_PI;
         if (best < 0 || a < best_angle) best = s, best_angle = a;
       }
-      const pruning::Decision d = pruning::decide(c, stats, o);
+      const pruning::Decision d = pruning::decide(c, k.stats, o);
       ASSERT_EQ(static_cast<int64_t>(d.removed.size()), n) << n;
       for (int64_t i = 0; i < n; ++i) EXPECT_EQ(d.removed[i].layer, best + i) << "span of " << n;
       EXPECT_EQ(d.after.n_layers(), c.n_layers() - n);
