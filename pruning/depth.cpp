@@ -91,18 +91,18 @@ Statistics sleb_search(model::Decoder& model, const at::Tensor& samples, const P
   std::vector<bool> gone(L, false);
   double taken = 0;
   while (static_cast<int64_t>(out.sleb_order.size()) < L - 1) {
+    std::vector<bool> wanted(L);
     int64_t candidates = 0;
     double smallest = budget + 1;
     for (int64_t l = 0; l < L; ++l) {
-      if (gone[l] || keep.count(l)) continue;
+      wanted[l] = !gone[l] && !keep.count(l);
+      if (!wanted[l]) continue;
       ++candidates;
       smallest = std::min(smallest, static_cast<double>(params[l]));
     }
     if (candidates == 0 || taken + smallest > budget) break;   // no phase whose every layer is over the budget
     Progress progress(fmt::format("calibration (SLEB, layer {} to go)", out.sleb_order.size() + 1), candidates,
                       "layers");
-    std::vector<bool> wanted(L);
-    for (int64_t l = 0; l < L; ++l) wanted[l] = !gone[l] && !keep.count(l);
     search.keep(gone, wanted);
     int64_t best = -1;
     double best_nll = 0;
