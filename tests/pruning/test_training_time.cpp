@@ -335,6 +335,17 @@ struct SparseRun {
   double sparsity = 0;
 };
 
+// The pruner's masks, weights (copies) and achieved sparsity.
+SparseRun collected(const pruning::SparsePruner& p) {
+  SparseRun r;
+  for (size_t i = 0; i < p.tensors().size(); ++i) {
+    r.masks[p.tensors()[i].first] = p.masks()[i];
+    r.weights[p.tensors()[i].first] = p.tensors()[i].second->clone();
+  }
+  r.sparsity = p.sparsity(false)["sparsity"].get<double>();
+  return r;
+}
+
 SparseRun sparse_run(bool on_grid, pruning::SparseMethod method, const std::string& scope, double threshold = -1) {
   const ModelConfig c = tiny_llama();
   model::Decoder m = model::Decoder::with_random_weights(c, 3, on_grid ? &g_grid->tp() : nullptr);
@@ -352,13 +363,7 @@ SparseRun sparse_run(bool on_grid, pruning::SparseMethod method, const std::stri
   t.hooks.after_gradients = [&](int64_t s) { p.after_gradients(s); };
   t.hooks.after_update = [&](int64_t s, double lr) { p.after_update(s, lr); };
   (void)train::train(m, train::all_weights(m), token_stream(), t, grid3(on_grid));
-  SparseRun r;
-  for (size_t i = 0; i < p.tensors().size(); ++i) {
-    r.masks[p.tensors()[i].first] = p.masks()[i];
-    r.weights[p.tensors()[i].first] = p.tensors()[i].second->clone();
-  }
-  r.sparsity = p.sparsity(false)["sparsity"].get<double>();
-  return r;
+  return collected(p);
 }
 
 }  // namespace
@@ -427,10 +432,7 @@ SparseRun wanda_run(bool on_grid, const std::string& pattern, std::map<std::stri
   }
   if (stats_out) *stats_out = stats;
   p.prune_wanda(stats);
-  SparseRun r;
-  for (size_t i = 0; i < p.tensors().size(); ++i) r.masks[p.tensors()[i].first] = p.masks()[i];
-  r.sparsity = p.sparsity(false)["sparsity"].get<double>();
-  return r;
+  return collected(p);
 }
 
 }  // namespace
