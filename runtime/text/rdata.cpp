@@ -89,8 +89,8 @@ class Reader {
   size_t read_length(size_t min_bytes) {
     int64_t n = read_int();
     if (n == -1) {   // long vector: upper and lower 32 bits
-      const int64_t hi = read_int(), lo = static_cast<uint32_t>(read_int());
-      n = (hi << 32) | lo;
+      const uint64_t hi = static_cast<uint32_t>(read_int()), lo = static_cast<uint32_t>(read_int());
+      n = static_cast<int64_t>(hi << 32 | lo);   // a negative upper half gives n < 0: refused below
     }
     check(n >= 0 && static_cast<uint64_t>(n) * min_bytes <= data_.size() - pos_, "bad vector length {}", n);
     return static_cast<size_t>(n);
@@ -223,6 +223,10 @@ RObject unserialize(std::string_view data, const std::string& where) { return Re
 
 std::string inflate(std::string_view data, size_t expected_size, const std::string& where) {
   z_stream zs{};
+  // deflate packs at most ~1032 bytes into one: a larger announced size is a corrupt header, not
+  // an allocation to make.
+  SECATEUR_CHECK(expected_size / 1032 <= data.size() + 64, "[text/austen] {}: the record header announces {} bytes, "
+                 "more than a zlib stream of {} bytes can hold", where, expected_size, data.size());
   SECATEUR_CHECK(inflateInit2(&zs, 15 + 32) == Z_OK, "[text/austen] {}: zlib init failed", where);   // zlib or gzip
   // One spare byte when the size is known, so a stream longer than announced shows as overflow.
   std::string out(expected_size ? expected_size + 1 : data.size() * 4 + 1024, '\0');

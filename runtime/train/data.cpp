@@ -49,7 +49,7 @@ TrainData instruction_data(const std::string& path, const text::Tokenizer& tok, 
     nlohmann::json j;
     try {
       j = nlohmann::json::parse(line);
-    } catch (const nlohmann::json::parse_error& e) {
+    } catch (const nlohmann::json::exception& e) {   // syntax, and numbers out of range
       SECATEUR_FAIL("[data] {}:{}: not JSON ({})", path, line_no, e.what());
     }
     SECATEUR_CHECK(j.is_object(), "[data] {}:{}: not a JSON object", path, line_no);

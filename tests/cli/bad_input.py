@@ -33,18 +33,38 @@ def main():
         open(os.path.join(t(name + "-dir"), "config.json"), "w").write(
             '{"model_type": "llama", "vocab_size": 8, "hidden_size": 4, "intermediate_size": 8,'
             ' "num_hidden_layers": 1, "num_attention_heads": 1}')
+    # Sizes and depths a reader must refuse before it allocates or recurses: counts and lengths near
+    # 2^40 and 2^60, JSON nested 10^5 deep, a YAML alias bomb (10 levels of 9: 9^10 strings if expanded).
+    open(t("huge-count.gguf"), "wb").write(data[:8] + struct.pack("<Q", 2**40) + data[16:1 << 20])
+    open(t("huge-kv.gguf"), "wb").write(data[:16] + struct.pack("<Q", 2**40) + data[24:1 << 20])
+    open(t("huge-string.gguf"), "wb").write(data[:24] + struct.pack("<Q", 2**60) + data[32:1 << 20])
+    os.makedirs(t("huge-header-dir"))
+    open(t("huge-header-dir/model.safetensors"), "wb").write(struct.pack("<Q", 2**60) + header + b"\0" * 16)
+    deep = "[" * 10**5 + "]" * 10**5
+    os.makedirs(t("deep-config"))
+    open(t("deep-config/config.json"), "w").write(deep)
+    tiny_gguf = os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../tools/fuzz/corpus/gguf/seed-tiny-llama-Q8_0.gguf")
+    r = run(a.secateur, ["convert", "--in", tiny_gguf, "--out", t("deep-tokenizer")], a.tmp)
+    assert r.returncode == 0, r.stderr
+    open(t("deep-tokenizer/tokenizer.json"), "w").write('{"model": ' + deep + "}")
+    lol = "[" + ", ".join(['"lol"'] * 9) + "]"
+    levels = [f"&a0 {lol}"] + [f"&a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 10)]
+    open(t("alias-bomb.yaml"), "w").write("eval:\n  windows: [" + ", ".join(levels) + "]\n")
+    open(t("alias-bomb-top.yaml"), "w").write("".join(f"l{i}: {x}\n" for i, x in enumerate(levels)))
+    shutil.copy(t("long-header-dir/config.json"), t("huge-header-dir/config.json"))
     open(t("malformed.yaml"), "w").write("model:\n  path: [oops\n")
     open(t("unknown-key.yaml"), "w").write("eval:\n  windowz: [128]\n")
     open(t("bad-value.yaml"), "w").write("model:\n  dtype: fp8\n")
     # Zero-shot task files (eval.tasks_dir): a truncated gzip, a request without its continuation.
     request = lambda doc, idx, **r: json.dumps({"request": {"context": "Q?", **r}, "doc_id": doc, "idx": idx, "label": 0})
-    for task in ("boolq", "piqa"):
+    for task in ("boolq", "piqa", "arc_easy"):
         os.makedirs(t(f"tasks/{task}/rc_0shot"))
     whole = gzip.compress("".join(request(d, i, continuation=f" {d * 7919}") + "\n"
                                   for d in range(300) for i in range(2)).encode())
     open(t("tasks/boolq/rc_0shot/requests.jsonl.gz"), "wb").write(whole[: len(whole) // 2])
     open(t("tasks/piqa/rc_0shot/requests.jsonl.gz"), "wb").write(
         gzip.compress((request(0, 0, continuation=" a") + "\n" + request(0, 1) + "\n").encode()))
+    open(t("tasks/arc_easy/rc_0shot/requests.jsonl.gz"), "wb").write(gzip.compress((deep + "\n").encode()))
     tasks = lambda task: ["eval", "model.path=" + a.gguf, "run.dir=" + t("run"), "eval.windows=[]",
                           f"eval.tasks=[{task}]", "eval.tasks_dir=" + t("tasks")]
 
@@ -62,6 +82,16 @@ def main():
         (["convert", "--in", t("long-header-dir"), "--out", out_dir], ["exceeds file size"]),
         (["convert", "--in", t("past-end-dir"), "--out", out_dir], ["past-end", "'w'"]),
         (["convert", "--in", t("bad-dtype-dir"), "--out", out_dir], ["F7"]),
+        (["convert", "--in", t("huge-count.gguf"), "--out", out_dir], ["huge-count.gguf", "absurd tensor count 1099511627776"]),
+        (["convert", "--in", t("huge-kv.gguf"), "--out", out_dir], ["huge-kv.gguf", "absurd metadata count 1099511627776"]),
+        (["convert", "--in", t("huge-string.gguf"), "--out", out_dir], ["huge-string.gguf", "length 1152921504606846976"]),
+        (["convert", "--in", t("huge-header-dir"), "--out", out_dir], ["header length 1152921504606846976 exceeds file size"]),
+        (["convert", "--in", t("deep-config"), "--out", out_dir], ["deep-config/config.json", "must be a JSON object, not array"]),
+        (["eval", "model.path=" + t("deep-tokenizer"), "run.dir=" + t("run"), "eval.windows=[16]", "eval.tasks=[]"],
+         ["deep-tokenizer/tokenizer.json", 'no "model" object']),
+        (tasks("arc_easy"), ["arc_easy/rc_0shot/requests.jsonl.gz:1: a request must be a JSON object"]),
+        (["eval", t("alias-bomb.yaml")], ["alias-bomb.yaml", "'eval.windows' must be a single value"]),
+        (["eval", t("alias-bomb-top.yaml")], ["alias-bomb-top.yaml", "unknown key 'l0'"]),
         (["eval", t("malformed.yaml")], ["malformed.yaml", "malformed YAML at line"]),
         (["eval", t("unknown-key.yaml")], ["unknown key 'eval.windowz'"]),
         (["eval", t("bad-value.yaml")], ["'model.dtype' = 'fp8' is not allowed"]),
