@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/core/grad_mode.h>
+#include <fmt/ranges.h>
 
 #include <cmath>
 #include <map>
@@ -136,6 +137,15 @@ at::Tensor CosineStats::abs_cos_sum() const {
 int64_t CosineStats::bytes() const {
   const int64_t cols = partners_.empty() ? d_ff_ : static_cast<int64_t>(partners_.size());
   return (rows_.size() * cols + d_ff_) * 4 * 2;   // running and current sums, float32 (float64 models: twice)
+}
+
+void CosineStats::set_running(const at::Tensor& gram, const at::Tensor& norms, const std::string& where) {
+  const int64_t cols = partners_.empty() ? d_ff_ : static_cast<int64_t>(partners_.size());
+  SECATEUR_CHECK(gram.dim() == 2 && gram.size(0) == rows_.size() && gram.size(1) == cols && norms.dim() == 1 &&
+                 norms.size(0) == d_ff_, "[gum] {}: statistics of shape [{}] and [{}], this layer needs [{}, {}] and [{}]",
+                 where, fmt::join(gram.sizes(), ", "), fmt::join(norms.sizes(), ", "), rows_.size(), cols, d_ff_);
+  c_run_ = gram;
+  n_run_ = norms;
 }
 
 // ---- GradualPruner ----
@@ -287,6 +297,39 @@ void GradualPruner::before_eval() {
     return;
   }
   set_masks(masks_for(total_, true));
+}
+
+model::NamedTensors GradualPruner::state() const {
+  model::NamedTensors s = {{"stepped", at::full({1}, int64_t{stepped_}, at::kLong)}};
+  for (size_t l = 0; l < mult_.size(); ++l) s.emplace_back(fmt::format("mult.{}", l), mult_[l]);
+  for (size_t l = 0; l < stats_.size(); ++l) {
+    if (stats_[l].empty()) continue;
+    s.emplace_back(fmt::format("gram.{}", l), stats_[l].gram_rows().cpu());
+    s.emplace_back(fmt::format("norms.{}", l), stats_[l].norms().cpu());
+  }
+  return s;
+}
+
+void GradualPruner::restore(const model::NamedTensors& state) {
+  std::map<std::string, at::Tensor> s(state.begin(), state.end());
+  const auto get = [&](const std::string& name) {
+    const auto it = s.find(name);
+    SECATEUR_CHECK(it != s.end(), "[gum] the checkpoint's pruner state has no '{}' (another gum.method or model?)", name);
+    return it->second;
+  };
+  stepped_ = get("stepped").item<int64_t>() != 0;
+  for (size_t l = 0; l < mult_.size(); ++l) {
+    const at::Tensor m = get(fmt::format("mult.{}", l));
+    SECATEUR_CHECK(m.sizes() == mult_[l].sizes(), "[gum] the checkpoint's 'mult.{}' has {} entries, layer {} has {} "
+                   "neurons", l, m.numel(), l, mult_[l].numel());
+    mult_[l] = m;
+  }
+  for (size_t l = 0; l < stats_.size(); ++l) {
+    const std::string gram = fmt::format("gram.{}", l);
+    if (s.count(gram) == 0) continue;
+    const at::Device device = model_.device();
+    stats_[l].set_running(s.at(gram).to(device), get(fmt::format("norms.{}", l)).to(device), gram);
+  }
 }
 
 std::vector<Group> GradualPruner::final_removal() {

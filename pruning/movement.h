@@ -88,6 +88,9 @@ class CosineStats {
   int64_t bytes() const;
   bool empty() const { return !c_run_.defined(); }
   const at::Tensor& gram_rows() const { return c_run_; }   // [rows, cols] running Σ hᵀh
+  const at::Tensor& norms() const { return n_run_; }       // [d_ff] running ‖h_i‖²
+  // Sets the running sums (a checkpoint's), checking their shapes against this layer's.
+  void set_running(const at::Tensor& gram, const at::Tensor& norms, const std::string& where);
 
  private:
   int64_t d_ff_;
@@ -115,6 +118,10 @@ class GradualPruner {
   double kept_fraction(int64_t step) const;
   // gum: per layer [d_ff], λ_u · Σ_j |cos_ij| / (d_ff · v) as of the last step (zeros before).
   const std::vector<at::Tensor>& multipliers() const { return mult_; }
+  // What a resumed run needs beyond the trainables (the learned scores are among those): gum's
+  // running statistics and multipliers, and whether a step has run. restore() takes state() back.
+  model::NamedTensors state() const;
+  void restore(const model::NamedTensors& state);
 
  private:
   std::vector<at::Tensor> current_scores() const;    // per layer [d_ff], float32, no grad

@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
+#include <fmt/ranges.h>
 
 #include <algorithm>
 #include <cmath>
@@ -210,6 +211,35 @@ void SparsePruner::hard_prune(double target, int64_t step) {
   s["step"] = step;
   s["target"] = target;
   if (metric_) metric_(s);
+}
+
+model::NamedTensors SparsePruner::state() const {
+  model::NamedTensors s;
+  for (size_t i = 0; i < tensors_.size(); ++i) {
+    if (i < alpha_.size() && alpha_[i].defined()) s.emplace_back("alpha." + tensors_[i].first, alpha_[i].cpu());
+    if (i < masks_.size() && masks_[i].defined()) s.emplace_back("mask." + tensors_[i].first, masks_[i].cpu());
+  }
+  return s;
+}
+
+void SparsePruner::restore(const model::NamedTensors& state) {
+  std::map<std::string, at::Tensor> s(state.begin(), state.end());
+  const auto take = [&](const std::string& name, const at::Tensor& like, std::vector<at::Tensor>& into, size_t i) {
+    const auto it = s.find(name);
+    if (it == s.end()) return;
+    SECATEUR_CHECK(it->second.sizes() == like.sizes(), "[sparse] the checkpoint's '{}' has shape [{}], the weight is [{}]",
+                   name, fmt::join(it->second.sizes(), ", "), fmt::join(like.sizes(), ", "));
+    into.resize(tensors_.size());
+    into[i] = it->second.to(like.device());
+    s.erase(it);
+  };
+  for (size_t i = 0; i < tensors_.size(); ++i) {
+    const at::Tensor& w = *tensors_[i].second;
+    take("alpha." + tensors_[i].first, w, alpha_, i);
+    take("mask." + tensors_[i].first, w, masks_, i);
+  }
+  SECATEUR_CHECK(s.empty(), "[sparse] the checkpoint's pruner state has '{}', which this run does not prune "
+                 "(another sparse.targets or model?)", s.empty() ? "" : s.begin()->first);
 }
 
 nlohmann::json SparsePruner::sparsity(bool per_tensor) const {

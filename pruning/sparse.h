@@ -73,6 +73,10 @@ class SparsePruner {
   const std::vector<at::Tensor>& masks() const { return masks_; }
   // Fraction of zeros overall and per layer (whole tensors, summed over TP); per_tensor adds each.
   nlohmann::json sparsity(bool per_tensor) const;
+  // What a resumed run needs beyond the weights and the optimiser: RPP's reweighting α and the
+  // masks, under "alpha.<name>" / "mask.<name>" (absent until they exist). restore() takes it back.
+  model::NamedTensors state() const;
+  void restore(const model::NamedTensors& state);
 
  private:
   void hard_prune(double target, int64_t step);

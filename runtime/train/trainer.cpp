@@ -68,6 +68,10 @@ void save_checkpoint(const TrainOptions& opt, const Grid3& g, int64_t step, cons
     s.emplace_back(params[i].name + ".exp_avg_sq", mom.v[i].cpu());
   }
   io::write_safetensors((tmp / fmt::format("optim-rank{}.safetensors", rank_of(g.world))).string(), s, meta);
+  if (opt.hooks.save_state) {
+    io::write_safetensors((tmp / fmt::format("state-rank{}.safetensors", rank_of(g.world))).string(),
+                          opt.hooks.save_state(), meta);
+  }
   barrier(g.world);
   if (rank_of(g.world) == 0) {                    // the DONE marker last, then the name
     io::write_file_atomic((tmp / "DONE").string(), nlohmann::json{{"step", step}}.dump() + "\n");
@@ -78,11 +82,14 @@ void save_checkpoint(const TrainOptions& opt, const Grid3& g, int64_t step, cons
 }
 
 // Why a checkpoint directory cannot be resumed from, or "" if it can.
-std::string incomplete(const fs::path& dir, int64_t step, const Grid3& g) {
+std::string incomplete(const fs::path& dir, int64_t step, const Grid3& g, bool with_state) {
   if (!fs::exists(dir / "DONE")) return "no DONE marker";
   std::vector<fs::path> files;
   for (int t = 0; t < size_of(g.tp); ++t) files.push_back(dir / fmt::format("trainable-tp{}.safetensors", t));
-  for (int r = 0; r < size_of(g.world); ++r) files.push_back(dir / fmt::format("optim-rank{}.safetensors", r));
+  for (int r = 0; r < size_of(g.world); ++r) {
+    files.push_back(dir / fmt::format("optim-rank{}.safetensors", r));
+    if (with_state) files.push_back(dir / fmt::format("state-rank{}.safetensors", r));
+  }
   for (const fs::path& f : files) {
     try {
       const io::SafetensorsFile file(f.string());
@@ -112,7 +119,7 @@ int64_t resume(const TrainOptions& opt, const Grid3& g, const std::vector<Traina
   std::sort(found.rbegin(), found.rend());
   std::vector<std::string> skipped;
   for (const auto& [step, dir] : found) {
-    const std::string why = incomplete(dir, step, g);
+    const std::string why = incomplete(dir, step, g, static_cast<bool>(opt.hooks.load_state));
     if (!why.empty()) {
       skipped.push_back(fmt::format("{}: {}", dir.filename().string(), why));
       spdlog::warn("[train] checkpoint {} is incomplete ({}): skipped", dir.string(), why);
@@ -131,6 +138,12 @@ int64_t resume(const TrainOptions& opt, const Grid3& g, const std::vector<Traina
       load(w, params[i].name, *params[i].tensor);
       load(o, params[i].name + ".exp_avg", mom.m[i]);
       load(o, params[i].name + ".exp_avg_sq", mom.v[i]);
+    }
+    if (opt.hooks.load_state) {
+      const io::SafetensorsFile st((dir / fmt::format("state-rank{}.safetensors", rank_of(g.world))).string());
+      model::NamedTensors state;
+      for (const std::string& name : st.names()) state.emplace_back(name, st.tensor(name).clone());
+      opt.hooks.load_state(state);
     }
     spdlog::info("[train] resumed from {} (step {})", dir.string(), step);
     return step;

@@ -17,7 +17,8 @@
 // data order by (seed, epoch), so a step's inputs depend on nothing else: the state to resume is
 // the trainable tensors, the optimiser moments and the step. resume takes the newest complete
 // checkpoint (DONE and every file whole), skipping incomplete ones, and refuses to start if
-// checkpoints exist and none is complete.
+// checkpoints exist and none is complete. A training-time pruner's own state (statistics, masks,
+// reweighting) travels in the same checkpoint, one file per rank (TrainHooks::save_state).
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -41,6 +42,10 @@ struct TrainHooks {
   std::function<void(int64_t step)> after_gradients;   // gradients summed over DP and TP, before clipping
   std::function<void(int64_t step, double lr)> after_update;   // after the optimiser step (no grad mode)
   std::function<void()> before_eval;                   // before a held-out evaluation
+  // The pruner's state on this rank, checkpointed with the trainables (state-rank<r>.safetensors)
+  // and handed back on resume, before the first step run.
+  std::function<model::NamedTensors()> save_state;
+  std::function<void(const model::NamedTensors&)> load_state;
 };
 
 struct TrainOptions {

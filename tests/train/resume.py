@@ -3,7 +3,11 @@
     byte-identical to an uninterrupted run;
   * incomplete checkpoints are never loaded: a newer one without DONE and a DONE one with a
     truncated file are skipped (resume takes step 4, and still ends byte-identical);
-  * with only incomplete checkpoints, resume stops with a clear error.
+  * with only incomplete checkpoints, resume stops with a clear error;
+  * the training-time pruners resume the same way, their state (GUM's running cosine statistics and
+    multipliers, RPP's reweighting, IMP's masks) in the checkpoint: gum, rpp and imp runs killed
+    after step 8 and resumed end with weights, masks and gum.json / sparsity.json byte-identical to
+    uninterrupted runs; a checkpoint of another grid is refused, naming both grids.
 The model is a small random LLaMA (transformers' init) with SmolLM2's tokenizer.
 """
 import argparse, os, shutil, signal, subprocess, sys, time
@@ -20,15 +24,55 @@ def make_model(tokenizer_dir, out):
                       tie_word_embeddings=True)
 
 
-def command(a, run_dir, model, *extra):
-    return ["mpirun", "--oversubscribe", "--bind-to", "none", "-np", "2", a.secateur, "run", "run.stages=[recover]",
-            f"model.path={model}", f"run.dir={run_dir}", "recover.method=full", "recover.steps=12",
-            "recover.save_every=4", "recover.batch=4", "recover.micro_batch=1", "recover.seq_len=32",
-            "recover.lr=0.001", *extra]
+def command(a, run_dir, model, *extra, stage="recover", ranks=2):
+    return ["mpirun", "--oversubscribe", "--bind-to", "none", "-np", str(ranks), a.secateur, "run",
+            f"run.stages=[{stage}]", f"model.path={model}", f"run.dir={run_dir}", "recover.method=full",
+            "recover.steps=12", "recover.save_every=4", "recover.batch=4", "recover.micro_batch=1",
+            "recover.seq_len=32", "recover.lr=0.001", *extra]
 
 
 def weights(run_dir):
     return open(os.path.join(run_dir, "recovered", "model.safetensors"), "rb").read()
+
+
+def kill_after(cmd, done_marker):
+    """Starts cmd, SIGKILLs mpirun and its ranks once done_marker exists; True if it had not finished."""
+    p = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 240
+    while not os.path.exists(done_marker) and p.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    finished = p.poll() is not None
+    os.killpg(p.pid, signal.SIGKILL)
+    p.wait()
+    return not finished
+
+
+# Training-time pruning runs: (name, stage, its options, the files that must come out byte-identical).
+PRUNERS = [
+    ("gum", "gum", ["gum.method=gum", "gum.keep=0.5", "gum.lambda=10", "gum.warmup=0.1"],
+     ["pruned/model.safetensors", "gum.json"]),
+    ("rpp", "sparse", ["sparse.method=rpp", "sparse.sparsity=0.5", "sparse.reweight_every=5", "sparse.prune_at=0.75",
+                       "sparse.gamma=1"], ["sparse/model.safetensors", "sparse/masks.safetensors", "sparsity.json"]),
+    ("imp", "sparse", ["sparse.method=imp", "sparse.sparsity=0.5", "sparse.rounds=4", "sparse.prune_at=0.75"],
+     ["sparse/model.safetensors", "sparse/masks.safetensors", "sparsity.json"]),
+]
+
+
+def resume_pruner(a, model, name, stage, options, outputs):
+    ok = True
+    straight, killed = (os.path.join(a.tmp, f"{name}-{k}") for k in ("straight", "killed"))
+    subprocess.run(command(a, straight, model, *options, stage=stage), check=True, env=ENV, capture_output=True)
+    done8 = os.path.join(killed, f"checkpoints-{stage}", "step-000008", "DONE")
+    interrupted = kill_after(command(a, killed, model, *options, stage=stage), done8)
+    r = subprocess.run(command(a, killed, model, *options, "recover.resume=true", stage=stage), env=ENV,
+                       capture_output=True, text=True)
+    resumed = "(step 8)" in r.stdout + r.stderr
+    same = r.returncode == 0 and all(open(os.path.join(killed, f), "rb").read() == open(os.path.join(straight, f), "rb").read()
+                                     for f in outputs)
+    print(f"{name}: killed after step 8's checkpoint ({'mid-run' if interrupted else 'ALREADY FINISHED'}), resumed from "
+          f"step 8: {resumed}; {', '.join(outputs)} {'byte-identical' if same else 'DIFFERENT'} to the uninterrupted run")
+    ok &= interrupted and resumed and same
+    return ok
 
 
 def main():
@@ -48,14 +92,7 @@ def main():
 
     # 2. SIGKILL once the step-8 checkpoint is complete, then resume
     killed = os.path.join(a.tmp, "killed")
-    p = subprocess.Popen(command(a, killed, model), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                         start_new_session=True)
-    done8 = os.path.join(killed, "checkpoints", "step-000008", "DONE")
-    deadline = time.time() + 240
-    while not os.path.exists(done8) and p.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    os.killpg(p.pid, signal.SIGKILL)                   # mpirun and both ranks, mid-training
-    p.wait()
+    kill_after(command(a, killed, model), os.path.join(killed, "checkpoints", "step-000008", "DONE"))
     finished = os.path.exists(os.path.join(killed, "recovered"))
     print(f"killed after step 8's checkpoint; the run had {'already finished (too fast to test)' if finished else 'not finished'}")
     ok &= not finished
@@ -82,6 +119,16 @@ def main():
     refused = r.returncode != 0 and "no complete checkpoint to resume from" in r.stdout + r.stderr
     print(f"only incomplete checkpoints: refused with a clear error: {refused}")
     ok &= refused
+
+    # 5. the training-time pruners, and a checkpoint of another grid
+    for name, stage, options, outputs in PRUNERS:
+        ok &= resume_pruner(a, model, name, stage, options, outputs)
+    gum_options = PRUNERS[0][2]
+    r = subprocess.run(command(a, os.path.join(a.tmp, "gum-killed"), model, *gum_options, "recover.resume=true",
+                               stage="gum", ranks=1), env=ENV, capture_output=True, text=True)
+    other_grid = r.returncode != 0 and "written on a DP 2 x TP 1 grid, this run is 1 x 1" in r.stdout + r.stderr
+    print(f"gum's DP = 2 checkpoints resumed on one rank: refused naming both grids: {other_grid}")
+    ok &= other_grid
     sys.exit(0 if ok else 1)
 
 

@@ -51,6 +51,8 @@ struct GumStage : Stage {
     t.options.hooks.before_step = [&](int64_t step) { pruner.before_step(step); };
     t.options.hooks.after_gradients = [&](int64_t step) { pruner.after_gradients(step); };
     t.options.hooks.before_eval = [&] { pruner.before_eval(); };
+    t.options.hooks.save_state = [&] { return pruner.state(); };
+    t.options.hooks.load_state = [&](const model::NamedTensors& s) { pruner.restore(s); };
     const train::TrainResult res = run_training(r, t);
     if (t.method == "lora") train::merge_lora(m);
     const std::vector<pruning::Group> removed = pruner.final_removal();

@@ -74,6 +74,8 @@ struct SparseStage : Stage {
       pruner.emplace(m, opt, t.options.steps, metric);
       t.options.hooks.after_gradients = [&](int64_t step) { pruner->after_gradients(step); };
       t.options.hooks.after_update = [&](int64_t step, double lr) { pruner->after_update(step, lr); };
+      t.options.hooks.save_state = [&] { return pruner->state(); };
+      t.options.hooks.load_state = [&](const model::NamedTensors& s) { pruner->restore(s); };
       res = run_training(r, t);
     }
     const nlohmann::json sp = pruner->sparsity(true);

@@ -24,9 +24,6 @@ bool is_instruction_file(const std::string& spec) {
 void validate_training(Run& r, const std::string& stage) {
   const config::Config& cfg = r.cfg();
   r.check_writable(stage == "recover" ? "recovering" : "pruning");
-  // Only recover checkpoints: the pruners' own state (scores' statistics, masks) is not saved yet.
-  SECATEUR_CHECK(stage == "recover" || !cfg.get<bool>("recover.resume"), "[config] 'recover.resume' is not supported "
-                 "by the {} stage (its pruning state is not checkpointed)", stage);
   const std::string spec = cfg.get<std::string>("recover.text");
   if (is_instruction_file(spec)) {
     SECATEUR_CHECK(fs::is_regular_file(spec), "[config] recover.text: no file {}", spec);
@@ -51,8 +48,8 @@ void prepare_training(Run& r, Training& t, const std::string& stage) {
   o.schedule = cfg.get<std::string>("recover.schedule");
   o.clip = cfg.get<double>("recover.clip");
   o.seed = static_cast<uint64_t>(cfg.get<int64_t>("run.seed"));
-  o.resume = stage == "recover" && cfg.get<bool>("recover.resume");
-  if (stage == "recover") o.checkpoint_dir = r.path("checkpoints");
+  o.resume = cfg.get<bool>("recover.resume");
+  o.checkpoint_dir = r.path(stage == "recover" ? "checkpoints" : "checkpoints-" + stage);
   o.save_every = cfg.get<int64_t>("recover.save_every");
   const std::string spec = cfg.get<std::string>("recover.text");
   const train::TrainData all = is_instruction_file(spec) ? train::instruction_data(spec, r.tokenizer(), o.seq_len)
