@@ -318,11 +318,17 @@ void save_hf_model(const std::string& dir, const ModelConfig& config, const Name
   const fs::path final_dir(dir), tmp_dir = fs::path(dir + ".partial");
   fs::remove_all(tmp_dir);
   fs::create_directories(tmp_dir);
-  NamedTensors out;
-  for (const auto& [name, t] : tensors) out.emplace_back(name, t.to(at::kCPU, dtype).contiguous());
-  out = canonical_to_hf(config, out);
-  write_safetensors_dir(tmp_dir.string(), out, max_shard_bytes, {{"format", "pt"}});
-  write_side_files(tmp_dir, config, dtype, tokenizer);
+  try {
+    NamedTensors out;
+    for (const auto& [name, t] : tensors) out.emplace_back(name, t.to(at::kCPU, dtype).contiguous());
+    out = canonical_to_hf(config, out);
+    write_safetensors_dir(tmp_dir.string(), out, max_shard_bytes, {{"format", "pt"}});
+    write_side_files(tmp_dir, config, dtype, tokenizer);
+  } catch (...) {                                  // a failed write (disk full): the previous export stays
+    std::error_code ec;
+    fs::remove_all(tmp_dir, ec);
+    throw;
+  }
   fs::remove_all(final_dir);
   fs::rename(tmp_dir, final_dir);
 }

@@ -4,6 +4,7 @@
 #include <torch/version.h>
 
 #include <CLI/CLI.hpp>
+#include <csignal>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -282,6 +283,9 @@ int fail(const std::exception& e) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Past a file-size limit (ulimit -f) a write fails with EFBIG and becomes one error line naming
+  // the file, instead of SIGXFSZ ending the process with nothing said.
+  std::signal(SIGXFSZ, SIG_IGN);
   Cli cli;
   CLI11_PARSE(cli.app(), argc, argv);
   try {
