@@ -19,7 +19,9 @@
 #      launch/slurm/sweep.sbatch as a 2-task job array: each task runs its own sweep line; and,
 #      with SECATEUR_SLURM_TEST_SECATEUR (the real binary) and SECATEUR_SLURM_TEST_MODEL (SmolLM2 in
 #      HF), `secateur sweep sweep.yaml --slurm`: a score-run array, a 4-point array after it, and
-#      the job that collects them into sweep.json, every point done;
+#      the job that collects them into sweep.json, every point done; and a recovery job scancelled
+#      after its step-4 checkpoint, then resubmitted with recover.resume=true: the recovered model
+#      byte-identical to an uninterrupted job's;
 #   5. srun -n 2 (--mpi=pmix when available) of the same command, same check;
 #   6. on exit, always: cancels its jobs, stops the processes of its cluster (daemons, slurmstepd,
 #      job tasks: found by PID file, command line or SLURM_CONF in their environment) and removes
@@ -397,6 +399,41 @@ print(len(p), sum(x["status"] == "done" and "128" in x["ppl"] for x in p), sum(b
     "$sw/sweep.json")
   [[ "$summary" == "4 4 2" ]] || { cat "$sw"/slurm-*.out >&2; fail "sweep --slurm: points, done with ppl@128, reusing scores: $summary (want 4 4 2)"; }
   log "secateur sweep --slurm: 1 score run, 4 points after it, collected by job $job_id into sweep.md, $((SECONDS - t0)) s"
+fi
+
+# A preempted recovery (when ctest gives the real binary and SmolLM2): scancel of the job once its
+# step-4 checkpoint is complete, then the same job submitted again with recover.resume=true,
+# continues from step 4 to a recovered model byte-identical to an uninterrupted job's.
+if [[ -n "${SECATEUR_SLURM_TEST_SECATEUR:-}" && -d "${SECATEUR_SLURM_TEST_MODEL:-}" ]]; then
+  t0=$SECONDS
+  recover_job() { # RUN_DIR OUT [key=value...]
+    local dir=$1 out=$2
+    shift 2
+    job_id=$(cd "$T/job" && SECATEUR_BIN=$SECATEUR_SLURM_TEST_SECATEUR SECATEUR_LAUNCHER=mpirun TMPDIR=$T/tmp       timeout 30 sbatch --parsable --nodes=1 --ntasks-per-node=2 --time=5 --output="$out" "$sbatch_script"       run.stages=[recover] "model.path=$SECATEUR_SLURM_TEST_MODEL" "run.dir=$dir" run.threads=1 recover.method=lora       recover.steps=10 recover.save_every=2 recover.batch=2 recover.micro_batch=1 recover.seq_len=32       recover.heldout=0 "$@") || fail "sbatch of a recovery job was refused"
+    job_id=${job_id%%;*}
+  }
+  rec=$T/job/recover
+  recover_job "$rec-straight" "$T/job/recover-straight.out"
+  JOB_TIMEOUT=$((JOB_TIMEOUT * 2)) wait_job "recovery (uninterrupted)"
+  [[ "$job_states" == COMPLETED ]] || { cat "$T/job/recover-straight.out" >&2; fail "recovery job $job_id ended $job_states"; }
+  recover_job "$rec-preempted" "$T/job/recover-preempted.out"
+  t1=$SECONDS
+  until [[ -f "$rec-preempted/checkpoints/step-000004/DONE" ]]; do
+    ((SECONDS - t1 < JOB_TIMEOUT)) || fail "recovery job $job_id: no step-4 checkpoint within $JOB_TIMEOUT s"
+    sleep 0.1
+  done
+  timeout 10 scancel "$job_id" || fail "scancel $job_id failed"
+  wait_job "recovery (scancelled)"
+  [[ "$job_states" == CANCELLED && ! -e "$rec-preempted/recovered" ]] ||
+    fail "recovery job $job_id: after scancel, state $job_states and recovered/ $(ls -d "$rec-preempted/recovered" 2>&1)"
+  recover_job "$rec-preempted" "$T/job/recover-resumed.out" recover.resume=true
+  JOB_TIMEOUT=$((JOB_TIMEOUT * 2)) wait_job "recovery (resubmitted)"
+  [[ "$job_states" == COMPLETED ]] || { cat "$T/job/recover-resumed.out" >&2; fail "resubmitted recovery job $job_id ended $job_states"; }
+  from=$(grep -o 'resumed from [^ ]* (step [0-9]*)' "$T/job/recover-resumed.out" | head -1)
+  [[ "$from" == *"(step "[468]")" ]] || { cat "$T/job/recover-resumed.out" >&2; fail "the resubmitted job did not resume from a checkpoint"; }
+  cmp -s "$rec-straight/recovered/model.safetensors" "$rec-preempted/recovered/model.safetensors" ||
+    fail "scancel + resubmit: the recovered model differs from the uninterrupted job's"
+  log "recovery scancelled after its step-4 checkpoint, resubmitted: $from, recovered model byte-identical, $((SECONDS - t0)) s"
 fi
 
 # --- 5. srun -------------------------------------------------------------------------------------
