@@ -86,6 +86,8 @@ LoadedModel load_gguf(const std::string& path) {
     const std::string from = w.layer < 0 ? w.spec->gguf : fmt::format("blk.{}.{}", w.layer, w.spec->gguf);
     SECATEUR_CHECK(g.find(from) != nullptr, "[io/checkpoint] {}: missing tensor '{}'", path, from);
     at::Tensor t = g.dequantize(from);
+    SECATEUR_CHECK(t.sizes() == at::IntArrayRef(w.shape), "[io/checkpoint] {}: tensor '{}' has shape [{}], its "
+                   "metadata needs [{}]", path, from, fmt::join(t.sizes(), ", "), fmt::join(w.shape, ", "));
     if (w.spec->gguf_rope_rows) t = unpermute_rope_rows(t, w.shape[0] / c.head_dim);
     m.tensors.emplace_back(w.name, std::move(t));
   }

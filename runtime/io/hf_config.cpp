@@ -1,6 +1,7 @@
 #include "runtime/io/hf_config.h"
 
 #include <fstream>
+#include <type_traits>
 #include <nlohmann/json.hpp>
 
 #include "runtime/core/check.h"
@@ -18,6 +19,10 @@ namespace {
 template <typename T>
 T get(const json& j, const char* key, const std::string& where) {
   SECATEUR_CHECK(j.contains(key) && !j[key].is_null(), "[io/hf_config] {}: missing key '{}'", where, key);
+  if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>) {   // not a float cast out of range
+    SECATEUR_CHECK(j[key].is_number_integer(), "[io/hf_config] {}: key '{}' must be an integer, got {}", where, key,
+                   j[key].dump());
+  }
   try {
     return j[key].get<T>();
   } catch (const json::exception& e) {
@@ -30,9 +35,12 @@ T get_or(const json& j, const char* key, T fallback, const std::string& where) {
   return j.contains(key) && !j[key].is_null() ? get<T>(j, key, where) : fallback;
 }
 
-int64_t first_id(const json& j, const char* key) {      // eos may be a list in HF configs
+int64_t first_id(const json& j, const char* key, const std::string& where) {   // eos may be a list in HF configs
   if (!j.contains(key) || j[key].is_null()) return -1;
-  return j[key].is_array() ? (j[key].empty() ? -1 : j[key][0].get<int64_t>()) : j[key].get<int64_t>();
+  const json& v = j[key].is_array() ? (j[key].empty() ? json(-1) : j[key][0]) : j[key];
+  SECATEUR_CHECK(v.is_number_integer(), "[io/hf_config] {}: '{}' must be a token id or a list of them, got {}", where,
+                 key, j[key].dump());
+  return v.get<int64_t>();
 }
 
 void read_layer_widths(const json& j, ModelConfig& c, const std::string& where) {
@@ -114,9 +122,9 @@ ModelConfig parse_config(const json& j, const std::string& where) {
     c.tied_embeddings = get_or<bool>(j, "tie_word_embeddings", true, where);
     c.attention_bias = c.mlp_bias = true;
   }
-  c.bos_id = first_id(j, "bos_token_id");
-  c.eos_id = first_id(j, "eos_token_id");
-  c.pad_id = first_id(j, "pad_token_id");
+  c.bos_id = first_id(j, "bos_token_id", where);
+  c.eos_id = first_id(j, "eos_token_id", where);
+  c.pad_id = first_id(j, "pad_token_id", where);
   read_layer_widths(j, c, where);
   c.validate();
   return c;
