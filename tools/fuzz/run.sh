@@ -37,7 +37,7 @@ harnesses=("$@")
 if [ ${#harnesses[@]} -eq 0 ]; then
   for f in build-fuzz/tools/fuzz/fuzz_*; do [ -x "$f" ] && harnesses+=("${f##*/fuzz_}"); done
 fi
-# Leaks are checked per input (libFuzzer's -detect_leaks); LibTorch's one-time allocations at exit are not ours.
+# Leaks are checked per input (-detect_leaks: an input that mallocs more than it frees is re-run under LSan).
 export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:allocator_may_return_null=0:handle_abort=1}"
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
 status=0
