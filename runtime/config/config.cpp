@@ -40,6 +40,10 @@ const char* kind_name(Kind k) {
 
 void check_scalar(const std::string& key, const YAML::Node& value, const YAML::Node& schema, const std::string& src) {
   SECATEUR_CHECK(value.IsScalar(), "[config] {}: '{}' must be a single value", src, key);
+  // yaml-cpp keeps a lone carriage return inside a plain scalar and writes it back unquoted, so the
+  // resolved config would not read back to itself; no value needs one.
+  SECATEUR_CHECK(value.Scalar().find('\r') == std::string::npos,
+                 "[config] {}: '{}' (line {}) contains a carriage return", src, key, value.Mark().line + 1);
   const Kind want = kind_of(schema);
   const Kind got = kind_of(value);
   const bool ok = want == got || want == Kind::string || (want == Kind::number && got == Kind::integer);
