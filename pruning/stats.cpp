@@ -1,6 +1,7 @@
 #include "pruning/stats.h"
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <torch/csrc/autograd/function_hook.h>
 #include <ATen/core/grad_mode.h>
 #include <torch/csrc/autograd/variable.h>
@@ -20,25 +21,57 @@ namespace {
 using Pair = std::array<at::Tensor, 2>;
 enum class Pass { first_order, fisher };
 
-// Per-index sums of x over the other dim, accumulated in float64 without a float64 copy of x:
-// {rows, cols} for a matrix, {x} for a vector.
-Pair reduce_both(const at::Tensor& x) {
-  if (x.dim() == 1) return {x.to(at::kDouble), at::Tensor()};
-  return {x.sum({1}, false, at::kDouble), x.sum({0}, false, at::kDouble)};
+// Row and column sums in float64 of a matrix made block by block: `block(r0, n)` gives rows
+// [r0, r0 + n) in any dtype, which are converted to float64 while they are in cache and summed both
+// ways, so no full-size temporary (a float64 copy, a product) of the matrix ever exists. On CPU the
+// blocks run in parallel; each block's column sums are kept apart and added in block order, so the
+// result does not depend on the thread count. Several sums of one block: `block` may return a
+// list, one per accumulator.
+constexpr int64_t kBlockElements = 1 << 15;
+
+template <typename Block>
+void add_blocked(const std::vector<Pair*>& acc, int64_t rows, int64_t cols, const Block& block) {
+  const bool cpu = acc[0]->at(0).is_cpu();
+  const int64_t per = cpu ? std::max<int64_t>(1, kBlockElements / std::max<int64_t>(cols, 1)) : rows;
+  const int64_t blocks = (rows + per - 1) / per;
+  std::vector<at::Tensor> partial;
+  for (Pair* a : acc) partial.push_back(at::empty({blocks, cols}, a->at(1).options()));
+  at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
+      const int64_t r0 = b * per, n = std::min(per, rows - r0);
+      const std::vector<at::Tensor> xs = block(r0, n);
+      for (size_t k = 0; k < acc.size(); ++k) {
+        const at::Tensor x = xs[k].to(at::kDouble);
+        acc[k]->at(0).narrow(0, r0, n).add_(x.sum({1}));
+        partial[k][b].copy_(x.sum({0}));
+      }
+    }
+  });
+  for (size_t k = 0; k < acc.size(); ++k) acc[k]->at(1).add_(partial[k].sum({0}));
 }
 
-void add_to(Pair& acc, const Pair& v) {
-  for (int d = 0; d < 2; ++d) {
-    if (v[d].defined()) acc[d] += v[d];
+// Per-index sums of f(x) over the other dim into `acc` ({rows, cols} of a matrix, {x} of a vector),
+// in float64, for each of the accumulators and the functions that go with them.
+template <typename F>
+void add_sums(const std::vector<Pair*>& acc, const std::vector<at::Tensor>& xs, const F& f) {
+  const at::Tensor& x0 = xs[0];
+  if (x0.dim() == 1) {
+    const std::vector<at::Tensor> ys = f(xs);
+    for (size_t k = 0; k < acc.size(); ++k) acc[k]->at(0).add_(ys[k].to(at::kDouble));
+    return;
   }
+  add_blocked(acc, x0.size(0), x0.size(1), [&](int64_t r0, int64_t n) {
+    std::vector<at::Tensor> part;
+    for (const at::Tensor& x : xs) part.push_back(x.narrow(0, r0, n));
+    return f(part);
+  });
 }
 
-Pair zeros_like(const Pair& p) {
-  Pair z;
-  for (int d = 0; d < 2; ++d) {
-    if (p[d].defined()) z[d] = at::zeros_like(p[d]);
-  }
-  return z;
+// Zero accumulators shaped for x's per-index sums.
+Pair zero_sums(const at::Tensor& x) {
+  const auto o = x.options().dtype(at::kDouble);
+  if (x.dim() == 1) return {at::zeros({x.size(0)}, o), at::Tensor()};
+  return {at::zeros({x.size(0)}, o), at::zeros({x.size(1)}, o)};
 }
 
 struct Collector {
@@ -47,8 +80,25 @@ struct Collector {
   bool mixed = false;
   Pass pass = Pass::first_order;
   double fisher_scale = 1.0;                  // 1 / N
-  std::map<std::string, at::Tensor> fisher;   // element-wise F, for mix only
+  std::map<std::string, at::Tensor> fisher;     // element-wise F, for mix only
+  std::map<std::string, at::Tensor> grad_sum;   // Σ_n g_n, for mix only: its first-order g is their mean
 };
+
+// The first-order sums of one weight from g, its gradient of the loss over all samples, and for
+// mix its element-wise F.
+void add_first_order(WeightStats& s, const at::Tensor& w, const at::Tensor& g, const at::Tensor& fisher) {
+  if (!fisher.defined()) {
+    add_sums({&s.abs_wg, &s.wg}, {w, g}, [](const std::vector<at::Tensor>& x) {
+      const at::Tensor wg = x[0] * x[1];
+      return std::vector<at::Tensor>{wg.abs(), wg};
+    });
+    return;
+  }
+  add_sums({&s.abs_wg, &s.wg, &s.mix}, {w, g, fisher}, [](const std::vector<at::Tensor>& x) {
+    const at::Tensor wg = x[0] * x[1];
+    return std::vector<at::Tensor>{wg.abs(), wg, (wg - 0.5 * x[0] * x[0] * x[2]).abs()};
+  });
+}
 
 // Runs once the weight's gradient is accumulated: fold it into the statistics, then drop it.
 struct StatsHook : torch::autograd::PostAccumulateGradHook {
@@ -65,20 +115,10 @@ struct StatsHook : torch::autograd::PostAccumulateGradHook {
         parallel::sum(c_->dp, gd);
         gd = gd.to(g.scalar_type());
       }
-      const at::Tensor wg = w * gd;
-      add_to(s.abs_wg, reduce_both(wg.abs()));
-      add_to(s.wg, reduce_both(wg));
-      if (c_->mixed) {
-        auto it = c_->fisher.find(name_);
-        if (it != c_->fisher.end()) {
-          add_to(s.mix, reduce_both((wg - 0.5 * w * w * it->second).abs()));
-          c_->fisher.erase(it);                              // this weight's F is no longer needed
-        }
-      }
+      add_first_order(s, w, gd, at::Tensor());
     } else {
-      const at::Tensor g2 = g * g * c_->fisher_scale;
-      add_to(s.w2f, reduce_both(w * w * g2));
-      if (c_->mixed) c_->fisher[name_] += g2;
+      c_->fisher.at(name_).addcmul_(g, g, c_->fisher_scale);
+      if (c_->mixed) c_->grad_sum.at(name_).add_(g);
     }
     const_cast<torch::autograd::Variable&>(weight).mutable_grad().reset();
   }
@@ -114,11 +154,17 @@ void init_fields(Statistics& stats, Collector& collector, const model::NamedTens
   for (const auto& [name, t] : named) {
     const at::Tensor w = t.detach();
     WeightStats& s = stats.weights[name];
-    s.l1 = reduce_both(w.abs());
-    s.l2 = reduce_both(w * w);
-    if (opt.first_order) s.abs_wg = zeros_like(s.l1), s.wg = zeros_like(s.l1);
-    if (opt.fisher) s.w2f = zeros_like(s.l1);
-    if (opt.mixed) s.mix = zeros_like(s.l1), collector.fisher[name] = at::zeros_like(w);
+    s.l1 = zero_sums(w), s.l2 = zero_sums(w);
+    add_sums({&s.l1, &s.l2}, {w}, [](const std::vector<at::Tensor>& x) {
+      return std::vector<at::Tensor>{x[0].abs(), x[0] * x[0]};
+    });
+    if (opt.first_order) s.abs_wg = zero_sums(w), s.wg = zero_sums(w);
+    const auto wide = w.options().dtype(at::promote_types(w.scalar_type(), at::kFloat));
+    if (opt.fisher) s.w2f = zero_sums(w), collector.fisher[name] = at::zeros(w.sizes(), wide);
+    if (opt.mixed) {
+      s.abs_wg = zero_sums(w), s.wg = zero_sums(w), s.mix = zero_sums(w);
+      collector.grad_sum[name] = at::zeros(w.sizes(), wide);
+    }
   }
   if (opt.residuals) {
     const int64_t n = model.config().n_layers() + 1;
@@ -216,9 +262,9 @@ void activation_pass(model::Decoder& model, Statistics& stats, const at::Tensor&
   stats.tokens = samples.numel();
 }
 
-// One backward per sample (the hooks fold g² into w2f and, for mix, F), then summed over DP.
-void fisher_pass(model::Decoder& model, Statistics& stats, Collector& collector, const at::Tensor& local,
-                 const at::Tensor& samples, parallel::Group dp) {
+// One backward per sample: the hooks fold g²/N into F (and, for mix, g into Σ g).
+void fisher_pass(model::Decoder& model, Statistics& stats, Collector& collector, const model::NamedTensors& named,
+                 const at::Tensor& local, const at::Tensor& samples, parallel::Group dp) {
   collector.pass = Pass::fisher;
   collector.fisher_scale = 1.0 / static_cast<double>(samples.size(0));
   Progress progress("calibration (Fisher)", std::max<int64_t>(local.size(0), 1), "samples");
@@ -227,10 +273,25 @@ void fisher_pass(model::Decoder& model, Statistics& stats, Collector& collector,
     loss.backward();
     progress.add(1);
   }
-  for (auto& [name, s] : stats.weights) {
-    for (at::Tensor& v : s.w2f) parallel::sum(dp, v);
+  // Then, weight by weight: F summed over DP, w2f = Σ W²⊙F; for mix, the first-order g of the whole
+  // batch's mean loss is the mean of this pass's per-sample gradients (each sample's loss is its
+  // mean over its predictions), so it needs no second backward.
+  for (const auto& [name, t] : named) {
+    at::Tensor& f = collector.fisher.at(name);
+    parallel::sum(dp, f);
+    const at::Tensor w = t.detach();
+    WeightStats& s = stats.weights.at(name);
+    add_sums({&s.w2f}, {w, f}, [](const std::vector<at::Tensor>& x) {
+      return std::vector<at::Tensor>{x[0] * x[0] * x[1]};
+    });
+    if (collector.mixed) {
+      at::Tensor g = collector.grad_sum.at(name).to(at::kDouble);
+      collector.grad_sum.erase(name);
+      parallel::sum(dp, g);
+      add_first_order(s, w, (g / static_cast<double>(samples.size(0))).to(w.scalar_type()), f);
+    }
+    collector.fisher.erase(name);
   }
-  for (auto& [name, f] : collector.fisher) parallel::sum(dp, f);
 }
 
 // g = ∇ of the mean CE over all N samples, in one backward (LLM-Pruner's batch loss); a rank
@@ -267,7 +328,7 @@ Statistics collect_statistics(model::Decoder& model, const at::Tensor& samples, 
   SECATEUR_CHECK(samples.dim() == 2 && samples.size(0) > 0 && samples.size(1) > 1,
                  "[pruning/stats] calibration samples must be [N, T] with N >= 1, T >= 2");
   CalibrationOptions opt = opt_in;
-  if (opt.mixed) opt.first_order = opt.fisher = true;
+  if (opt.mixed) opt.fisher = true, opt.first_order = false;   // mix: both orders from the per-sample pass
   if (opt.gram) opt.activations = true;
   const auto t0 = std::chrono::steady_clock::now();
   Statistics stats;
@@ -283,7 +344,7 @@ Statistics collect_statistics(model::Decoder& model, const at::Tensor& samples, 
   if (opt.activations || opt.residuals) activation_pass(model, stats, local, samples, opt, dp);
   const bool gradients = opt.first_order || opt.fisher;
   if (gradients) set_hooks(named, &collector);
-  if (opt.fisher) fisher_pass(model, stats, collector, local, samples, dp);   // first: mix needs F in the next pass
+  if (opt.fisher) fisher_pass(model, stats, collector, named, local, samples, dp);
   if (opt.first_order) first_order_pass(model, collector, local, samples);
   if (gradients) set_hooks(named, nullptr);
   make_whole_over_tp(stats, model);

@@ -9,8 +9,10 @@
 //         linear layer                                          calibration tokens: activation, Wanda-sp,
 //                                                               FLAP's fluctuation and bias compensation)
 // Gradients are consumed by a post-accumulate hook as each weight's gradient is ready and then
-// dropped, so a full set of gradients is never held (mix alone keeps the element-wise F, one
-// weight-sized buffer, until the first-order pass has used it). With a DP comm the samples are
+// dropped, so a full set of gradients is never held; the sums are taken block by block, without a
+// float64 (or any other weight-sized) temporary. mix needs both orders from one per-sample pass:
+// it keeps the element-wise F and Σ_n g_n (two weight-sized float32 buffers) until the pass ends,
+// then takes g as the mean of the per-sample gradients. With a DP comm the samples are
 // split over the DP ranks: g is summed over DP inside the hook, the other sums at the end.
 // On a TP-sharded model every rank computes its shard's statistics, then they are made whole:
 // the sharded dim's vectors are gathered over TP, the other dim's partial sums are summed, so
@@ -58,7 +60,7 @@ struct Statistics {
 struct CalibrationOptions {
   bool first_order = true;   // one backward over this rank's samples (LLM-Pruner: the loss of the whole batch)
   bool fisher = false;       // one backward per sample
-  bool mixed = false;        // mix: implies first_order and fisher
+  bool mixed = false;        // mix: implies fisher (its first order comes from the same pass)
   bool activations = false;  // act, act_sum: one forward without gradients
   bool gram = false;         // gram too (implies activations); a TP rank gathers the inputs over TP
   bool residuals = false;    // residual_cosine, residual_angle, in the same forward pass

@@ -20,6 +20,7 @@
 #include "runtime/io/checkpoint.h"
 #include "runtime/text/source.h"
 #include "tools/secateur/bench_forward.h"
+#include "tools/secateur/bench_prune.h"
 #include "tools/secateur/bench_train.h"
 #include "tools/secateur/compare.h"
 #include "tools/secateur/pipeline.h"
@@ -113,7 +114,7 @@ class Cli {
   CLI::App app_{"Secateur: structured pruning of LLaMA/GPT models on a DP x TP grid"};
   std::vector<CLI::App*> stage_commands_;   // each runs the stage of its name (run: run.stages)
   CLI::App *convert_ = nullptr, *eval_ = nullptr, *tok_ = nullptr, *env_ = nullptr;
-  CLI::App *bench_fwd_ = nullptr, *bench_comm_ = nullptr, *bench_train_ = nullptr, *sweep_ = nullptr;
+  CLI::App *bench_fwd_ = nullptr, *bench_prune_ = nullptr, *bench_comm_ = nullptr, *bench_train_ = nullptr, *sweep_ = nullptr;
   std::string sweep_file_, collect_;
   int64_t sweep_parallel_ = 0;
   std::string sweep_list_;
@@ -122,6 +123,7 @@ class Cli {
   std::vector<std::string> args_, compare_;
   std::string in_, out_, text_, text_out_, profile_;
   tools::BenchForwardOptions bf_;
+  tools::BenchPruneOptions bp_;
   parallel::BenchCommOptions bc_;
   tools::BenchTrainOptions bt_;
 };
@@ -166,6 +168,14 @@ void Cli::add_benches() {
   bench_fwd_->add_option("--out", bf_.out, "JSON file to write");
   bench_fwd_->add_flag("--backward", bf_.backward, "also run backward of the summed NLL (weights require grad)");
 
+  bench_prune_ = bench->add_subcommand("prune", "whole `secateur prune` processes per criterion against the floor "
+                                       "(load + one forward+backward over the calibration's tokens)");
+  bench_prune_->add_option("--model", bp_.model, "a .gguf file or an HF directory");
+  bench_prune_->add_option("--criteria", bp_.criteria, "prune.criterion values to measure");
+  bench_prune_->add_option("--set", bp_.overrides, "more key=value for every prune (e.g. prune.ratio=0.5)");
+  bench_prune_->add_option("--rounds", bp_.rounds, "alternating rounds; the median is reported");
+  bench_prune_->add_option("--threads", bp_.threads, "intra-op threads of every process");
+  bench_prune_->add_option("--out", bp_.out, "JSON file to write");
   bench_comm_ = bench->add_subcommand("comm", "all-reduce / all-gather bandwidth over the world, TP and DP groups");
   bench_comm_->add_option("--sizes", bc_.sizes_bytes, "message sizes in bytes");
   bench_comm_->add_option("--iters", bc_.iters, "timed iterations per size");
@@ -261,6 +271,7 @@ int Cli::dispatch(int* argc, char*** argv) {
                    [&](parallel::Grid& g) { return tools::bench_train(g, bt_); });
   }
   if (*bench_fwd_) return tools::bench_forward(bf_);
+  if (*bench_prune_) return tools::bench_prune(bp_, std::filesystem::read_symlink("/proc/self/exe").string());
   if (*tok_) return tokenize();
   if (*sweep_) return sweep();
   if (*env_) std::cout << parallel::format_report(parallel::describe_devices()) << "\n";

@@ -1,0 +1,135 @@
+#include "tools/secateur/bench_prune.h"
+
+#include <fcntl.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "runtime/config/config.h"
+#include "runtime/core/check.h"
+#include "runtime/io/atomic_file.h"
+
+namespace secateur::tools {
+
+namespace {
+
+namespace fs = std::filesystem;
+
+struct Measured {
+  double wall = 0, rss_mib = 0;
+  std::string out;   // the child's stdout
+};
+
+// Runs argv to its end with stdout and stderr in files under dir; Error with the tail of its log
+// when it fails.
+Measured run_child(const std::vector<std::string>& argv, const fs::path& dir) {
+  const fs::path out = dir / "stdout", err = dir / "stderr";
+  std::vector<char*> args;
+  for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  const auto t0 = std::chrono::steady_clock::now();
+  const pid_t pid = fork();
+  SECATEUR_CHECK(pid >= 0, "[bench] fork failed");
+  if (pid == 0) {
+    const int o = open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    const int e = open(err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (o < 0 || e < 0 || dup2(o, 1) < 0 || dup2(e, 2) < 0) _exit(127);
+    execv(args[0], args.data());
+    _exit(127);
+  }
+  int status = 0;
+  rusage ru{};
+  SECATEUR_CHECK(wait4(pid, &status, 0, &ru) == pid, "[bench] wait4 failed");
+  Measured m;
+  m.wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  m.rss_mib = ru.ru_maxrss / 1024.0;
+  std::ifstream so(out), se(err);
+  std::stringstream o, e;
+  o << so.rdbuf();
+  e << se.rdbuf();
+  m.out = o.str();
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    std::string cmd;
+    for (const std::string& a : argv) cmd += (cmd.empty() ? "" : " ") + a;
+    std::string tail = e.str();
+    if (tail.size() > 2000) tail = tail.substr(tail.size() - 2000);
+    const std::string how = WIFEXITED(status) ? fmt::format("exit code {}", WEXITSTATUS(status))
+                                              : fmt::format("signal {}", WTERMSIG(status));
+    SECATEUR_FAIL("[bench] '{}' failed ({}):\n{}", cmd, how, tail);
+  }
+  return m;
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+}  // namespace
+
+int bench_prune(const BenchPruneOptions& opt, const std::string& exe) {
+  SECATEUR_CHECK(opt.rounds > 0 && !opt.criteria.empty(), "[bench] prune needs rounds > 0 and criteria");
+  // The calibration every `secateur prune` child uses, so that the floor runs over as many tokens.
+  std::vector<std::string> common = {"model.path=" + opt.model, "run.threads=" + std::to_string(opt.threads)};
+  common.insert(common.end(), opt.overrides.begin(), opt.overrides.end());
+  const config::Config cfg = config::Config::load("", common);
+  const int64_t samples = cfg.get<int64_t>("calibration.samples"), seq = cfg.get<int64_t>("calibration.seq_len");
+  for (const std::string& c : opt.criteria) (void)config::Config::load("", {"prune.criterion=" + c});   // refused here
+  const fs::path tmp = fs::temp_directory_path() / ("secateur-bench-prune-" + std::to_string(getpid()));
+  fs::create_directories(tmp);
+  struct Remove {
+    fs::path p;
+    ~Remove() { std::error_code ec; fs::remove_all(p, ec); }
+  } remove{tmp};
+  std::map<std::string, std::vector<double>> wall, rss;
+  for (int64_t r = 0; r < opt.rounds; ++r) {
+    const Measured f = run_child({exe, "bench", "forward", "--backward", "--model", opt.model, "--batch",
+                                  std::to_string(samples), "--seq", std::to_string(seq), "--iters", "1", "--threads",
+                                  std::to_string(opt.threads)}, tmp);
+    const std::string line = f.out.substr(f.out.rfind('{'));
+    wall["floor"].push_back(f.wall - nlohmann::json::parse(line).at("seconds").get<double>());   // load + one step
+    rss["floor"].push_back(f.rss_mib);
+    for (const std::string& c : opt.criteria) {
+      const fs::path dir = tmp / c;
+      fs::remove_all(dir);
+      std::vector<std::string> argv = {exe, "prune", "run.dir=" + dir.string(), "prune.criterion=" + c};
+      argv.insert(argv.end(), common.begin(), common.end());
+      const Measured m = run_child(argv, tmp);
+      wall[c].push_back(m.wall);
+      rss[c].push_back(m.rss_mib);
+      std::cerr << fmt::format("[bench] round {}/{}: {} {:.2f} s {:.0f} MiB (floor {:.2f} s {:.0f} MiB)\n", r + 1,
+                               opt.rounds, c, m.wall, m.rss_mib, wall["floor"].back(), rss["floor"].back());
+    }
+  }
+  const double fw = median(wall["floor"]), fr = median(rss["floor"]);
+  nlohmann::json crit = nlohmann::json::object(), runs = nlohmann::json::object();
+  for (const auto& [name, v] : wall) runs[name] = {{"wall", v}, {"rss", rss[name]}};
+  for (const std::string& c : opt.criteria) {
+    const double w = median(wall[c]), m = median(rss[c]);
+    crit[c] = {{"wall_seconds", w}, {"peak_rss_mib", m}, {"wall_vs_floor", w / fw}, {"rss_vs_floor", m / fr}};
+  }
+  const nlohmann::json j = {
+      {"bench", "prune"},
+      {"what", fmt::format("whole `secateur prune` processes (calibration {} x {} tokens) against the floor process "
+                           "(load + one forward+backward over the same tokens), medians of alternating rounds",
+                           samples, seq)},
+      {"model", opt.model}, {"threads", opt.threads}, {"rounds", opt.rounds}, {"overrides", opt.overrides},
+      {"floor", {{"wall", fw}, {"rss", fr}}}, {"criteria", crit}, {"runs", runs}};
+  std::cout << j.dump() << std::endl;
+  if (!opt.out.empty()) io::write_file_atomic(opt.out, j.dump(1) + "\n");
+  return 0;
+}
+
+}  // namespace secateur::tools
