@@ -80,23 +80,21 @@ struct Collector {
   bool mixed = false;
   Pass pass = Pass::first_order;
   double fisher_scale = 1.0;                  // 1 / N
-  std::map<std::string, at::Tensor> fisher;     // element-wise F, for mix only
+  std::map<std::string, at::Tensor> fisher;     // element-wise F (float32 at least), for the Fisher criteria
   std::map<std::string, at::Tensor> grad_sum;   // Σ_n g_n, for mix only: its first-order g is their mean
 };
 
 // The first-order sums of one weight from g, its gradient of the loss over all samples, and for
 // mix its element-wise F.
 void add_first_order(WeightStats& s, const at::Tensor& w, const at::Tensor& g, const at::Tensor& fisher) {
-  if (!fisher.defined()) {
-    add_sums({&s.abs_wg, &s.wg}, {w, g}, [](const std::vector<at::Tensor>& x) {
-      const at::Tensor wg = x[0] * x[1];
-      return std::vector<at::Tensor>{wg.abs(), wg};
-    });
-    return;
-  }
-  add_sums({&s.abs_wg, &s.wg, &s.mix}, {w, g, fisher}, [](const std::vector<at::Tensor>& x) {
+  std::vector<Pair*> acc = {&s.abs_wg, &s.wg};
+  std::vector<at::Tensor> in = {w, g};
+  if (fisher.defined()) acc.push_back(&s.mix), in.push_back(fisher);
+  add_sums(acc, in, [](const std::vector<at::Tensor>& x) {
     const at::Tensor wg = x[0] * x[1];
-    return std::vector<at::Tensor>{wg.abs(), wg, (wg - 0.5 * x[0] * x[0] * x[2]).abs()};
+    std::vector<at::Tensor> out = {wg.abs(), wg};
+    if (x.size() == 3) out.push_back((wg - 0.5 * x[0] * x[0] * x[2]).abs());
+    return out;
   });
 }
 
@@ -158,13 +156,10 @@ void init_fields(Statistics& stats, Collector& collector, const model::NamedTens
     add_sums({&s.l1, &s.l2}, {w}, [](const std::vector<at::Tensor>& x) {
       return std::vector<at::Tensor>{x[0].abs(), x[0] * x[0]};
     });
-    if (opt.first_order) s.abs_wg = zero_sums(w), s.wg = zero_sums(w);
+    if (opt.first_order || opt.mixed) s.abs_wg = zero_sums(w), s.wg = zero_sums(w);
     const auto wide = w.options().dtype(at::promote_types(w.scalar_type(), at::kFloat));
     if (opt.fisher) s.w2f = zero_sums(w), collector.fisher[name] = at::zeros(w.sizes(), wide);
-    if (opt.mixed) {
-      s.abs_wg = zero_sums(w), s.wg = zero_sums(w), s.mix = zero_sums(w);
-      collector.grad_sum[name] = at::zeros(w.sizes(), wide);
-    }
+    if (opt.mixed) s.mix = zero_sums(w), collector.grad_sum[name] = at::zeros(w.sizes(), wide);
   }
   if (opt.residuals) {
     const int64_t n = model.config().n_layers() + 1;

@@ -10,9 +10,10 @@
 //                                                               FLAP's fluctuation and bias compensation)
 // Gradients are consumed by a post-accumulate hook as each weight's gradient is ready and then
 // dropped, so a full set of gradients is never held; the sums are taken block by block, without a
-// float64 (or any other weight-sized) temporary. mix needs both orders from one per-sample pass:
-// it keeps the element-wise F and Σ_n g_n (two weight-sized float32 buffers) until the pass ends,
-// then takes g as the mean of the per-sample gradients. With a DP comm the samples are
+// float64 (or any other weight-sized) temporary. The Fisher criteria fold each sample's g² into F
+// (one weight-sized buffer, float32 at least) and take Σ W²⊙F once the pass ends; mix also keeps
+// Σ_n g_n (a second buffer) and takes g as the mean of the per-sample gradients, so both of its
+// orders come from the one per-sample pass. With a DP comm the samples are
 // split over the DP ranks: g is summed over DP inside the hook, the other sums at the end.
 // On a TP-sharded model every rank computes its shard's statistics, then they are made whole:
 // the sharded dim's vectors are gathered over TP, the other dim's partial sums are summed, so

@@ -1,9 +1,8 @@
 #include "tools/secateur/bench_prune.h"
 
-#include <fcntl.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
-#include <unistd.h>
+#include <unistd.h>   // getpid
 
 #include <fmt/format.h>
 
@@ -19,6 +18,7 @@
 #include "runtime/config/config.h"
 #include "runtime/core/check.h"
 #include "runtime/io/atomic_file.h"
+#include "tools/secateur/process.h"
 
 namespace secateur::tools {
 
@@ -35,19 +35,8 @@ struct Measured {
 // when it fails.
 Measured run_child(const std::vector<std::string>& argv, const fs::path& dir) {
   const fs::path out = dir / "stdout", err = dir / "stderr";
-  std::vector<char*> args;
-  for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-  args.push_back(nullptr);
   const auto t0 = std::chrono::steady_clock::now();
-  const pid_t pid = fork();
-  SECATEUR_CHECK(pid >= 0, "[bench] fork failed");
-  if (pid == 0) {
-    const int o = open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    const int e = open(err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (o < 0 || e < 0 || dup2(o, 1) < 0 || dup2(e, 2) < 0) _exit(127);
-    execv(args[0], args.data());
-    _exit(127);
-  }
+  const pid_t pid = spawn_process(argv, out.string(), err.string());
   int status = 0;
   rusage ru{};
   SECATEUR_CHECK(wait4(pid, &status, 0, &ru) == pid, "[bench] wait4 failed");
@@ -71,6 +60,13 @@ Measured run_child(const std::vector<std::string>& argv, const fs::path& dir) {
   return m;
 }
 
+// The last line a child printed.
+std::string last_line(std::string s) {
+  while (!s.empty() && s.back() == '\n') s.pop_back();
+  const size_t nl = s.rfind('\n');
+  return nl == std::string::npos ? s : s.substr(nl + 1);
+}
+
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   const size_t n = v.size();
@@ -79,7 +75,8 @@ double median(std::vector<double> v) {
 
 }  // namespace
 
-int bench_prune(const BenchPruneOptions& opt, const std::string& exe) {
+int bench_prune(const BenchPruneOptions& opt) {
+  const std::string exe = self_exe();
   SECATEUR_CHECK(opt.rounds > 0 && !opt.criteria.empty(), "[bench] prune needs rounds > 0 and criteria");
   // The calibration every `secateur prune` child uses, so that the floor runs over as many tokens.
   std::vector<std::string> common = {"model.path=" + opt.model, "run.threads=" + std::to_string(opt.threads)};
@@ -98,8 +95,8 @@ int bench_prune(const BenchPruneOptions& opt, const std::string& exe) {
     const Measured f = run_child({exe, "bench", "forward", "--backward", "--model", opt.model, "--batch",
                                   std::to_string(samples), "--seq", std::to_string(seq), "--iters", "1", "--threads",
                                   std::to_string(opt.threads)}, tmp);
-    const std::string line = f.out.substr(f.out.rfind('{'));
-    wall["floor"].push_back(f.wall - nlohmann::json::parse(line).at("seconds").get<double>());   // load + one step
+    const double step = nlohmann::json::parse(last_line(f.out)).at("seconds").get<double>();   // its JSON line
+    wall["floor"].push_back(f.wall - step);                                                      // load + one step
     rss["floor"].push_back(f.rss_mib);
     for (const std::string& c : opt.criteria) {
       const fs::path dir = tmp / c;

@@ -19,7 +19,6 @@ struct BenchPruneOptions {
   std::string out;                      // JSON; "" = stdout only
 };
 
-// exe: this executable, which runs the children.
-int bench_prune(const BenchPruneOptions& opt, const std::string& exe);
+int bench_prune(const BenchPruneOptions& opt);
 
 }  // namespace secateur::tools

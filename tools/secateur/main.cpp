@@ -24,6 +24,7 @@
 #include "tools/secateur/bench_train.h"
 #include "tools/secateur/compare.h"
 #include "tools/secateur/pipeline.h"
+#include "tools/secateur/process.h"
 #include "tools/secateur/sweep.h"
 
 namespace {
@@ -212,7 +213,7 @@ int Cli::sweep() const {
   log::init(0, 1, "info");
   if (!collect_.empty()) {
     std::cout << tools::collect_sweep(collect_);
-    tools::plot_sweep(collect_, std::filesystem::read_symlink("/proc/self/exe").string());
+    tools::plot_sweep(collect_, tools::self_exe());
     return 0;
   }
   SECATEUR_CHECK(!sweep_file_.empty(), "[sweep] give a sweep.yaml (or --collect DIR)");
@@ -223,7 +224,7 @@ int Cli::sweep() const {
     return 0;
   }
   if (sweep_parallel_ > 0) s.parallel = sweep_parallel_;
-  const std::string exe = std::filesystem::read_symlink("/proc/self/exe").string();
+  const std::string exe = tools::self_exe();
   if (sweep_slurm_) {
     std::vector<std::string> extra;
     std::istringstream words(sweep_sbatch_);
@@ -271,7 +272,7 @@ int Cli::dispatch(int* argc, char*** argv) {
                    [&](parallel::Grid& g) { return tools::bench_train(g, bt_); });
   }
   if (*bench_fwd_) return tools::bench_forward(bf_);
-  if (*bench_prune_) return tools::bench_prune(bp_, std::filesystem::read_symlink("/proc/self/exe").string());
+  if (*bench_prune_) return tools::bench_prune(bp_);
   if (*tok_) return tokenize();
   if (*sweep_) return sweep();
   if (*env_) std::cout << parallel::format_report(parallel::describe_devices()) << "\n";

@@ -1,6 +1,5 @@
 #include "tools/secateur/sweep.h"
 
-#include <fcntl.h>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <spdlog/spdlog.h>
@@ -26,6 +25,7 @@
 #include "runtime/core/check.h"
 #include "runtime/core/hash.h"
 #include "runtime/io/atomic_file.h"
+#include "tools/secateur/process.h"
 
 namespace secateur::tools {
 
@@ -259,22 +259,7 @@ pid_t spawn(const std::string& exe, const std::string& config, const SweepPoint&
   std::vector<std::string> args = {exe, "run"};
   if (!config.empty()) args.push_back(config);
   args.insert(args.end(), p.overrides.begin(), p.overrides.end());
-  const pid_t pid = fork();
-  SECATEUR_CHECK(pid >= 0, "[sweep] fork failed: {}", std::strerror(errno));
-  if (pid == 0) {
-    const int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (fd >= 0) {
-      dup2(fd, 1);
-      dup2(fd, 2);
-      close(fd);
-    }
-    std::vector<char*> argv;
-    for (std::string& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    execv(exe.c_str(), argv.data());
-    _exit(127);
-  }
-  return pid;
+  return spawn_process(args, log.string(), log.string());
 }
 
 // Runs the points not DONE, `parallel` at a time; false for those that failed (or whose score run did).
