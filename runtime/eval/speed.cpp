@@ -12,12 +12,13 @@
 
 namespace secateur::eval {
 
-namespace {
-
 double median(std::vector<double> v) {
+  SECATEUR_CHECK(!v.empty(), "[eval] the median of no measurements");
   std::sort(v.begin(), v.end());
   return v[v.size() / 2];
 }
+
+namespace {
 
 double since(std::chrono::steady_clock::time_point t) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();

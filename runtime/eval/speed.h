@@ -7,6 +7,7 @@
 //   two products (QKᵀ and AV) against a context of prompt_tokens.
 #pragma once
 #include <cstdint>
+#include <vector>
 
 #include "runtime/model/decoder.h"
 
@@ -25,6 +26,9 @@ struct SpeedResult {
   int64_t params = 0;
   double macs_per_token = 0;
 };
+
+// The median of repeated measurements (the upper one of an even count), as every benchmark reports them.
+double median(std::vector<double> v);
 
 double macs_per_token(const model::ModelConfig& config, int64_t context);
 SpeedResult measure_speed(const model::Decoder& model, const SpeedOptions& opt);

@@ -6,7 +6,6 @@
 
 #include <fmt/format.h>
 
-#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -17,6 +16,7 @@
 
 #include "runtime/config/config.h"
 #include "runtime/core/check.h"
+#include "runtime/eval/speed.h"
 #include "runtime/io/atomic_file.h"
 #include "tools/secateur/process.h"
 
@@ -67,12 +67,6 @@ std::string last_line(std::string s) {
   return nl == std::string::npos ? s : s.substr(nl + 1);
 }
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const size_t n = v.size();
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
 }  // namespace
 
 int bench_prune(const BenchPruneOptions& opt) {
@@ -83,6 +77,7 @@ int bench_prune(const BenchPruneOptions& opt) {
   common.insert(common.end(), opt.overrides.begin(), opt.overrides.end());
   const config::Config cfg = config::Config::load("", common);
   const int64_t samples = cfg.get<int64_t>("calibration.samples"), seq = cfg.get<int64_t>("calibration.seq_len");
+  const std::string dtype = cfg.get<std::string>("model.dtype");   // the floor in the prune's dtype
   for (const std::string& c : opt.criteria) (void)config::Config::load("", {"prune.criterion=" + c});   // refused here
   const fs::path tmp = fs::temp_directory_path() / ("secateur-bench-prune-" + std::to_string(getpid()));
   fs::create_directories(tmp);
@@ -94,7 +89,7 @@ int bench_prune(const BenchPruneOptions& opt) {
   for (int64_t r = 0; r < opt.rounds; ++r) {
     const Measured f = run_child({exe, "bench", "forward", "--backward", "--model", opt.model, "--batch",
                                   std::to_string(samples), "--seq", std::to_string(seq), "--iters", "1", "--threads",
-                                  std::to_string(opt.threads)}, tmp);
+                                  std::to_string(opt.threads), "--dtype", dtype}, tmp);
     const double step = nlohmann::json::parse(last_line(f.out)).at("seconds").get<double>();   // its JSON line
     wall["floor"].push_back(f.wall - step);                                                      // load + one step
     rss["floor"].push_back(f.rss_mib);
@@ -110,11 +105,11 @@ int bench_prune(const BenchPruneOptions& opt) {
                                opt.rounds, c, m.wall, m.rss_mib, wall["floor"].back(), rss["floor"].back());
     }
   }
-  const double fw = median(wall["floor"]), fr = median(rss["floor"]);
+  const double fw = eval::median(wall["floor"]), fr = eval::median(rss["floor"]);
   nlohmann::json crit = nlohmann::json::object(), runs = nlohmann::json::object();
   for (const auto& [name, v] : wall) runs[name] = {{"wall", v}, {"rss", rss[name]}};
   for (const std::string& c : opt.criteria) {
-    const double w = median(wall[c]), m = median(rss[c]);
+    const double w = eval::median(wall[c]), m = eval::median(rss[c]);
     crit[c] = {{"wall_seconds", w}, {"peak_rss_mib", m}, {"wall_vs_floor", w / fw}, {"rss_vs_floor", m / fr}};
   }
   const nlohmann::json j = {

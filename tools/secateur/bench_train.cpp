@@ -103,8 +103,7 @@ int bench_train(parallel::Grid& grid, const BenchTrainOptions& opt) {
       step_seconds.push_back(tokens_per_step / j["tokens_per_second"].get<double>());
     });
     step_seconds.erase(step_seconds.begin());           // the warm-up step
-    std::sort(step_seconds.begin(), step_seconds.end());
-    const double secs = step_seconds[step_seconds.size() / 2];
+    const double secs = eval::median(step_seconds);
     const double fwd = 2.0 * eval::macs_per_token(c, (opt.seq + 1) / 2);
     // An adapter costs as many MACs per token as it has parameters: r · (in + out).
     double flops = is_lora ? 2.0 * fwd + 6.0 * static_cast<double>(train::lora_parameter_count(c, lora)) : 3.0 * fwd;
