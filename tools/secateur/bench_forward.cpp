@@ -5,17 +5,74 @@
 #include <ATen/core/grad_mode.h>
 #include <sys/resource.h>
 
+#include <algorithm>
 #include <chrono>
-#include <optional>
 #include <iostream>
+#include <optional>
 #include <nlohmann/json.hpp>
+#include <vector>
 
 #include "runtime/core/check.h"
+#include "runtime/eval/speed.h"
 #include "runtime/io/atomic_file.h"
 #include "runtime/io/checkpoint.h"
+#include "runtime/model/spec.h"
 #include "tools/secateur/run.h"
 
 namespace secateur::tools {
+
+namespace {
+
+// Read bandwidth of main memory as this process sees it with its threads: the median time to sum a
+// 1 GiB float32 buffer (far beyond any cache), after one pass that faults it in.
+double memory_read_gbps() {
+  at::NoGradGuard no_grad;
+  const at::Tensor buf = at::ones({int64_t{1} << 28}, at::kFloat);
+  std::vector<double> times;
+  for (int i = 0; i < 6; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    (void)buf.sum().item<float>();
+    if (i > 0) times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  return static_cast<double>(buf.nbytes()) / eval::median(times) / 1e9;
+}
+
+// Multiply-add work per token of a prefill of seq tokens, as flops: every projection, the LM head
+// over the whole vocabulary, and causal attention (q·k and p·v over (seq + 1) / 2 keys on average).
+double prefill_flops_per_token(const model::ModelConfig& c, int64_t seq) {
+  double macs = static_cast<double>(c.vocab_size) * static_cast<double>(c.hidden);
+  for (const model::Weight& w : model::weights(c)) {
+    if (!w.spec->proj || w.spec->bias) continue;
+    double n = 1;
+    for (int64_t e : w.shape) n *= static_cast<double>(e);
+    macs += n;
+  }
+  for (int64_t h : c.n_heads) macs += 2.0 * static_cast<double>(h * c.head_dim) * static_cast<double>(seq + 1) / 2.0;
+  return 2.0 * macs;
+}
+
+// The matrix-product rate of this process in the model's dtype: the median of at::linear over
+// [m, k] x [n, k]ᵀ, the model's own MLP product at the benchmark's batch × seq rows. No forward can
+// do its products faster than this, so it bounds the prefill.
+double linear_gflops(at::ScalarType dtype, int64_t m, int64_t k, int64_t n) {
+  at::NoGradGuard no_grad;
+  const at::Tensor x = at::randn({m, k}).to(dtype), w = at::randn({n, k}).to(dtype);
+  std::vector<double> times;
+  for (int i = 0; i < 6; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    (void)at::linear(x, w);
+    if (i > 0) times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  return 2.0 * static_cast<double>(m * k * n) / eval::median(times) / 1e9;
+}
+
+double peak_rss_mib() {
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  return static_cast<double>(ru.ru_maxrss) / 1024.0;
+}
+
+}  // namespace
 
 int bench_forward(const BenchForwardOptions& opt) {
   SECATEUR_CHECK(opt.batch > 0 && opt.seq > 1 && opt.iters > 0, "[bench] batch, seq and iters must be positive");
@@ -39,19 +96,64 @@ int bench_forward(const BenchForwardOptions& opt) {
   // With --backward this is the floor of gradient scoring: measured under the same allocator setting.
   std::optional<ScopedMmapThreshold> own_mappings;
   if (opt.backward) own_mappings.emplace();
+  const auto seconds_since = [](std::chrono::steady_clock::time_point t) {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+  };
   step(ids);                                                            // warm-up
-  const auto t0 = std::chrono::steady_clock::now();
-  for (int64_t i = 0; i < opt.iters; ++i) step(ids);
-  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  rusage ru{};
-  getrusage(RUSAGE_SELF, &ru);
-  const double tokens = static_cast<double>(opt.batch * opt.seq * opt.iters);
-  const nlohmann::json j = {{"bench", opt.backward ? "forward_backward" : "forward"}, {"impl", "secateur"},
-                            {"model", opt.model},       {"params", model.config().n_params()},
-                            {"dtype", opt.dtype},       {"threads", at::get_num_threads()},
-                            {"batch", opt.batch},       {"seq", opt.seq},
-                            {"iters", opt.iters},       {"seconds", s},
-                            {"tokens_per_second", tokens / s}, {"peak_rss_mib", ru.ru_maxrss / 1024.0}};
+  std::vector<double> times;
+  for (int64_t i = 0; i < opt.iters; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    step(ids);
+    times.push_back(seconds_since(t0));
+  }
+  const double s = eval::median(times);
+  nlohmann::json j = {{"bench", opt.backward ? "forward_backward" : "forward"}, {"impl", "secateur"},
+                      {"model", opt.model},       {"params", model.config().n_params()},
+                      {"dtype", opt.dtype},       {"threads", at::get_num_threads()},
+                      {"batch", opt.batch},       {"seq", opt.seq},
+                      {"iters", opt.iters},       {"seconds", s},
+                      {"tokens_per_second", static_cast<double>(opt.batch * opt.seq) / s}};
+  if (opt.decode > 0) {
+    SECATEUR_CHECK(!opt.backward, "[bench] --decode measures inference: not with --backward");
+    at::NoGradGuard no_grad;
+    std::vector<double> decode;
+    for (int64_t i = 0; i <= opt.iters; ++i) {                          // run 0 warms up
+      model::KVCache cache;
+      at::Tensor next = model.logits(ids, &cache).select(1, -1).argmax(-1, true);   // [B, 1]
+      const auto t0 = std::chrono::steady_clock::now();
+      for (int64_t t = 0; t < opt.decode; ++t) next = model.logits(next, &cache).select(1, -1).argmax(-1, true);
+      if (i > 0) decode.push_back(seconds_since(t0));
+    }
+    // The limit a step cannot beat on this machine: every weight read once from memory. Weight bytes
+    // count each storage once (a tied head is the embedding); the embedding's rows a step gathers
+    // are negligible next to the head reading all of it.
+    std::vector<const void*> seen;
+    double weight_bytes = 0;
+    for (at::Tensor* p : model.parameters()) {
+      const void* data = p->storage().data();
+      if (std::find(seen.begin(), seen.end(), data) != seen.end()) continue;
+      seen.push_back(data);
+      weight_bytes += static_cast<double>(p->nbytes());
+    }
+    j["peak_rss_mib"] = peak_rss_mib();                               // before the probe's buffer
+    const double gbps = memory_read_gbps();
+    const double d = eval::median(decode);
+    j["decode_steps"] = opt.decode;
+    j["decode_seconds"] = d;
+    j["decode_steps_per_second"] = static_cast<double>(opt.decode) / d;
+    j["weight_bytes"] = weight_bytes;
+    j["memory_read_gbps"] = gbps;
+    j["decode_limit_steps_per_second"] = gbps * 1e9 / weight_bytes;
+  }
+  if (opt.decode == 0) j["peak_rss_mib"] = peak_rss_mib();
+  if (!opt.backward) {
+    const model::ModelConfig& c = model.config();
+    const double flops = prefill_flops_per_token(c, opt.seq);
+    const double gflops = linear_gflops(model.dtype(), opt.batch * opt.seq, c.hidden, c.d_ff.at(0));
+    j["prefill_flops_per_token"] = flops;
+    j["linear_gflops"] = gflops;
+    j["prefill_limit_tokens_per_second"] = gflops * 1e9 / flops;
+  }
   std::cout << j.dump() << std::endl;
   if (!opt.out.empty()) io::write_file_atomic(opt.out, j.dump(2) + "\n");
   return 0;

@@ -159,11 +159,12 @@ void Cli::add_tokenize() {
 void Cli::add_benches() {
   auto* bench = app_.add_subcommand("bench", "benchmarks that write JSON");
   bench->require_subcommand(1);
-  bench_fwd_ = bench->add_subcommand("forward", "prefill tokens/s and peak RSS of a dense forward pass");
+  bench_fwd_ = bench->add_subcommand("forward", "prefill tokens/s, decode steps/s and peak RSS of a dense model");
   bench_fwd_->add_option("--model", bf_.model, "a .gguf file or an HF directory")->required();
   bench_fwd_->add_option("--batch", bf_.batch, "sequences per forward");
   bench_fwd_->add_option("--seq", bf_.seq, "tokens per sequence");
-  bench_fwd_->add_option("--iters", bf_.iters, "timed forward passes (after one warm-up)");
+  bench_fwd_->add_option("--iters", bf_.iters, "timed passes after one warm-up (the median is reported)");
+  bench_fwd_->add_option("--decode", bf_.decode, "also time this many greedy KV-cached steps after a prefill");
   bench_fwd_->add_option("--threads", bf_.threads, "intra-op threads (0 = all cores)");
   bench_fwd_->add_option("--dtype", bf_.dtype, "float32 | bfloat16");
   bench_fwd_->add_option("--out", bf_.out, "JSON file to write");
