@@ -6,6 +6,8 @@
 
 #include <cmath>
 #include <map>
+#include <tuple>
+#include <vector>
 
 #include "parallel/tensor_parallel/mappings.h"
 #include "parallel/tensor_parallel/vocab_parallel.h"
@@ -16,9 +18,49 @@ namespace secateur::model {
 
 namespace {
 
-at::Tensor rotate_half(const at::Tensor& x) {           // [..., D] -> [-x2, x1]
-  const int64_t h = x.size(-1) / 2;
-  return at::cat({-x.narrow(-1, h, h), x.narrow(-1, 0, h)}, -1);
+// x [..., D] -> [x2, x1], its halves swapped: times the signed sine [-sin, sin] this is HF's
+// rotate_half(x) · sin, bit for bit, in one copy instead of a negation and a concatenation.
+at::Tensor swap_halves(const at::Tensor& x) {
+  std::vector<int64_t> halves = x.sizes().vec();
+  halves.back() /= 2;
+  halves.insert(halves.end() - 1, 2);
+  return x.reshape(halves).roll(1, -2).reshape(x.sizes());
+}
+
+// at::linear, except for one bfloat16 row on the CPU (a batch-1 decode step): there oneDNN, which
+// at::linear picks for bfloat16, repacks the whole weight on every call, and MKL's bfloat16 gemv
+// (what ATen falls back to with oneDNN off) reads it 2-3x faster. Same fp32 accumulation either way.
+at::Tensor fast_linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b = {}) {
+  if (x.scalar_type() != at::kBFloat16 || !x.is_cpu() || x.numel() != x.size(-1)) return at::linear(x, w, b);
+  struct OneDnnOff {                                    // the switch is global: restore it whatever happens
+    bool was = at::globalContext().userEnabledMkldnn();
+    OneDnnOff() { at::globalContext().setUserEnabledMkldnn(false); }
+    ~OneDnnOff() { at::globalContext().setUserEnabledMkldnn(was); }
+  } off;
+  return at::linear(x, w, b);
+}
+
+// Appends this step's keys and values [B, KV, T, D] of layer l after the cached ones and returns
+// all of them (views of the cache). The cache's buffers grow geometrically, so a decode step
+// copies only its own token, not the whole past.
+std::pair<at::Tensor, at::Tensor> append_kv(KVCache& cache, int64_t l, const at::Tensor& k, const at::Tensor& v) {
+  at::Tensor& K = cache.k[l];
+  at::Tensor& V = cache.v[l];
+  const int64_t past = cache.length, n = past + k.size(2);
+  if (!K.defined() || K.size(2) < n) {
+    std::vector<int64_t> shape = k.sizes().vec();
+    shape[2] = std::max(n, K.defined() ? 2 * K.size(2) : n);
+    at::Tensor k2 = at::empty(shape, k.options()), v2 = at::empty(shape, v.options());
+    if (past > 0) {
+      k2.narrow(2, 0, past).copy_(K.narrow(2, 0, past));
+      v2.narrow(2, 0, past).copy_(V.narrow(2, 0, past));
+    }
+    K = std::move(k2);
+    V = std::move(v2);
+  }
+  K.narrow(2, past, k.size(2)).copy_(k);
+  V.narrow(2, past, v.size(2)).copy_(v);
+  return {K.narrow(2, 0, n), V.narrow(2, 0, n)};
 }
 
 }  // namespace
@@ -79,7 +121,7 @@ void Decoder::set_adapter(int64_t layer, Proj p, Adapter adapter) {
 }
 
 at::Tensor Decoder::project(int64_t l, Proj p, const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) const {
-  at::Tensor y = at::linear(x, w, b);
+  at::Tensor y = fast_linear(x, w, b);
   const Adapter& ad = adapters_[l][static_cast<int>(p)];
   if (!ad.a.defined()) return y;
   at::Tensor xin = x;
@@ -156,9 +198,10 @@ std::vector<at::Tensor*> Decoder::parameters() {
 at::Tensor Decoder::norm(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) const {
   if (config_.family == Family::gpt2) return at::layer_norm(x, {config_.hidden}, w, b, config_.norm_eps);
   // RMSNorm as HF computes it: statistics in (at least) float32, then the weight in the model's dtype.
+  // ATen's fused kernel computes x · rsqrt(mean(x²) + eps) in one pass, the same bits as the three
+  // separate operations.
   const at::Tensor xf = x.to(at::promote_types(x.scalar_type(), at::kFloat));
-  const at::Tensor normed = xf * at::rsqrt(xf.pow(2).mean(-1, /*keepdim=*/true) + config_.norm_eps);
-  return w * normed.to(x.scalar_type());
+  return w * at::rms_norm(xf, {config_.hidden}, {}, config_.norm_eps).to(x.scalar_type());
 }
 
 at::Tensor Decoder::attention(int64_t l, const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
@@ -177,33 +220,26 @@ at::Tensor Decoder::attention(int64_t l, const at::Tensor& x, const at::Tensor& 
   at::Tensor k = project(l, Proj::k, xin, w.k_w, w.k_b).view({B, T, KV, D}).transpose(1, 2);   // [B, KV, T, D]
   at::Tensor v = project(l, Proj::v, xin, w.v_w, w.v_b).view({B, T, KV, D}).transpose(1, 2);   // [B, KV, T, D]
   if (config_.family == Family::llama) {
-    q = q * cos + rotate_half(q) * sin;
-    k = k * cos + rotate_half(k) * sin;
+    q = q * cos + swap_halves(q) * sin;               // sin is signed: see swap_halves
+    k = k * cos + swap_halves(k) * sin;
   }
   int64_t past = 0;
   if (cache) {
     past = cache->length;
-    if (past > 0) {
-      k = at::cat({cache->k[l], k}, 2);
-      v = at::cat({cache->v[l], v}, 2);
-    }
-    cache->k[l] = k;
-    cache->v[l] = v;
+    std::tie(k, v) = append_kv(*cache, l, k, v);
   }
-  if (KV != H) {                                      // GQA: each kv-head serves H/KV query heads
-    k = k.repeat_interleave(H / KV, 1);
-    v = v.repeat_interleave(H / KV, 1);
-  }
+  // GQA: query head h reads kv-head h / (H / KV), which SDPA's enable_gqa does without copying
+  // keys and values H / KV times.
   const double scale = 1.0 / std::sqrt(static_cast<double>(D));
   at::Tensor out;
   if (layout) {
-    out = at::scaled_dot_product_attention(q, k, v, layout->mask, 0.0, false, scale);
-  } else if (past == 0) {
-    out = at::scaled_dot_product_attention(q, k, v, {}, 0.0, /*is_causal=*/T > 1, scale);
+    out = at::scaled_dot_product_attention(q, k, v, layout->mask, 0.0, false, scale, KV != H);
+  } else if (past == 0 || T == 1) {                  // one new token sees every key: no mask
+    out = at::scaled_dot_product_attention(q, k, v, {}, 0.0, /*is_causal=*/past == 0 && T > 1, scale, KV != H);
   } else {                                           // query i sees keys 0..past+i
     const at::Tensor qi = at::arange(T, x.options().dtype(at::kLong)).unsqueeze(1) + past;
     const at::Tensor kj = at::arange(past + T, x.options().dtype(at::kLong)).unsqueeze(0);
-    out = at::scaled_dot_product_attention(q, k, v, kj <= qi, 0.0, false, scale);
+    out = at::scaled_dot_product_attention(q, k, v, kj <= qi, 0.0, false, scale, KV != H);
   }
   out = out.transpose(1, 2).reshape({B, T, H * D});  // [B, T, H*D]
   tap(l, Tap::attn_out, out);
@@ -282,9 +318,9 @@ at::Tensor Decoder::layers(at::Tensor x, int64_t from, const at::Tensor& pos, KV
     const at::Tensor inv_freq =
         1.0 / at::pow(config_.rope_theta, at::arange(0, D, 2, opt.dtype(at::kLong)).to(angle) / D);
     const at::Tensor freqs = pos.to(angle).unsqueeze(-1) * inv_freq;     // [(B,) T, D/2]
-    const at::Tensor emb = at::cat({freqs, freqs}, -1);                  // [(B,) T, D]
-    cos = emb.cos().to(opt.dtype());
-    sin = emb.sin().to(opt.dtype());
+    const at::Tensor c = freqs.cos(), s = freqs.sin();
+    cos = at::cat({c, c}, -1).to(opt.dtype());                           // [(B,) T, D]
+    sin = at::cat({-s, s}, -1).to(opt.dtype());                          // signed: see swap_halves
     if (layout) {                                                        // [B, 1, T, D] against [B, H, T, D]
       cos = cos.unsqueeze(1);
       sin = sin.unsqueeze(1);
@@ -314,7 +350,7 @@ at::Tensor Decoder::embed(const at::Tensor& ids) const {
 }
 
 at::Tensor Decoder::logits(const at::Tensor& ids, KVCache* cache) const {
-  return parallel::gather_last_dim(at::linear(hidden_states(ids, cache), head_weight()), tp_);
+  return parallel::gather_last_dim(fast_linear(hidden_states(ids, cache), head_weight()), tp_);
 }
 
 void Decoder::observe(const at::Tensor& ids) const { tap(-1, Tap::head_in, hidden_states(ids)); }

@@ -28,7 +28,9 @@ struct LayerWeights {
   at::Tensor down_w, down_b;                                     // [d, d_ff], [d]
 };
 
-// Keys and values of past positions, per layer: [B, kv_heads, T_past, D].
+// Keys and values of past positions, per layer: buffers [B, kv_heads, capacity, D] whose first
+// `length` positions are filled; they grow geometrically and each step writes into them in place,
+// so a cache serves inference (no gradient flows through it).
 struct KVCache {
   std::vector<at::Tensor> k, v;
   int64_t length = 0;
