@@ -23,18 +23,28 @@ namespace secateur::tools {
 
 namespace {
 
-// Read bandwidth of main memory as this process sees it with its threads: the median time to sum a
-// 1 GiB float32 buffer (far beyond any cache), after one pass that faults it in.
-double memory_read_gbps() {
-  at::NoGradGuard no_grad;
-  const at::Tensor buf = at::ones({int64_t{1} << 28}, at::kFloat);
+double seconds_since(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+
+// The median time of f over 5 runs, after one that warms up.
+template <class F>
+double median_seconds(const F& f) {
   std::vector<double> times;
   for (int i = 0; i < 6; ++i) {
     const auto t0 = std::chrono::steady_clock::now();
-    (void)buf.sum().item<float>();
-    if (i > 0) times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    f();
+    if (i > 0) times.push_back(seconds_since(t0));
   }
-  return static_cast<double>(buf.nbytes()) / eval::median(times) / 1e9;
+  return eval::median(times);
+}
+
+// Read bandwidth of main memory as this process sees it with its threads: summing a 1 GiB float32
+// buffer (far beyond any cache), after one pass that faults it in.
+double memory_read_gbps() {
+  at::NoGradGuard no_grad;
+  const at::Tensor buf = at::ones({int64_t{1} << 28}, at::kFloat);
+  return static_cast<double>(buf.nbytes()) / median_seconds([&] { (void)buf.sum().item<float>(); }) / 1e9;
 }
 
 // Multiply-add work per token of a prefill of seq tokens, as flops: every projection, the LM head
@@ -57,13 +67,7 @@ double prefill_flops_per_token(const model::ModelConfig& c, int64_t seq) {
 double linear_gflops(at::ScalarType dtype, int64_t m, int64_t k, int64_t n) {
   at::NoGradGuard no_grad;
   const at::Tensor x = at::randn({m, k}).to(dtype), w = at::randn({n, k}).to(dtype);
-  std::vector<double> times;
-  for (int i = 0; i < 6; ++i) {
-    const auto t0 = std::chrono::steady_clock::now();
-    (void)at::linear(x, w);
-    if (i > 0) times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-  }
-  return 2.0 * static_cast<double>(m * k * n) / eval::median(times) / 1e9;
+  return 2.0 * static_cast<double>(m * k * n) / median_seconds([&] { (void)at::linear(x, w); }) / 1e9;
 }
 
 double peak_rss_mib() {
@@ -96,9 +100,6 @@ int bench_forward(const BenchForwardOptions& opt) {
   // With --backward this is the floor of gradient scoring: measured under the same allocator setting.
   std::optional<ScopedMmapThreshold> own_mappings;
   if (opt.backward) own_mappings.emplace();
-  const auto seconds_since = [](std::chrono::steady_clock::time_point t) {
-    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
-  };
   step(ids);                                                            // warm-up
   std::vector<double> times;
   for (int64_t i = 0; i < opt.iters; ++i) {
@@ -135,17 +136,18 @@ int bench_forward(const BenchForwardOptions& opt) {
       seen.push_back(data);
       weight_bytes += static_cast<double>(p->nbytes());
     }
-    j["peak_rss_mib"] = peak_rss_mib();                               // before the probe's buffer
-    const double gbps = memory_read_gbps();
     const double d = eval::median(decode);
     j["decode_steps"] = opt.decode;
     j["decode_seconds"] = d;
     j["decode_steps_per_second"] = static_cast<double>(opt.decode) / d;
     j["weight_bytes"] = weight_bytes;
-    j["memory_read_gbps"] = gbps;
-    j["decode_limit_steps_per_second"] = gbps * 1e9 / weight_bytes;
   }
-  if (opt.decode == 0) j["peak_rss_mib"] = peak_rss_mib();
+  j["peak_rss_mib"] = peak_rss_mib();                                   // before the probes' buffers
+  if (opt.decode > 0) {
+    const double gbps = memory_read_gbps();
+    j["memory_read_gbps"] = gbps;
+    j["decode_limit_steps_per_second"] = gbps * 1e9 / j["weight_bytes"].get<double>();
+  }
   if (!opt.backward) {
     const model::ModelConfig& c = model.config();
     const double flops = prefill_flops_per_token(c, opt.seq);
