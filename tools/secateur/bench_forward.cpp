@@ -16,16 +16,11 @@
 #include "runtime/eval/speed.h"
 #include "runtime/io/atomic_file.h"
 #include "runtime/io/checkpoint.h"
-#include "runtime/model/spec.h"
 #include "tools/secateur/run.h"
 
 namespace secateur::tools {
 
 namespace {
-
-double seconds_since(std::chrono::steady_clock::time_point t) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
-}
 
 // The median time of f over 5 runs, after one that warms up.
 template <class F>
@@ -34,7 +29,7 @@ double median_seconds(const F& f) {
   for (int i = 0; i < 6; ++i) {
     const auto t0 = std::chrono::steady_clock::now();
     f();
-    if (i > 0) times.push_back(seconds_since(t0));
+    if (i > 0) times.push_back(eval::seconds_since(t0));
   }
   return eval::median(times);
 }
@@ -45,20 +40,6 @@ double memory_read_gbps() {
   at::NoGradGuard no_grad;
   const at::Tensor buf = at::ones({int64_t{1} << 28}, at::kFloat);
   return static_cast<double>(buf.nbytes()) / median_seconds([&] { (void)buf.sum().item<float>(); }) / 1e9;
-}
-
-// Multiply-add work per token of a prefill of seq tokens, as flops: every projection, the LM head
-// over the whole vocabulary, and causal attention (q·k and p·v over (seq + 1) / 2 keys on average).
-double prefill_flops_per_token(const model::ModelConfig& c, int64_t seq) {
-  double macs = static_cast<double>(c.vocab_size) * static_cast<double>(c.hidden);
-  for (const model::Weight& w : model::weights(c)) {
-    if (!w.spec->proj || w.spec->bias) continue;
-    double n = 1;
-    for (int64_t e : w.shape) n *= static_cast<double>(e);
-    macs += n;
-  }
-  for (int64_t h : c.n_heads) macs += 2.0 * static_cast<double>(h * c.head_dim) * static_cast<double>(seq + 1) / 2.0;
-  return 2.0 * macs;
 }
 
 // The matrix-product rate of this process in the model's dtype: the median of at::linear over
@@ -80,6 +61,8 @@ double peak_rss_mib() {
 
 int bench_forward(const BenchForwardOptions& opt) {
   SECATEUR_CHECK(opt.batch > 0 && opt.seq > 1 && opt.iters > 0, "[bench] batch, seq and iters must be positive");
+  SECATEUR_CHECK(opt.decode >= 0 && (opt.decode == 0 || !opt.backward),
+                 "[bench] --decode measures inference: a count >= 0, not with --backward");
   if (opt.threads > 0) at::set_num_threads(static_cast<int>(opt.threads));
   model::Decoder model = io::load_decoder(opt.model, at::kCPU, io::parse_dtype(opt.dtype));
   if (opt.backward) {
@@ -105,7 +88,7 @@ int bench_forward(const BenchForwardOptions& opt) {
   for (int64_t i = 0; i < opt.iters; ++i) {
     const auto t0 = std::chrono::steady_clock::now();
     step(ids);
-    times.push_back(seconds_since(t0));
+    times.push_back(eval::seconds_since(t0));
   }
   const double s = eval::median(times);
   nlohmann::json j = {{"bench", opt.backward ? "forward_backward" : "forward"}, {"impl", "secateur"},
@@ -114,17 +97,13 @@ int bench_forward(const BenchForwardOptions& opt) {
                       {"batch", opt.batch},       {"seq", opt.seq},
                       {"iters", opt.iters},       {"seconds", s},
                       {"tokens_per_second", static_cast<double>(opt.batch * opt.seq) / s}};
-  if (opt.decode > 0) {
-    SECATEUR_CHECK(!opt.backward, "[bench] --decode measures inference: not with --backward");
-    at::NoGradGuard no_grad;
-    std::vector<double> decode;
-    for (int64_t i = 0; i <= opt.iters; ++i) {                          // run 0 warms up
-      model::KVCache cache;
-      at::Tensor next = model.logits(ids, &cache).select(1, -1).argmax(-1, true);   // [B, 1]
-      const auto t0 = std::chrono::steady_clock::now();
-      for (int64_t t = 0; t < opt.decode; ++t) next = model.logits(next, &cache).select(1, -1).argmax(-1, true);
-      if (i > 0) decode.push_back(seconds_since(t0));
-    }
+  if (opt.decode > 0) {                  // the way generation runs: prefill into a KV cache, greedy steps
+    eval::SpeedOptions so;
+    so.prompt_tokens = opt.seq;
+    so.decode_tokens = opt.decode;
+    so.iters = opt.iters;
+    so.batch = opt.batch;
+    const double step_s = eval::measure_speed(model, so).decode_ms_per_token / 1e3;
     // The limit a step cannot beat on this machine: every weight read once from memory. Weight bytes
     // count each storage once (a tied head is the embedding); the embedding's rows a step gathers
     // are negligible next to the head reading all of it.
@@ -136,10 +115,9 @@ int bench_forward(const BenchForwardOptions& opt) {
       seen.push_back(data);
       weight_bytes += static_cast<double>(p->nbytes());
     }
-    const double d = eval::median(decode);
     j["decode_steps"] = opt.decode;
-    j["decode_seconds"] = d;
-    j["decode_steps_per_second"] = static_cast<double>(opt.decode) / d;
+    j["decode_seconds"] = step_s * static_cast<double>(opt.decode);
+    j["decode_steps_per_second"] = 1.0 / step_s;
     j["weight_bytes"] = weight_bytes;
   }
   j["peak_rss_mib"] = peak_rss_mib();                                   // before the probes' buffers
@@ -150,7 +128,8 @@ int bench_forward(const BenchForwardOptions& opt) {
   }
   if (!opt.backward) {
     const model::ModelConfig& c = model.config();
-    const double flops = prefill_flops_per_token(c, opt.seq);
+    // Causal attention: a prefill's token sees (seq + 1) / 2 keys on average.
+    const double flops = 2.0 * eval::macs_per_token(c, static_cast<double>(opt.seq + 1) / 2.0);
     const double gflops = linear_gflops(model.dtype(), opt.batch * opt.seq, c.hidden, c.d_ff.at(0));
     j["prefill_flops_per_token"] = flops;
     j["linear_gflops"] = gflops;
