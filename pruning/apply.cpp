@@ -11,7 +11,7 @@ namespace secateur::pruning {
 
 using model::ModelConfig;
 
-Pruned apply(const ModelConfig& config, const model::NamedTensors& tensors, const std::vector<Group>& remove,
+Pruned apply(const ModelConfig& config, model::NamedTensors tensors, const std::vector<Group>& remove,
              const model::ShardPlan* plan) {
   std::map<std::string, std::map<int, std::set<int64_t>>> drop;   // tensor -> dim -> indices
   std::set<int64_t> dead_layers;
@@ -34,12 +34,15 @@ Pruned apply(const ModelConfig& config, const model::NamedTensors& tensors, cons
     if (!dead_layers.count(l)) new_index[l] = k++;
   }
 
-  for (const auto& [name, t] : tensors) {
+  for (auto& [name, t] : tensors) {
     const auto at = model::locate(config, name);
     SECATEUR_CHECK(at.has_value(), "[pruning/apply] '{}' is not a tensor of a {} model", name,
                    model::spec_of(config).name);
     const int64_t l = at->layer;
-    if (l >= 0 && dead_layers.count(l)) continue;
+    if (l >= 0 && dead_layers.count(l)) {
+      t.reset();
+      continue;
+    }
     const auto cut = plan ? plan->slice_of(name, config) : model::Slice{};
     model::Slice place;
     at::Tensor kept = t;
@@ -66,6 +69,7 @@ Pruned apply(const ModelConfig& config, const model::NamedTensors& tensors, cons
     }
     out.tensors.emplace_back(l >= 0 ? model::renumber(config, name, new_index.at(l)) : name, kept.contiguous());
     out.placement.push_back(place);
+    t.reset();
   }
   return out;
 }

@@ -20,7 +20,9 @@ struct Pruned {
 // unevenly across a layer's kv-groups (GQA needs the same number per group), or all hidden
 // channels removed. Group indices are those of the whole model; with a plan, `tensors` are this
 // rank's shards of `config` (ShardPlan::slice_of) and each shard keeps its kept indices.
-Pruned apply(const model::ModelConfig& config, const model::NamedTensors& tensors, const std::vector<Group>& remove,
+// `tensors` is consumed: each one is released once its cut is made, so a caller that hands over
+// the only references (std::move) never holds the dense and the pruned weights whole at once.
+Pruned apply(const model::ModelConfig& config, model::NamedTensors tensors, const std::vector<Group>& remove,
              const model::ShardPlan* plan = nullptr);
 
 }  // namespace secateur::pruning

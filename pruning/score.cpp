@@ -42,7 +42,7 @@ CalibrationOptions calibration_for(Criterion c, Compensation compensation) {
   return o;
 }
 
-std::string calibration_needs(Criterion c, Compensation compensation) {
+std::string calibration_needs(Criterion c, Compensation compensation, bool model_wide) {
   if (c == Criterion::sleb) return "sleb";   // a search of its own (pruning/depth.h), not a calibration pass
   const CalibrationOptions o = calibration_for(c, compensation);
   std::string out;
@@ -51,6 +51,7 @@ std::string calibration_needs(Criterion c, Compensation compensation) {
                                  std::pair{o.gram, "gram"}, std::pair{o.residuals, "residuals"}}) {
     if (on) out += (out.empty() ? "" : ",") + std::string(name);
   }
+  if (!model_wide && (o.first_order || o.fisher || o.mixed)) out += ",layers_only";
   return out;
 }
 

@@ -55,7 +55,11 @@ const char* criterion_name(Criterion c);
 CalibrationOptions calibration_for(Criterion c, Compensation compensation = Compensation::none);
 // Those statistics by name: "first_order", "fisher", "mixed", "activations", "gram", "residuals", "sleb" ("" for the
 // magnitude and random criteria, which need no calibration); what a statistics file records and is checked on.
-std::string calibration_needs(Criterion c, Compensation compensation = Compensation::none);
+// Whether a prune.scope reads the gradient statistics of the embedding, the head and the final norm
+// (CalibrationOptions::model_wide): hidden-channel pruning only.
+inline bool scope_reads_model_wide(const std::string& scope) { return scope == "channel"; }
+// model_wide false (CalibrationOptions::model_wide) adds "layers_only" where there are gradients.
+std::string calibration_needs(Criterion c, Compensation compensation = Compensation::none, bool model_wide = true);
 // Scores that are standardised within each layer and module already (flap): the scope global
 // ranks them as they are instead of dividing by their (layer, kind) mean.
 bool standardised(Criterion c);

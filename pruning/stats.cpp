@@ -158,8 +158,11 @@ void init_fields(Statistics& stats, Collector& collector, const model::NamedTens
     });
     if (opt.first_order || opt.mixed) s.abs_wg = zero_sums(w), s.wg = zero_sums(w);
     const auto wide = w.options().dtype(at::promote_types(w.scalar_type(), at::kFloat));
-    if (opt.fisher) s.w2f = zero_sums(w), collector.fisher[name] = at::zeros(w.sizes(), wide);
-    if (opt.mixed) s.mix = zero_sums(w), collector.grad_sum[name] = at::zeros(w.sizes(), wide);
+    const bool differentiated = opt.model_wide || model::locate(model.config(), name)->layer >= 0;
+    if (opt.fisher) s.w2f = zero_sums(w);
+    if (opt.mixed) s.mix = zero_sums(w);
+    if (opt.fisher && differentiated) collector.fisher[name] = at::zeros(w.sizes(), wide);
+    if (opt.mixed && differentiated) collector.grad_sum[name] = at::zeros(w.sizes(), wide);
   }
   if (opt.residuals) {
     const int64_t n = model.config().n_layers() + 1;
@@ -257,15 +260,23 @@ void activation_pass(model::Decoder& model, Statistics& stats, const at::Tensor&
   stats.tokens = samples.numel();
 }
 
+// The backward of loss_sum(ids) · scale, whole or a layer at a time.
+void backward(const model::Decoder& model, const at::Tensor& ids, double scale, bool recompute) {
+  if (recompute) {
+    (void)model.backward_checkpointed(ids, scale);
+  } else {
+    (model.loss_sum(ids) * scale).backward();
+  }
+}
+
 // One backward per sample: the hooks fold g²/N into F (and, for mix, g into Σ g).
 void fisher_pass(model::Decoder& model, Statistics& stats, Collector& collector, const model::NamedTensors& named,
-                 const at::Tensor& local, const at::Tensor& samples, parallel::Group dp) {
+                 const at::Tensor& local, const at::Tensor& samples, parallel::Group dp, bool recompute) {
   collector.pass = Pass::fisher;
   collector.fisher_scale = 1.0 / static_cast<double>(samples.size(0));
   Progress progress("calibration (Fisher)", std::max<int64_t>(local.size(0), 1), "samples");
   for (int64_t i = 0; i < local.size(0); ++i) {
-    const at::Tensor loss = model.loss_sum(local.narrow(0, i, 1)) / static_cast<double>(samples.size(1) - 1);
-    loss.backward();
+    backward(model, local.narrow(0, i, 1), 1.0 / static_cast<double>(samples.size(1) - 1), recompute);
     progress.add(1);
   }
   // Then, weight by weight: F summed over DP, w2f = Σ W²⊙F; for mix, the first-order g of the whole
@@ -291,13 +302,14 @@ void fisher_pass(model::Decoder& model, Statistics& stats, Collector& collector,
 
 // g = ∇ of the mean CE over all N samples, in one backward (LLM-Pruner's batch loss); a rank
 // without samples runs a zero-weighted pass so that it joins the DP sums in the hooks.
-void first_order_pass(model::Decoder& model, Collector& collector, const at::Tensor& local, const at::Tensor& samples) {
+void first_order_pass(model::Decoder& model, Collector& collector, const at::Tensor& local, const at::Tensor& samples,
+                      bool recompute) {
   collector.pass = Pass::first_order;
   Progress progress("calibration (first order)", samples.size(0), "samples");
   const double tokens = static_cast<double>(samples.size(0) * (samples.size(1) - 1));   // predictions, all ranks
   const at::Tensor batch = local.size(0) > 0 ? local : samples.narrow(0, 0, 1).to(model.device());
   const double weight = local.size(0) > 0 ? 1.0 / tokens : 0.0;
-  (model.loss_sum(batch) * weight).backward();
+  backward(model, batch, weight, recompute);
   progress.add(samples.size(0));
 }
 
@@ -334,14 +346,18 @@ Statistics collect_statistics(model::Decoder& model, const at::Tensor& samples, 
   collector.mixed = opt.mixed;
   const auto named = model.named_tensors();
   init_fields(stats, collector, named, model, opt);
+  model::NamedTensors differentiated;   // the weights whose gradients are formed
+  for (const auto& [name, t] : named) {
+    if (opt.model_wide || model::locate(model.config(), name)->layer >= 0) differentiated.emplace_back(name, t);
+  }
   const parallel::Range mine = parallel::dp_share(samples.size(0), dp);
   const at::Tensor local = samples.narrow(0, mine.begin, mine.size()).to(model.device());
   if (opt.activations || opt.residuals) activation_pass(model, stats, local, samples, opt, dp);
   const bool gradients = opt.first_order || opt.fisher;
-  if (gradients) set_hooks(named, &collector);
-  if (opt.fisher) fisher_pass(model, stats, collector, named, local, samples, dp);
-  if (opt.first_order) first_order_pass(model, collector, local, samples);
-  if (gradients) set_hooks(named, nullptr);
+  if (gradients) set_hooks(differentiated, &collector);
+  if (opt.fisher) fisher_pass(model, stats, collector, differentiated, local, samples, dp, opt.recompute);
+  if (opt.first_order) first_order_pass(model, collector, local, samples, opt.recompute);
+  if (gradients) set_hooks(differentiated, nullptr);
   make_whole_over_tp(stats, model);
   stats.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return stats;

@@ -65,6 +65,11 @@ struct CalibrationOptions {
   bool activations = false;  // act, act_sum: one forward without gradients
   bool gram = false;         // gram too (implies activations); a TP rank gathers the inputs over TP
   bool residuals = false;    // residual_cosine, residual_angle, in the same forward pass
+  bool model_wide = true;    // gradient statistics of the embedding, the head and the final norm too (only
+                             // hidden-channel pruning reads them; without, their sums stay zero and neither
+                             // gradient is formed: a [V, d] buffer or two less)
+  bool recompute = false;    // backward passes keep only the residual stream between layers and run each
+                             // layer's forward again (Decoder::backward_checkpointed): the same sums, less memory
 };
 
 // Statistics as a safetensors file (secateur score; prune.scores reuses it): every vector in

@@ -72,34 +72,48 @@ at::Tensor read_slice(const io::SafetensorsCheckpoint& ck, const std::string& na
   return out;
 }
 
+SliceWriter::SliceWriter(const io::SafetensorsCheckpoint& layout) : layout_(layout) {}
+
+SliceWriter::~SliceWriter() {
+  for (auto& [path, fd] : files_) ::close(fd);
+}
+
+void SliceWriter::write(const std::string& name, const at::Tensor& part, const Slice& place, at::ScalarType dtype) {
+  const io::SafetensorsFile& file = layout_.file_of(name);
+  const io::SafetensorsFile::Info& info = file.info(name);
+  std::vector<int64_t> expect = info.shape;
+  if (!place.whole()) expect[place.dim] = place.range.size();
+  SECATEUR_CHECK(part.sizes().vec() == expect && (place.whole() || place.range.end <= info.shape[place.dim]),
+                 "[parallel/sharded_io] {}: part of '{}' has shape [{}], its place in [{}] wants [{}]", file.path(),
+                 name, fmt::join(part.sizes(), ", "), fmt::join(info.shape, ", "), fmt::join(expect, ", "));
+  if (part.numel() == 0) return;
+  const at::Tensor c = part.to(at::kCPU, dtype).contiguous();
+  const ByteRuns runs = byte_runs(info.shape, c.element_size(), place);
+  auto it = files_.find(file.path());
+  if (it == files_.end()) {
+    const int fd = ::open(file.path().c_str(), O_WRONLY | O_CLOEXEC);
+    SECATEUR_CHECK(fd >= 0, "[parallel/sharded_io] cannot open {}: {}", file.path(), std::strerror(errno));
+    it = files_.emplace(file.path(), fd).first;
+  }
+  const char* p = static_cast<const char*>(c.const_data_ptr());
+  const uint64_t base = file.data_offset() + info.begin + runs.offset;
+  for (int64_t r = 0; r < runs.count; ++r) write_at(it->second, file.path(), p + r * runs.bytes, runs.bytes, base + r * runs.stride);
+}
+
+void SliceWriter::finish() {
+  for (auto& [path, fd] : files_) {
+    SECATEUR_CHECK(::fsync(fd) == 0, "[parallel/sharded_io] {}: fsync failed: {}", path, std::strerror(errno));
+  }
+}
+
 void write_slices(const io::SafetensorsCheckpoint& layout,
                   const std::vector<std::pair<std::string, at::Tensor>>& parts, const std::vector<Slice>& placement,
                   at::ScalarType dtype) {
   SECATEUR_CHECK(parts.size() == placement.size(), "[parallel/sharded_io] {} parts but {} placements", parts.size(),
                  placement.size());
-  std::map<std::string, Fd> files;                  // opened once each
-  for (size_t i = 0; i < parts.size(); ++i) {
-    const auto& [name, t] = parts[i];
-    const io::SafetensorsFile& file = layout.file_of(name);
-    const io::SafetensorsFile::Info& info = file.info(name);
-    const Slice& place = placement[i];
-    std::vector<int64_t> expect = info.shape;
-    if (!place.whole()) expect[place.dim] = place.range.size();
-    SECATEUR_CHECK(t.sizes().vec() == expect && (place.whole() || place.range.end <= info.shape[place.dim]),
-                   "[parallel/sharded_io] {}: part of '{}' has shape [{}], its place in [{}] wants [{}]", file.path(),
-                   name, fmt::join(t.sizes(), ", "), fmt::join(info.shape, ", "), fmt::join(expect, ", "));
-    if (t.numel() == 0) continue;
-    const at::Tensor c = t.to(at::kCPU, dtype).contiguous();
-    const ByteRuns runs = byte_runs(info.shape, c.element_size(), place);
-    auto it = files.find(file.path());
-    if (it == files.end()) it = files.try_emplace(file.path(), file.path(), O_WRONLY).first;
-    const char* p = static_cast<const char*>(c.const_data_ptr());
-    const uint64_t base = file.data_offset() + info.begin + runs.offset;
-    for (int64_t r = 0; r < runs.count; ++r) write_at(it->second.fd, file.path(), p + r * runs.bytes, runs.bytes, base + r * runs.stride);
-  }
-  for (auto& [path, fd] : files) {
-    SECATEUR_CHECK(::fsync(fd.fd) == 0, "[parallel/sharded_io] {}: fsync failed: {}", path, std::strerror(errno));
-  }
+  SliceWriter w(layout);
+  for (size_t i = 0; i < parts.size(); ++i) w.write(parts[i].first, parts[i].second, placement[i], dtype);
+  w.finish();
 }
 
 }  // namespace secateur::parallel

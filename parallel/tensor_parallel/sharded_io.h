@@ -7,6 +7,7 @@
 #pragma once
 #include <ATen/core/Tensor.h>
 
+#include <map>
 #include <string>
 #include <utility>
 #include <vector>
@@ -18,6 +19,23 @@ namespace secateur::parallel {
 
 // Slice s of tensor `name` of the checkpoint, in its stored dtype, on the CPU.
 at::Tensor read_slice(const io::SafetensorsCheckpoint& ck, const std::string& name, const Slice& s);
+
+// Parts written in place into the files of `layout` (every header already in place, data area
+// allocated), converted to dtype; each file opened once; finish() fsyncs every file written.
+// write() Errors naming the tensor when a part's shape does not fit its place.
+class SliceWriter {
+ public:
+  explicit SliceWriter(const io::SafetensorsCheckpoint& layout);
+  SliceWriter(const SliceWriter&) = delete;
+  SliceWriter& operator=(const SliceWriter&) = delete;
+  ~SliceWriter();
+  void write(const std::string& name, const at::Tensor& part, const Slice& place, at::ScalarType dtype);
+  void finish();
+
+ private:
+  const io::SafetensorsCheckpoint& layout_;
+  std::map<std::string, int> files_;   // path -> open descriptor
+};
 
 // Writes parts[i] (converted to dtype) at placement[i] of its tensor in the checkpoint `layout`
 // (every file's header already in place, data area allocated), then fsyncs the files written.

@@ -23,7 +23,7 @@ const std::map<std::string, std::vector<std::string>>& table() {
     return std::map<std::string, std::vector<std::string>>{
         {"model.dtype", names(choices::dtype)},
         {"model.device", names(choices::device)},
-        {"convert.dtype", names(choices::dtype)},
+        {"convert.dtype", names(choices::export_dtype)},
         {"run.stages", names(choices::stages)},
         {"sparse.method", names(choices::sparse_method)},
         {"sparse.scope", names(choices::sparse_scope)},

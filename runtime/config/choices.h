@@ -12,7 +12,8 @@
 namespace secateur::config {
 
 namespace choices {
-inline constexpr std::string_view dtype[] = {"float32", "bfloat16", "float16"};   // model.dtype, convert.dtype
+inline constexpr std::string_view dtype[] = {"float32", "bfloat16", "float16"};   // model.dtype
+inline constexpr std::string_view export_dtype[] = {"auto", "float32", "bfloat16", "float16"};   // convert.dtype
 inline constexpr std::string_view device[] = {"cpu", "cuda"};
 inline constexpr std::string_view stages[] = {"convert", "eval", "prune", "gum", "sparse", "recover", "report",
                                               "generate", "score"};

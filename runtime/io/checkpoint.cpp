@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 
 #include "runtime/config/choices.h"
@@ -197,8 +198,17 @@ LoadedModel load_model(const std::string& path) {
   return load_hf(path);
 }
 
+namespace {
+
+// An HF checkpoint under canonical names: load_shard reads each rank's slices into fresh memory.
+bool reads_slices(const std::string& path, const ModelConfig& config) {
+  return !ends_with(path, ".gguf") && model::spec_of(config).hf_canonical();
+}
+
+}  // namespace
+
 model::NamedTensors load_shard(const std::string& path, const ModelConfig& config, const model::ShardPlan& plan) {
-  if (!ends_with(path, ".gguf") && model::spec_of(config).hf_canonical()) {   // read only this rank's slices
+  if (reads_slices(path, config)) {   // read only this rank's slices
     const fs::path dir = fs::is_directory(path) ? fs::path(path) : fs::path(path).parent_path();
     const SafetensorsCheckpoint ck(dir.string());
     NamedTensors out;
@@ -223,7 +233,10 @@ model::Decoder load_decoder(const std::string& path, at::Device device, at::Scal
   const ModelConfig config = load_config(path);
   const auto plan = model::ShardPlan::make(config, tp.rank(), tp.size());
   model::NamedTensors tensors = load_shard(path, config, plan);
-  for (auto& [name, t] : tensors) t = t.to(device, dtype, /*non_blocking=*/false, /*copy=*/true).contiguous();
+  // Slices read into fresh memory are kept as they are when already right; anything else may be a view
+  // of a file mapping, and is copied out of it.
+  const bool copy = !reads_slices(path, config);
+  for (auto& [name, t] : tensors) t = t.to(device, dtype, /*non_blocking=*/false, copy).contiguous();
   return model::Decoder(config, tensors, tp);
 }
 
@@ -317,6 +330,18 @@ void write_side_files(const fs::path& dir, const ModelConfig& config, at::Scalar
 
 void save_hf_model(const std::string& dir, const ModelConfig& config, const NamedTensors& tensors,
                    at::ScalarType dtype, const text::Tokenizer* tokenizer, uint64_t max_shard_bytes) {
+  if (model::spec_of(config).hf_canonical()) {   // one piece converted at a time, never the whole model
+    std::map<std::string, const at::Tensor*> by_name;
+    for (const auto& [name, t] : tensors) by_name[name] = &t;
+    for (const model::Weight& w : model::weights(config)) {
+      SECATEUR_CHECK(by_name.count(w.name), "[io/checkpoint] {}: weight '{}' missing from the model", dir, w.name);
+    }
+    save_hf_model_streamed(dir, config, dtype, tokenizer, max_shard_bytes,
+                           [&](const model::Weight& w, int64_t begin, int64_t end) {
+                             return by_name.at(w.name)->narrow(0, begin, end - begin);
+                           });
+    return;
+  }
   const fs::path final_dir(dir), tmp_dir = fs::path(dir + ".partial");
   fs::remove_all(tmp_dir);
   fs::create_directories(tmp_dir);
@@ -335,30 +360,69 @@ void save_hf_model(const std::string& dir, const ModelConfig& config, const Name
   fs::rename(tmp_dir, final_dir);
 }
 
+namespace {
+
+// "<dir>.partial" with the files' layout (headers, data areas of the right size) and the small files.
+void write_layout(const fs::path& tmp_dir, const ModelConfig& config, at::ScalarType dtype,
+                  const text::Tokenizer* tokenizer, uint64_t max_shard_bytes) {
+  fs::remove_all(tmp_dir);
+  fs::create_directories(tmp_dir);
+  NamedTensors layout;
+  for (const auto& [spec, layer, name, shape] : model::weights(config)) {
+    layout.emplace_back(name, at::empty(shape, at::TensorOptions().dtype(dtype).device(at::kMeta)));
+  }
+  write_safetensors_dir(tmp_dir.string(), layout, max_shard_bytes, {{"format", "pt"}}, /*data=*/false);
+  write_side_files(tmp_dir, config, dtype, tokenizer);
+}
+
+void publish(const fs::path& tmp_dir, const fs::path& final_dir) {
+  fs::remove_all(final_dir);
+  fs::rename(tmp_dir, final_dir);
+}
+
+}  // namespace
+
 void save_hf_model_parallel(const std::string& dir, const ModelConfig& config, const NamedTensors& parts,
                             const std::vector<model::Slice>& placement, at::ScalarType dtype,
                             const text::Tokenizer* tokenizer, parallel::Group world, uint64_t max_shard_bytes) {
   SECATEUR_CHECK(model::spec_of(config).hf_canonical(), "[io/checkpoint] {}: a GPT-2 checkpoint is written by one rank "
                  "(save_hf_model), not in parallel", dir);
-  const fs::path final_dir(dir), tmp_dir = fs::path(dir + ".partial");
-  if (world.rank() == 0) {
-    fs::remove_all(tmp_dir);
-    fs::create_directories(tmp_dir);
-    NamedTensors layout;
-    for (const auto& [spec, layer, name, shape] : model::weights(config)) {
-      layout.emplace_back(name, at::empty(shape, at::TensorOptions().dtype(dtype).device(at::kMeta)));
-    }
-    write_safetensors_dir(tmp_dir.string(), layout, max_shard_bytes, {{"format", "pt"}}, /*data=*/false);
-    write_side_files(tmp_dir, config, dtype, tokenizer);
-  }
+  const fs::path tmp_dir = fs::path(dir + ".partial");
+  if (world.rank() == 0) write_layout(tmp_dir, config, dtype, tokenizer, max_shard_bytes);
   parallel::barrier(world);
   parallel::write_slices(SafetensorsCheckpoint(tmp_dir.string()), parts, placement, dtype);
   parallel::barrier(world);
-  if (world.rank() == 0) {
-    fs::remove_all(final_dir);
-    fs::rename(tmp_dir, final_dir);
-  }
+  if (world.rank() == 0) publish(tmp_dir, dir);
   parallel::barrier(world);
+}
+
+void save_hf_model_streamed(const std::string& dir, const ModelConfig& config, at::ScalarType dtype,
+                            const text::Tokenizer* tokenizer, uint64_t max_shard_bytes, const RowSource& rows,
+                            uint64_t piece_bytes) {
+  SECATEUR_CHECK(model::spec_of(config).hf_canonical(), "[io/checkpoint] {}: a GPT-2 checkpoint cannot be streamed "
+                 "(its q/k/v are fused)", dir);
+  const fs::path tmp_dir = fs::path(dir + ".partial");
+  try {
+    write_layout(tmp_dir, config, dtype, tokenizer, max_shard_bytes);
+    const SafetensorsCheckpoint layout(tmp_dir.string());
+    parallel::SliceWriter writer(layout);
+    const auto item = static_cast<int64_t>(c10::elementSize(dtype));
+    for (const model::Weight& w : model::weights(config)) {
+      int64_t row_bytes = item;
+      for (size_t i = 1; i < w.shape.size(); ++i) row_bytes *= w.shape[i];
+      const int64_t step = std::max<int64_t>(1, static_cast<int64_t>(piece_bytes) / std::max<int64_t>(1, row_bytes));
+      for (int64_t begin = 0; begin < w.shape[0]; begin += step) {
+        const int64_t end = std::min(w.shape[0], begin + step);
+        writer.write(w.name, rows(w, begin, end), model::Slice{0, {begin, end}}, dtype);
+      }
+    }
+    writer.finish();
+  } catch (...) {
+    std::error_code ec;
+    fs::remove_all(tmp_dir, ec);
+    throw;
+  }
+  publish(tmp_dir, dir);
 }
 
 }  // namespace secateur::io

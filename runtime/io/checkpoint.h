@@ -4,6 +4,7 @@
 #pragma once
 #include <ATen/core/Tensor.h>
 
+#include <functional>
 #include <string>
 
 #include "runtime/model/decoder.h"
@@ -61,5 +62,15 @@ void save_hf_model_parallel(const std::string& dir, const model::ModelConfig& co
                             const std::vector<model::Slice>& placement, at::ScalarType dtype,
                             const text::Tokenizer* tokenizer, parallel::Group world,
                             uint64_t max_shard_bytes = 4ull << 30);
+
+// Rows [begin, end) along dim 0 of weight w (any dtype; converted when written).
+using RowSource = std::function<at::Tensor(const model::Weight& w, int64_t begin, int64_t end)>;
+
+// The same directory written by one process that never holds more than one piece of about
+// piece_bytes of it: the layout first, then every weight in pieces of whole rows from `rows`,
+// each written in place. Into "<dir>.partial", renamed at the end (removed on failure).
+void save_hf_model_streamed(const std::string& dir, const model::ModelConfig& config, at::ScalarType dtype,
+                            const text::Tokenizer* tokenizer, uint64_t max_shard_bytes, const RowSource& rows,
+                            uint64_t piece_bytes = 64ull << 20);
 
 }  // namespace secateur::io

@@ -81,8 +81,14 @@ ModelConfig parse_config(const json& j, const std::string& where) {
     c.hidden = get<int64_t>(j, "hidden_size", where);
     const int64_t layers = layer_count(j, "num_hidden_layers", where);
     const int64_t heads = get<int64_t>(j, "num_attention_heads", where);
+    const int64_t kv_heads = get_or<int64_t>(j, "num_key_value_heads", heads, where);
+    SECATEUR_CHECK(j.contains("head_dim") || (heads >= 1 && c.hidden % heads == 0), "[io/hf_config] {}: "
+                   "'num_attention_heads' = {} does not divide 'hidden_size' = {} (and no 'head_dim' is given)", where,
+                   heads, c.hidden);
+    SECATEUR_CHECK(kv_heads > 0 ? heads % kv_heads == 0 : heads == 0, "[io/hf_config] {}: 'num_key_value_heads' = {} does not "
+                   "divide 'num_attention_heads' = {}", where, kv_heads, heads);
     c.n_heads.assign(layers, heads);
-    c.n_kv_heads.assign(layers, get_or<int64_t>(j, "num_key_value_heads", heads, where));
+    c.n_kv_heads.assign(layers, kv_heads);
     c.d_ff.assign(layers, get<int64_t>(j, "intermediate_size", where));
     c.head_dim = get_or<int64_t>(j, "head_dim", heads > 0 ? c.hidden / heads : 0, where);
     c.max_positions = get_or<int64_t>(j, "max_position_embeddings", 2048, where);

@@ -341,6 +341,40 @@ void write_safetensors(const std::string& path, const std::vector<std::pair<std:
   write_planned(path, plan(path, tensors), metadata);
 }
 
+namespace {
+
+// Greedy, in order: a tensor opens a new shard when it would take the current one past max_bytes
+// (a tensor larger than max_bytes gets a shard of its own). The shard index of each tensor.
+std::vector<size_t> assign_shards(const std::vector<uint64_t>& sizes, uint64_t max_bytes) {
+  std::vector<size_t> shard_of;
+  size_t shard = 0, in_shard = 0;
+  uint64_t cur = 0;
+  for (uint64_t n : sizes) {
+    if (in_shard > 0 && cur + n > max_bytes) {
+      ++shard;
+      in_shard = 0;
+      cur = 0;
+    }
+    shard_of.push_back(shard);
+    ++in_shard;
+    cur += n;
+  }
+  return shard_of;
+}
+
+}  // namespace
+
+uint64_t max_shard_bytes_for(const std::vector<uint64_t>& sizes, int64_t n) {
+  SECATEUR_CHECK(n >= 1 && !sizes.empty(), "[io/safetensors] {} shards of {} tensors", n, sizes.size());
+  uint64_t lo = 1, hi = 0;
+  for (uint64_t s : sizes) hi += s;
+  while (lo < hi) {   // fewest bytes per shard for which the greedy split needs <= n shards
+    const uint64_t mid = lo + (hi - lo) / 2;
+    if (static_cast<int64_t>(assign_shards(sizes, mid).back()) + 1 <= n) hi = mid; else lo = mid + 1;
+  }
+  return hi;
+}
+
 void write_safetensors_dir(const std::string& dir, const std::vector<std::pair<std::string, at::Tensor>>& tensors,
                            uint64_t max_shard_bytes, const std::map<std::string, std::string>& metadata,
                            bool data) {
@@ -359,16 +393,11 @@ void write_safetensors_dir(const std::string& dir, const std::vector<std::pair<s
     written.insert("model.safetensors");
     remove_quietly(d / "model.safetensors.index.json");
   } else {
-    std::vector<std::vector<Planned>> shards(1);
-    uint64_t cur = 0;
-    for (const Planned& p : all) {
-      if (!shards.back().empty() && cur + p.nbytes > max_shard_bytes) {
-        shards.emplace_back();
-        cur = 0;
-      }
-      shards.back().push_back(p);
-      cur += p.nbytes;
-    }
+    std::vector<uint64_t> sizes;
+    for (const Planned& p : all) sizes.push_back(p.nbytes);
+    const std::vector<size_t> shard_of = assign_shards(sizes, max_shard_bytes);
+    std::vector<std::vector<Planned>> shards(shard_of.back() + 1);
+    for (size_t i = 0; i < all.size(); ++i) shards[shard_of[i]].push_back(all[i]);
     ordered_json weight_map = ordered_json::object();
     for (size_t i = 0; i < shards.size(); ++i) {
       const std::string name = shard_name(i, shards.size());

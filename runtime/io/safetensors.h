@@ -102,4 +102,8 @@ void write_safetensors_dir(const std::string& dir, const std::vector<std::pair<s
                            uint64_t max_shard_bytes, const std::map<std::string, std::string>& metadata = {},
                            bool data = true);
 
+// The smallest max_shard_bytes with which write_safetensors_dir puts tensors of these sizes (in
+// this order) into at most n files (n >= 1).
+uint64_t max_shard_bytes_for(const std::vector<uint64_t>& sizes, int64_t n);
+
 }  // namespace secateur::io

@@ -297,46 +297,94 @@ at::Tensor Decoder::hidden_states(const at::Tensor& ids, KVCache* cache, const L
   // Each token's position: [T] shared by the rows, or [B, T] from the layout.
   const at::Tensor pos = layout ? layout->positions.to(opt.device(), at::kLong)
                                 : at::arange(past, past + T, opt.dtype(at::kLong));
-  at::Tensor x = embed(ids);                                             // [B, T, d]
+  return layers(embed_positions(ids, pos, past, layout), 0, pos, cache, layout);
+}
+
+at::Tensor Decoder::embed_positions(const at::Tensor& ids, const at::Tensor& pos, int64_t past,
+                                    const Layout* layout, bool sparse_grad) const {
+  at::Tensor x = embed(ids, sparse_grad);                                           // [B, T, d]
   if (config_.family == Family::gpt2) {
+    const int64_t B = ids.size(0), T = ids.size(1);
     const int64_t last = layout ? pos.max().item<int64_t>() + 1 : past + T;
     SECATEUR_CHECK(last <= config_.max_positions, "[model] {} positions exceed the model's {}", last,
                    config_.max_positions);
     x = x + (layout ? pos_embed_.index_select(0, pos.flatten()).view({B, T, -1}) : pos_embed_.narrow(0, past, T));
   }
-  return layers(std::move(x), 0, pos, cache, layout);
+  return x;
+}
+
+std::pair<at::Tensor, at::Tensor> Decoder::rope(const at::Tensor& pos, bool per_row) const {
+  if (config_.family == Family::gpt2) return {};
+  // RoPE tables as HF builds them: float32 angles (float64 for a float64 model), then cast.
+  const at::TensorOptions opt = embed_.options();
+  const int64_t D = config_.head_dim;
+  const at::ScalarType angle = at::promote_types(opt.dtype().toScalarType(), at::kFloat);
+  const at::Tensor inv_freq = 1.0 / at::pow(config_.rope_theta, at::arange(0, D, 2, opt.dtype(at::kLong)).to(angle) / D);
+  const at::Tensor freqs = pos.to(angle).unsqueeze(-1) * inv_freq;       // [(B,) T, D/2]
+  const at::Tensor c = freqs.cos(), s = freqs.sin();
+  at::Tensor cos = at::cat({c, c}, -1).to(opt.dtype());                  // [(B,) T, D]
+  at::Tensor sin = at::cat({-s, s}, -1).to(opt.dtype());                 // signed: see swap_halves
+  if (per_row) return {cos.unsqueeze(1), sin.unsqueeze(1)};              // [B, 1, T, D] against [B, H, T, D]
+  return {cos, sin};
+}
+
+at::Tensor Decoder::block(int64_t l, const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
+                          KVCache* cache, const Layout* layout) const {
+  const LayerWeights& w = layers_[l];
+  const at::Tensor y = x + attention(l, norm(x, w.ln1_w, w.ln1_b), cos, sin, cache, layout);
+  return y + mlp(l, norm(y, w.ln2_w, w.ln2_b));
 }
 
 at::Tensor Decoder::layers(at::Tensor x, int64_t from, const at::Tensor& pos, KVCache* cache,
                            const Layout* layout) const {
-  at::Tensor cos, sin;
-  if (config_.family != Family::gpt2) {
-    // RoPE tables as HF builds them: float32 angles (float64 for a float64 model), then cast.
-    const at::TensorOptions opt = embed_.options();
-    const int64_t D = config_.head_dim;
-    const at::ScalarType angle = at::promote_types(opt.dtype().toScalarType(), at::kFloat);
-    const at::Tensor inv_freq =
-        1.0 / at::pow(config_.rope_theta, at::arange(0, D, 2, opt.dtype(at::kLong)).to(angle) / D);
-    const at::Tensor freqs = pos.to(angle).unsqueeze(-1) * inv_freq;     // [(B,) T, D/2]
-    const at::Tensor c = freqs.cos(), s = freqs.sin();
-    cos = at::cat({c, c}, -1).to(opt.dtype());                           // [(B,) T, D]
-    sin = at::cat({-s, s}, -1).to(opt.dtype());                          // signed: see swap_halves
-    if (layout) {                                                        // [B, 1, T, D] against [B, H, T, D]
-      cos = cos.unsqueeze(1);
-      sin = sin.unsqueeze(1);
-    }
-  }
+  const auto [cos, sin] = rope(pos, layout != nullptr);
   SECATEUR_CHECK(!cache || skipped_.empty(), "[model] skipped layers and a KV cache do not go together");
   for (int64_t l = from; l < config_.n_layers(); ++l) {
     tap(l, Tap::residual, x);
     if (!skipped_.empty() && skipped_[l]) continue;
-    const LayerWeights& w = layers_[l];
-    x = x + attention(l, norm(x, w.ln1_w, w.ln1_b), cos, sin, cache, layout);
-    x = x + mlp(l, norm(x, w.ln2_w, w.ln2_b));
+    x = block(l, x, cos, sin, cache, layout);
   }
   tap(config_.n_layers(), Tap::residual, x);
   if (cache) cache->length += x.size(1);
   return norm(x, norm_w_, norm_b_);
+}
+
+double Decoder::backward_checkpointed(const at::Tensor& ids, double scale) const {
+  SECATEUR_CHECK(ids.dim() == 2 && ids.size(1) > 1, "[model] ids must be [B, T] with T >= 2");
+  SECATEUR_CHECK(skipped_.empty(), "[model] the checkpointed backward runs every layer (none skipped)");
+  const int64_t T = ids.size(1), L = config_.n_layers();
+  const at::Tensor pos = at::arange(0, T, embed_.options().dtype(at::kLong));
+  const auto [cos, sin] = rope(pos, false);
+  std::vector<at::Tensor> xs;   // the residual stream entering each layer; xs[L]: the last layer's output
+  {
+    at::NoGradGuard no_grad;
+    xs.push_back(embed_positions(ids, pos, 0, nullptr));
+    for (int64_t l = 0; l < L; ++l) xs.push_back(block(l, xs.back(), cos, sin, nullptr, nullptr));
+  }
+  // The head first. A tied head is the embedding: its gradient goes into a stand-in leaf here and is
+  // handed to the embedding before the lookup's backward, so the embedding's gradient is accumulated
+  // (and its post-accumulate hooks run) once, with both parts, as in one backward of the whole model.
+  at::Tensor tied_head;
+  if (config_.tied_embeddings && embed_.requires_grad()) tied_head = embed_.detach().requires_grad_();
+  at::Tensor x = xs.back().requires_grad_();                             // no-grad results are leaves
+  const at::Tensor loss =
+      head_loss_sum(norm(x, norm_w_, norm_b_), ids, nullptr, {}, tied_head.defined() ? &tied_head : nullptr);
+  (loss * scale).backward();
+  at::Tensor grad = x.grad();
+  xs.pop_back();
+  for (int64_t l = L - 1; l >= 0; --l) {                                  // each layer's forward again, then its backward
+    at::Tensor xi = xs.back().requires_grad_();
+    block(l, xi, cos, sin, nullptr, nullptr).backward(grad);
+    grad = xi.grad();
+    xs.pop_back();
+  }
+  // Tied: the lookup's part as a sparse gradient of the looked-up rows, added into the head's dense one
+  // (no second [V, d] buffer).
+  const bool sparse = tied_head.defined() && tied_head.grad().defined();
+  if (sparse) embed_.mutable_grad() = tied_head.grad();
+  const at::Tensor x0 = embed_positions(ids, pos, 0, nullptr, sparse);
+  if (x0.requires_grad()) x0.backward(grad);
+  return loss.item<double>();
 }
 
 void Decoder::set_skipped_layers(std::vector<bool> skip) {
@@ -345,8 +393,8 @@ void Decoder::set_skipped_layers(std::vector<bool> skip) {
   skipped_ = std::move(skip);
 }
 
-at::Tensor Decoder::embed(const at::Tensor& ids) const {
-  return parallel::vocab_parallel_embedding(embed_, ids, plan_.vocab, tp_);
+at::Tensor Decoder::embed(const at::Tensor& ids, bool sparse_grad) const {
+  return parallel::vocab_parallel_embedding(embed_, ids, plan_.vocab, tp_, sparse_grad);
 }
 
 at::Tensor Decoder::logits(const at::Tensor& ids, KVCache* cache) const {
@@ -368,7 +416,8 @@ at::Tensor Decoder::loss_sum_from(const at::Tensor& x, int64_t from, const at::T
 }
 
 at::Tensor Decoder::head_loss_sum(const at::Tensor& h0, const at::Tensor& ids, const Distill* kd,
-                                  const at::Tensor& predict) const {
+                                  const at::Tensor& predict, const at::Tensor* head) const {
+  const at::Tensor& head_w = head ? *head : head_weight();
   const at::Tensor h = parallel::copy_to_tp(h0, tp_);                               // [B, T, d]; the head is column-parallel
   tap(-1, Tap::head_in, h);
   const int64_t B = ids.size(0), T = ids.size(1), chunk = 256;
@@ -386,11 +435,23 @@ at::Tensor Decoder::head_loss_sum(const at::Tensor& h0, const at::Tensor& ids, c
     at::NoGradGuard no_grad;
     teacher_h = kd->teacher->hidden_states(ids);
   }
+  // Logits past kLogitBytes (a large vocabulary, many tokens), and on a TP group always (its
+  // vocabulary-parallel cross-entropy keeps several logit-sized tensors for the backward): never
+  // held whole, their gradients taken chunk by chunk in the forward (the plain path below keeps
+  // every chunk's for the backward).
+  constexpr int64_t kLogitBytes = 256 << 20, kChunkBytes = 64 << 20;
+  const int64_t rows = B * (T - 1), v_local = head_w.size(0);
+  if (!kd && (rows * v_local * 4 > kLogitBytes || !tp_.alone())) {
+    return parallel::vocab_parallel_linear_cross_entropy(
+        h.narrow(1, 0, T - 1).reshape({rows, h.size(2)}), head_w, ids.narrow(1, 1, T - 1).reshape({-1}),
+        predict.defined() ? predict.narrow(1, 1, T - 1).reshape({-1}) : at::Tensor(), plan_.vocab, tp_,
+        std::max<int64_t>(1, kChunkBytes / 4 / v_local));
+  }
   const at::ScalarType acc = at::promote_types(h.scalar_type(), at::kFloat);
   at::Tensor total = at::zeros({}, h.options().dtype(acc));
   for (int64_t t0 = 0; t0 < T - 1; t0 += chunk) {
     const int64_t n = std::min(chunk, T - 1 - t0);
-    const at::Tensor lg = at::linear(h.narrow(1, t0, n), head_weight()).to(acc).reshape({B * n, -1});   // [B*n, V_local]
+    const at::Tensor lg = at::linear(h.narrow(1, t0, n), head_w).to(acc).reshape({B * n, -1});   // [B*n, V_local]
     const at::Tensor target = ids.narrow(1, t0 + 1, n).reshape({-1});                          // [B*n]
     const at::Tensor ce = parallel::vocab_parallel_cross_entropy(lg, target, plan_.vocab, tp_);   // [B*n]
     at::Tensor per_token = ce;

@@ -97,6 +97,12 @@ class Decoder {
   at::Tensor loss_sum_from(const at::Tensor& x, int64_t from, const at::Tensor& ids) const;
   // The same as a number, with the count of predicted tokens.
   std::pair<double, int64_t> nll(const at::Tensor& ids) const;
+  // loss_sum(ids) · scale and its backward into every weight that requires grad, holding only the
+  // residual stream between layers: the forward keeps each layer's input, the backward runs each
+  // layer's forward again, one layer at a time (activation checkpointing: one more forward pass, at
+  // most one layer's activations held). Each weight's gradient is accumulated once, the tied
+  // embedding's too, as in loss_sum(ids).backward(). Returns loss_sum(ids). No skipped layers.
+  double backward_checkpointed(const at::Tensor& ids, double scale) const;
 
   // Activation taps, for activation-based importance: while set, every forward pass hands the
   // observer the input of each group of linear layers (this rank's columns of it):
@@ -163,10 +169,18 @@ class Decoder {
   // Layers from..n_layers − 1 (not the skipped ones) on the residual stream x at positions pos, then
   // the final norm.
   at::Tensor layers(at::Tensor x, int64_t from, const at::Tensor& pos, KVCache* cache, const Layout* layout) const;
+  at::Tensor block(int64_t l, const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, KVCache* cache,
+                   const Layout* layout) const;                // layer l on the residual stream
+  // RoPE's cos and signed sin tables for positions pos ([B, 1, T, D] per_row, else [T, D]); none for GPT-2.
+  std::pair<at::Tensor, at::Tensor> rope(const at::Tensor& pos, bool per_row) const;
+  // The residual stream entering layer 0: the embedding (+ GPT-2's learned positions).
+  at::Tensor embed_positions(const at::Tensor& ids, const at::Tensor& pos, int64_t past, const Layout* layout,
+                             bool sparse_grad = false) const;
+  // h: the final hidden states; head: the LM head's weight if not head_weight().
   at::Tensor head_loss_sum(const at::Tensor& h, const at::Tensor& ids, const Distill* kd,
-                           const at::Tensor& predict) const;   // h: the final hidden states
+                           const at::Tensor& predict, const at::Tensor* head = nullptr) const;
   at::Tensor norm(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) const;
-  at::Tensor embed(const at::Tensor& ids) const;
+  at::Tensor embed(const at::Tensor& ids, bool sparse_grad = false) const;
   // at::linear plus the projection's adapter, if any.
   at::Tensor project(int64_t l, Proj p, const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) const;
   void tap(int64_t layer, Tap t, const at::Tensor& x) const {

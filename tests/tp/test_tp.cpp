@@ -14,6 +14,8 @@
 #include <map>
 
 #include "parallel/data_parallel.h"
+#include "parallel/tensor_parallel/mappings.h"
+#include "parallel/tensor_parallel/vocab_parallel.h"
 #include "parallel/grid.h"
 #include "tests/mpi_test_main.h"
 #include "runtime/core/log.h"
@@ -182,6 +184,43 @@ TEST(Parallel, Qwen2LogitsAndLossMatchTheUnshardedModel) {
   EXPECT_LE(max_rel(sharded.logits(batch), full.logits(batch)), kTol);
   const double a = sharded.loss_sum(batch).item<double>(), b = full.loss_sum(batch).item<double>();
   EXPECT_NEAR(a, b, 1e-5 * std::abs(b));
+}
+
+// The LM head's loss taken chunk by chunk with its gradients made in the forward (what a large
+// vocabulary's calibration and training use) against autograd through the plain cross-entropy
+// of the whole vocabulary's logits, in float64: each rank holds its vocabulary rows (11 over 2 or
+// 4 ranks: uneven), chunks of 1, 3 and all rows, with and without per-token weights, and an
+// upstream gradient of 2.
+TEST(Parallel, ChunkedLinearCrossEntropyMatchesThePlainLossAndGradients) {
+  parallel::Comm& tp = g_grid->tp();
+  at::manual_seed(21);
+  const int64_t n = 7, d = 5, vocab = 11;
+  const auto f64 = at::TensorOptions().dtype(at::kDouble);
+  const at::Tensor h0 = at::randn({n, d}, f64), w0 = at::randn({vocab, d}, f64), per = at::rand({n}, f64);
+  const at::Tensor target = at::randint(vocab, {n}, at::kLong);
+  const parallel::Range mine = parallel::split_range(vocab, tp.rank(), tp.size());
+  for (const bool weighted : {false, true}) {
+    for (const int64_t rows : {int64_t{1}, int64_t{3}, n}) {
+      const at::Tensor h = h0.clone().requires_grad_(), w = w0.clone().requires_grad_();
+      const at::Tensor ce = at::cross_entropy_loss(at::linear(h, w), target, {}, at::Reduction::None);
+      const at::Tensor ref = (weighted ? ce * per : ce).sum();
+      (2.0 * ref).backward();
+      const at::Tensor hs = h0.clone().requires_grad_();
+      const at::Tensor ws = w0.narrow(0, mine.begin, mine.size()).clone().requires_grad_();
+      const at::Tensor loss = parallel::vocab_parallel_linear_cross_entropy(
+          parallel::copy_to_tp(hs, tp), ws, target, weighted ? per : at::Tensor(), mine, tp, rows);
+      (2.0 * loss).backward();
+      EXPECT_NEAR(loss.item<double>(), ref.item<double>(), 1e-12 * ref.item<double>()) << rows << " rows";
+      EXPECT_LE(max_rel(hs.grad(), h.grad()), kTolExact) << rows << " rows, weighted " << weighted;
+      if (mine.size() > 0) {
+        EXPECT_LE(max_rel(ws.grad(), w.grad().narrow(0, mine.begin, mine.size())), kTolExact) << rows << " rows";
+      }
+      at::NoGradGuard no_grad;   // without gradients: the loss alone
+      const at::Tensor plain = parallel::vocab_parallel_linear_cross_entropy(
+          hs, ws, target, weighted ? per : at::Tensor(), mine, tp, rows);
+      EXPECT_NEAR(plain.item<double>(), ref.item<double>(), 1e-12 * ref.item<double>());
+    }
+  }
 }
 
 TEST(Parallel, RandomGpt2LogitsAndGradientsMatch) {

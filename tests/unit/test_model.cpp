@@ -3,6 +3,8 @@
 #include <ATen/core/grad_mode.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <torch/csrc/autograd/function_hook.h>
+#include <torch/csrc/autograd/variable.h>
 
 #include <cmath>
 
@@ -96,6 +98,52 @@ TEST(Decoder, KvCacheStepsReproduceTheFullForward) {
     for (int64_t t = 7; t < 10; ++t) parts.push_back(m.logits(ids.narrow(1, t, 1), &cache));
     EXPECT_EQ(cache.length, 10);
     EXPECT_LE(max_rel(at::cat(parts, 1), full), 1e-5) << model::family_name(f);
+  }
+}
+
+// Activation checkpointing (a layer's forward again in the backward) gives every weight the
+// gradient of one whole backward, in float64, each accumulated exactly once (a post-accumulate hook
+// counts: the statistics hooks rely on it), the tied embedding's two parts (lookup, head) together.
+TEST(Decoder, CheckpointedBackwardGivesEveryGradientOnce) {
+  struct Count : torch::autograd::PostAccumulateGradHook {
+    explicit Count(int* n) : n_(n) {}
+    void operator()(const torch::autograd::Variable&) override { ++*n_; }
+    int* n_;
+  };
+  ModelConfig untied = uneven_llama(), tied = uneven_llama();
+  tied.tied_embeddings = true;
+  ModelConfig gpt2 = ModelConfig::make(Family::gpt2, 91, 32, 2, 4, 4, 40);
+  gpt2.max_positions = 32;
+  for (const ModelConfig& c : {untied, tied, gpt2}) {
+    model::Decoder m = model::Decoder::with_random_weights(c, 3);
+    m.to(at::kCPU, at::kDouble);
+    at::manual_seed(5);
+    const at::Tensor ids = at::randint(c.vocab_size, {3, 9}, at::kLong);
+    const std::vector<at::Tensor*> params = m.parameters();
+    for (at::Tensor* p : params) p->set_requires_grad(true);
+    const at::Tensor loss = m.loss_sum(ids);
+    (loss * 0.5).backward();
+    std::vector<at::Tensor> ref;
+    for (at::Tensor* p : params) {
+      ref.push_back(p->grad().defined() ? p->grad().clone() : at::Tensor());
+      p->mutable_grad().reset();
+    }
+    std::vector<int> counts(params.size(), 0);
+    for (size_t i = 0; i < params.size(); ++i) {
+      torch::autograd::impl::set_post_acc_grad_hooks(*params[i], std::make_unique<Count>(&counts[i]));
+    }
+    EXPECT_NEAR(m.backward_checkpointed(ids, 0.5), loss.item<double>(), 1e-12 * loss.item<double>());
+    for (size_t i = 0; i < params.size(); ++i) {
+      if (!ref[i].defined()) {
+        EXPECT_FALSE(params[i]->grad().defined());
+        continue;
+      }
+      ASSERT_TRUE(params[i]->grad().defined()) << "parameter " << i << " (tied " << c.tied_embeddings << ")";
+      const bool zero = ref[i].abs().max().item<double>() < 1e-9;   // a key bias: zero but for rounding
+      EXPECT_LE(zero ? (params[i]->grad() - ref[i]).abs().max().item<double>() : max_rel(params[i]->grad(), ref[i]),
+                1e-12) << "parameter " << i;
+      EXPECT_EQ(counts[i], 1) << "parameter " << i << " (tied " << c.tied_embeddings << ")";
+    }
   }
 }
 

@@ -18,22 +18,16 @@
 #include "runtime/io/checkpoint.h"
 #include "runtime/train/lora.h"
 #include "runtime/train/trainer.h"
+#include "runtime/model/shapes.h"
 
 namespace secateur::tools {
 
 namespace {
 
-// LLaMA-3.2-1B's shape: 16 layers, d 2048, 32 query / 8 kv heads of 64, d_ff 8192, vocab 128256, tied.
-model::ModelConfig llama_1b() {
-  model::ModelConfig c = model::ModelConfig::make(model::Family::llama, 128256, 2048, 16, 32, 8, 8192);
-  c.tied_embeddings = true;
-  c.rope_theta = 500000.0;
-  return c;
-}
-
 model::Decoder load(const std::string& spec, at::Device device, at::ScalarType dtype, parallel::Comm* tp) {
-  if (spec == "random:llama-1b") {
-    model::Decoder m = model::Decoder::with_random_weights(llama_1b(), 0, tp);
+  constexpr std::string_view kRandom = "random:";
+  if (spec.rfind(kRandom, 0) == 0) {
+    model::Decoder m = model::Decoder::with_random_weights(model::named_shape(spec.substr(kRandom.size())), 0, tp);
     m.to(device, dtype);
     return m;
   }

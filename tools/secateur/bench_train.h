@@ -25,7 +25,7 @@ class Grid;
 namespace secateur::tools {
 
 struct BenchTrainOptions {
-  std::string model;               // a .gguf or HF directory, or random:llama-1b (LLaMA-3.2-1B's shape)
+  std::string model;               // a .gguf or HF directory, or random:<model::named_shape>
   std::vector<std::string> methods = {"lora", "lora_kd", "full"};
   int64_t steps = 3, batch = 8, micro_batch = 4, seq = 128, threads = 0, peak_n = 2048;
   std::string dtype = "float32", device = "cpu";

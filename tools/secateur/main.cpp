@@ -18,11 +18,14 @@
 #include "runtime/core/log.h"
 #include "runtime/io/atomic_file.h"
 #include "runtime/io/checkpoint.h"
+#include "runtime/model/shapes.h"
 #include "runtime/text/source.h"
 #include "tools/secateur/bench_forward.h"
 #include "tools/secateur/bench_prune.h"
 #include "tools/secateur/bench_train.h"
 #include "tools/secateur/compare.h"
+#include "tools/secateur/init.h"
+#include "tools/secateur/memory.h"
 #include "tools/secateur/pipeline.h"
 #include "tools/secateur/process.h"
 #include "tools/secateur/sweep.h"
@@ -89,6 +92,7 @@ class Cli {
     app_.require_subcommand(1);
     add_stage_commands();
     add_tokenize();
+    add_init();
     add_benches();
     add_sweep();
     env_ = app_.add_subcommand("env", "print the devices, NCCL and CUDA this build sees");
@@ -99,6 +103,7 @@ class Cli {
  private:
   void add_stage_commands();
   void add_tokenize();
+  void add_init();
   void add_benches();
   void add_sweep();
   int sweep() const;
@@ -114,7 +119,7 @@ class Cli {
 
   CLI::App app_{"Secateur: structured pruning of LLaMA/GPT models on a DP x TP grid"};
   std::vector<CLI::App*> stage_commands_;   // each runs the stage of its name (run: run.stages)
-  CLI::App *convert_ = nullptr, *eval_ = nullptr, *tok_ = nullptr, *env_ = nullptr;
+  CLI::App *convert_ = nullptr, *eval_ = nullptr, *tok_ = nullptr, *env_ = nullptr, *init_ = nullptr, *memory_ = nullptr;
   CLI::App *bench_fwd_ = nullptr, *bench_prune_ = nullptr, *bench_comm_ = nullptr, *bench_train_ = nullptr, *sweep_ = nullptr;
   std::string sweep_file_, collect_;
   int64_t sweep_parallel_ = 0;
@@ -127,6 +132,8 @@ class Cli {
   tools::BenchPruneOptions bp_;
   parallel::BenchCommOptions bc_;
   tools::BenchTrainOptions bt_;
+  tools::InitOptions init_opt_;
+  tools::MemoryOptions mem_;
 };
 
 void Cli::add_stage_commands() {
@@ -154,6 +161,31 @@ void Cli::add_tokenize() {
   tok_->add_option("--text", text_, "austen:<novel> or a UTF-8 file")->required();
   tok_->add_option("--out", out_, "output file")->required();
   tok_->add_option("--text-out", text_out_, "also write the text exactly as it was tokenized");
+}
+
+void Cli::add_init() {
+  init_ = app_.add_subcommand("init", "write a random-weight HF checkpoint of a model's shape, piece by piece");
+  init_->add_option("--shape", init_opt_.shape, "a config.json (or its directory) or one of: " + model::shape_names())
+      ->required();
+  init_->add_option("--out", init_opt_.out, "HF directory to write")->required();
+  init_->add_option("--dtype", init_opt_.dtype, "float32 | bfloat16 | float16");
+  init_->add_option("--shards", init_opt_.shards, "at most this many safetensors files");
+  init_->add_option("--tokenizer", init_opt_.tokenizer, "an HF directory or .gguf whose tokenizer to include");
+  init_->add_option("--seed", init_opt_.seed, "seed of the random weights");
+
+  memory_ = app_.add_subcommand("memory", "the predicted peak memory per rank of a prune, per TP size");
+  memory_->add_option("--shape", mem_.shape, "a config.json, a model, or one of: " + model::shape_names())->required();
+  memory_->add_option("--tp", mem_.tp, "tensor-parallel sizes");
+  memory_->add_option("--dp", mem_.dp, "data-parallel size (the calibration samples are split over it)");
+  memory_->add_option("--dtype", mem_.dtype, "float32 | bfloat16 | float16");
+  memory_->add_option("--samples", mem_.samples, "calibration.samples");
+  memory_->add_option("--seq", mem_.seq, "calibration.seq_len");
+  memory_->add_option("--recompute", mem_.recompute, "calibration.recompute (true | false)");
+  memory_->add_option("--ratio", mem_.ratio, "prune.ratio");
+  memory_->add_option("--criterion", mem_.criterion, "prune.criterion");
+  memory_->add_option("--scope", mem_.scope, "prune.scope");
+  memory_->add_option("--base-mib", mem_.base_mib, "the process's own resident memory before a model is loaded");
+  memory_->add_option("--out", mem_.out, "JSON file to write");
 }
 
 void Cli::add_benches() {
@@ -185,7 +217,7 @@ void Cli::add_benches() {
   bench_comm_->add_option("--out", bc_.out, "JSON file to write (rank 0)");
 
   bench_train_ = bench->add_subcommand("train", "recovery-training tokens/s and MFU: LoRA, LoRA + KD, full");
-  bench_train_->add_option("--model", bt_.model, "a .gguf file, an HF directory, or random:llama-1b")->required();
+  bench_train_->add_option("--model", bt_.model, "a .gguf file, an HF directory, or random:<shape> (" + model::shape_names() + ")")->required();
   bench_train_->add_option("--methods", bt_.methods, "lora, lora_kd, full, full_kd");
   bench_train_->add_option("--steps", bt_.steps, "timed steps (after one warm-up step); the median is reported");
   bench_train_->add_option("--batch", bt_.batch, "sequences per step, all DP ranks together");
@@ -275,6 +307,11 @@ int Cli::dispatch(int* argc, char*** argv) {
   if (*bench_fwd_) return tools::bench_forward(bf_);
   if (*bench_prune_) return tools::bench_prune(bp_);
   if (*tok_) return tokenize();
+  if (*init_) {
+    log::init(0, 1, "info");
+    return tools::init_checkpoint(init_opt_);
+  }
+  if (*memory_) return tools::memory_report(mem_);
   if (*sweep_) return sweep();
   if (*env_) std::cout << parallel::format_report(parallel::describe_devices()) << "\n";
   return 0;

@@ -151,6 +151,13 @@ void Run::remove_groups(const std::vector<pruning::Group>& removed, const std::s
                         const Compensating* compensate) {
   const model::ShardPlan* plan = grid_.tp_size() == 1 ? nullptr : &model().plan();
   pruning::Compensated dense{model().config(), model_->named_tensors(), removed};
+  const at::Device device = model_->device();
+  const at::ScalarType dtype = model_->dtype();
+  // The dense weights live on only in dense.tensors, which apply releases as it cuts each one:
+  // the dense and the pruned model are never held whole at once.
+  std::optional<model::ShardPlan> own_plan;
+  if (plan) plan = &own_plan.emplace(*plan);
+  model_.reset();
   if (compensate) {
     Phase phase("compensate");
     dense = pruning::compensate(dense.config, dense.tensors, removed, compensate->stats, compensate->how,
@@ -160,9 +167,8 @@ void Run::remove_groups(const std::vector<pruning::Group>& removed, const std::s
   if (grid_.tp_size() == 1) {
     pruning::Pruned pruned = [&] {
       Phase apply("apply");
-      return pruning::apply(before, dense.tensors, dense.remove);
+      return pruning::apply(before, std::move(dense.tensors), dense.remove);
     }();
-    dense.tensors.clear();
     write_model(out, pruned.config, pruned.tensors, pruned.placement);
     model_.emplace(pruned.config, pruned.tensors);
   } else {
@@ -171,18 +177,19 @@ void Run::remove_groups(const std::vector<pruning::Group>& removed, const std::s
     {
       pruning::Pruned pruned = [&] {
         Phase apply("apply");
-        return pruning::apply(before, dense.tensors, dense.remove, plan);
+        return pruning::apply(before, std::move(dense.tensors), dense.remove, plan);
       }();
-      dense.tensors.clear();
       write_model(out, pruned.config, std::move(pruned.tensors), std::move(pruned.placement));
     }
-    const at::Device device = model_->device();
-    const at::ScalarType dtype = model_->dtype();
-    model_.reset();
     Phase load("load");
     model_.emplace(io::load_decoder(out, device, dtype, &grid_.tp()));
   }
   model_path_ = out;
+}
+
+at::ScalarType Run::export_dtype() const {
+  const std::string d = cfg_.get<std::string>("convert.dtype");
+  return io::parse_dtype(d == "auto" ? cfg_.get<std::string>("model.dtype") : d);
 }
 
 void Run::write_current_model(const std::string& out) {
@@ -198,7 +205,7 @@ void Run::write_current_model(const std::string& out) {
 void Run::write_model(const std::string& out, const model::ModelConfig& config, model::NamedTensors parts,
                       std::vector<model::Slice> placement) {
   Phase save("export");
-  const at::ScalarType dtype = io::parse_dtype(cfg_.get<std::string>("convert.dtype"));
+  const at::ScalarType dtype = export_dtype();
   if (grid_.tp_size() == 1) {
     if (writer()) io::save_hf_model(out, config, parts, dtype, &tokenizer());
     return;

@@ -64,6 +64,8 @@ class Run {
                      const Compensating* compensate = nullptr);
   // Writes the current model as the HF directory out (every TP rank its own slices) and continues with it there.
   void write_current_model(const std::string& out);
+  // The dtype checkpoints are written in: convert.dtype, or model.dtype when it is auto.
+  at::ScalarType export_dtype() const;
   // A stage that writes a model at TP > 1 needs an architecture whose checkpoint every TP rank can
   // write its slices of (GPT-2's fuses q/k/v): Error naming parallel.tp otherwise.
   void check_writable(const char* what);

@@ -133,7 +133,8 @@ std::string shared_scoring(const config::Config& cfg) {
   if (std::find(stages.begin(), stages.end(), "prune") == stages.end()) return "";
   if (!cfg.get<std::string>("prune.scores").empty()) return "";
   const std::string needs = pruning::calibration_needs(pruning::parse_criterion(cfg.get<std::string>("prune.criterion")),
-                                                      pruning::parse_compensation(cfg.get<std::string>("prune.compensation")));
+                                                      pruning::parse_compensation(cfg.get<std::string>("prune.compensation")),
+                                                      pruning::scope_reads_model_wide(cfg.get<std::string>("prune.scope")));
   if (needs.empty()) return "";
   Fnv1a h;
   for (const char* key : {"model.path", "model.dtype", "calibration.text", "data.austen"}) h.text(cfg.get<std::string>(key));

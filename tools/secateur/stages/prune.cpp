@@ -59,6 +59,20 @@ pruning::PruneOptions prune_options(const config::Config& cfg) {
   return o;
 }
 
+bool model_wide(const pruning::PruneOptions& opt) { return pruning::scope_reads_model_wide(opt.scope); }
+
+// What the criterion and the compensation need, collected as calibration.recompute says.
+pruning::CalibrationOptions calibration_options(const config::Config& cfg, const pruning::PruneOptions& opt) {
+  pruning::CalibrationOptions c = pruning::calibration_for(opt.criterion, opt.compensation);
+  c.recompute = cfg.get<bool>("calibration.recompute");
+  c.model_wide = model_wide(opt);
+  return c;
+}
+
+std::string statistics_needed(const pruning::PruneOptions& opt) {
+  return pruning::calibration_needs(opt.criterion, opt.compensation, model_wide(opt));
+}
+
 // The statistics of the criterion (and of the compensation); for sleb, its search at prune.ratio.
 pruning::Statistics calibrate(Run& r, const at::Tensor& samples, const pruning::PruneOptions& opt, rusage& ru) {
   ScopedMmapThreshold own_mappings;
@@ -66,16 +80,17 @@ pruning::Statistics calibrate(Run& r, const at::Tensor& samples, const pruning::
   pruning::Statistics stats =
       opt.criterion == pruning::Criterion::sleb
           ? pruning::sleb_search(r.model(), samples, opt, &r.grid().dp())
-          : pruning::collect_statistics(r.model(), samples, pruning::calibration_for(opt.criterion, opt.compensation),
-                                        &r.grid().dp());
+          : pruning::collect_statistics(r.model(), samples, calibration_options(r.cfg(), opt), &r.grid().dp());
   getrusage(RUSAGE_SELF, &ru);
   return stats;
 }
 
 // prune.scores: the statistics of `path`, refused (one line naming the file and what differs) when
 // they were computed on another checkpoint or calibration, or lack what the criterion needs.
-pruning::Statistics reuse(Run& r, const std::string& path, const at::Tensor& samples, pruning::Criterion criterion,
-                          pruning::Compensation compensate, std::map<std::string, std::string>& meta) {
+pruning::Statistics reuse(Run& r, const std::string& path, const at::Tensor& samples, const pruning::PruneOptions& opt,
+                          std::map<std::string, std::string>& meta) {
+  const pruning::Criterion criterion = opt.criterion;
+  const pruning::Compensation compensate = opt.compensation;
   Phase phase("load");
   pruning::Statistics stats = pruning::load_statistics(path, &meta);
   const Fingerprints now = fingerprints(r, samples);
@@ -85,7 +100,7 @@ pruning::Statistics reuse(Run& r, const std::string& path, const at::Tensor& sam
   SECATEUR_CHECK(get("calibration") == now.calibration, "[config] prune.scores: {} was computed on other calibration "
                  "windows or dtype (fingerprint {}; calibration.* and model.dtype now give {})", path,
                  get("calibration"), now.calibration);
-  const std::string needed = pruning::calibration_needs(criterion, compensate);
+  const std::string needed = statistics_needed(opt);
   SECATEUR_CHECK(get("statistics") == needed, "[config] prune.scores: {} holds the statistics of {} ({}); "
                  "prune.criterion {}{} needs {}", path, get("criterion"), get("statistics"),
                  pruning::criterion_name(criterion),
@@ -120,7 +135,7 @@ struct ScoreStage : Stage {
       pruning::save_statistics(out, stats,
                                {{"model", fp.model}, {"model_path", r.model_path()}, {"calibration", fp.calibration},
                                 {"criterion", pruning::criterion_name(criterion)},
-                                {"statistics", pruning::calibration_needs(criterion, compensate)},
+                                {"statistics", statistics_needed(opt)},
                                 {"seconds", fmt::format("{:.3f}", stats.seconds)}});
     }
     spdlog::info("scored {} for {}: {} samples in {:.1f} s -> {}", r.model_path(), pruning::criterion_name(criterion),
@@ -152,7 +167,7 @@ struct PruneStage : Stage {
     (void)pruning::decide(r.input_config(), pruning::Statistics{}, dry);
     if (!scores.empty()) {          // checked against model.path now, and against the model being pruned later
       std::map<std::string, std::string> meta;
-      (void)reuse(r, scores, r.windows("calibration", opt.seed), opt.criterion, opt.compensation, meta);
+      (void)reuse(r, scores, r.windows("calibration", opt.seed), opt, meta);
     }
   }
 
@@ -163,7 +178,7 @@ struct PruneStage : Stage {
     std::map<std::string, std::string> meta;
     const pruning::Statistics stats =
         scores.empty() ? calibrate(r, samples, opt, ru)
-                       : reuse(r, scores, samples, opt.criterion, opt.compensation, meta);
+                       : reuse(r, scores, samples, opt, meta);
     const double reused = scores.empty() || !meta.count("seconds") ? 0.0 : std::atof(meta.at("seconds").c_str());
     if (!scores.empty()) spdlog::info("statistics from {} (computed in {:.1f} s), not calibrated again", scores, reused);
     const pruning::Decision d = [&] {

@@ -1,0 +1,69 @@
+// tools/secateur/memory.cpp — see memory.h.
+#include "tools/secateur/memory.h"
+
+#include <c10/core/ScalarType.h>
+#include <fmt/format.h>
+
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "pruning/score.h"
+#include "runtime/io/atomic_file.h"
+#include "runtime/io/checkpoint.h"
+#include "runtime/model/memory.h"
+#include "tools/secateur/init.h"
+
+namespace secateur::tools {
+
+int memory_report(const MemoryOptions& opt) {
+  const model::ModelConfig c = shape_config(opt.shape);
+  c.validate();
+  nlohmann::json rows = nlohmann::json::array();
+  constexpr double kGiB = 1024.0 * 1024 * 1024;
+  std::string table = fmt::format("{}: {:.2f}B parameters, {}, {}, {} x {} calibration tokens, recompute {}\n"
+                                  "| TP | weights / rank | load | score | apply | export | peak / rank | summed over ranks |\n"
+                                  "|---|---|---|---|---|---|---|---|\n", opt.shape, c.n_params() / 1e9, opt.criterion, opt.dtype,
+                                  opt.samples, opt.seq, opt.recompute);
+  for (int tp : opt.tp) {
+    model::MemoryInputs in;
+    in.tp = tp;
+    in.dp = opt.dp;
+    in.dtype_bytes = static_cast<int64_t>(c10::elementSize(io::parse_dtype(opt.dtype)));
+    in.samples = opt.samples;
+    in.seq = opt.seq;
+    in.recompute = opt.recompute;
+    const pruning::CalibrationOptions cal = pruning::calibration_for(pruning::parse_criterion(opt.criterion));
+    in.gradients = cal.first_order || cal.fisher || cal.mixed;
+    in.fisher_buffers = cal.mixed ? 2 : cal.fisher ? 1 : 0;
+    in.model_wide = pruning::scope_reads_model_wide(opt.scope);
+    in.ratio = opt.ratio;
+    in.base_bytes = opt.base_mib * (1 << 20);
+    const auto ranks = model::estimate_prune_memory(c, in);
+    const model::MemoryEstimate* worst = &ranks.front();
+    double sum = 0;
+    for (const auto& e : ranks) {
+      sum += e.peak();
+      if (e.peak() > worst->peak()) worst = &e;
+    }
+    sum *= opt.dp;
+    rows.push_back({{"tp", tp}, {"dp", opt.dp}, {"rank", worst->rank}, {"weights_bytes", worst->weights},
+                    {"activations_bytes", worst->activations}, {"head_bytes", worst->head},
+                    {"gradient_bytes", worst->gradient}, {"load_bytes", worst->load}, {"score_bytes", worst->score},
+                    {"apply_bytes", worst->apply}, {"export_bytes", worst->export_}, {"peak_bytes", worst->peak()},
+                    {"peak_bytes_summed", sum}});
+    table += fmt::format("| {} | {:.2f} | {:.2f} | {:.2f} | {:.2f} | {:.2f} | {:.2f} | {:.2f} |\n", tp,
+                         worst->weights / kGiB, worst->load / kGiB, worst->score / kGiB, worst->apply / kGiB,
+                         worst->export_ / kGiB, worst->peak() / kGiB, sum / kGiB);
+  }
+  table += "(GiB; the process baseline of " + fmt::format("{:.0f}", opt.base_mib) + " MiB per rank included)\n";
+  std::cout << table;
+  if (!opt.out.empty()) {
+    const nlohmann::json j = {{"shape", opt.shape}, {"params", c.n_params()}, {"dtype", opt.dtype},
+                              {"criterion", opt.criterion}, {"samples", opt.samples}, {"seq", opt.seq}, {"recompute", opt.recompute},
+                              {"base_mib", opt.base_mib}, {"rows", rows}};
+    io::write_file_atomic(opt.out, j.dump(2) + "\n");
+  }
+  return 0;
+}
+
+}  // namespace secateur::tools
