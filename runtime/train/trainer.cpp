@@ -261,11 +261,18 @@ double accumulate_gradients(model::Decoder& model, const TrainData& data, const 
   return loss_sum;
 }
 
-// Global gradient norm: TP shards summed over TP, replicated tensors counted once.
+// Global gradient norm: TP shards summed over TP, replicated tensors counted once. Squares are
+// summed in float64, 16M elements at a time: a float64 copy of a whole embedding's gradient would
+// be the step's largest allocation (4 x a bf16 one, twice over with its square).
 double gradient_norm(const std::vector<Trainable>& params, parallel::Group tp) {
+  constexpr int64_t kChunk = int64_t{1} << 24;
   double sharded_sq = 0, replicated_sq = 0;
   for (const Trainable& p : params) {
-    const double sq = p.tensor->grad().to(at::kDouble).square().sum().item<double>();
+    const at::Tensor g = p.tensor->grad().reshape({-1});
+    double sq = 0;
+    for (int64_t i = 0; i < g.numel(); i += kChunk) {
+      sq += g.narrow(0, i, std::min(kChunk, g.numel() - i)).to(at::kDouble).square().sum().item<double>();
+    }
     (p.sharded ? sharded_sq : replicated_sq) += sq;
   }
   sharded_sq = parallel::sum(tp, sharded_sq);

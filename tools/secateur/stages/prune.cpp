@@ -124,7 +124,6 @@ struct ScoreStage : Stage {
 
   void run(Run& r) const override {
     const pruning::Criterion criterion = opt.criterion;
-    const pruning::Compensation compensate = opt.compensation;
     const at::Tensor samples = r.windows("calibration", opt.seed);
     rusage ru{};
     const pruning::Statistics stats = calibrate(r, samples, opt, ru);
