@@ -11,48 +11,116 @@ namespace secateur::model {
 
 double MemoryEstimate::peak() const { return std::max({load, score, apply, export_}); }
 
+namespace {
+
+constexpr double kMiB = 1 << 20;
+
+// One TP rank's sizes, bytes in the compute dtype b.
+struct RankSizes {
+  ModelConfig local;
+  double weights = 0, largest_layer_tensor = 0, largest_tensor = 0, embed = 0, head = 0, layers = 0;
+  double layer_bytes_per_token = 0;   // A_layer / N: what autograd keeps of the widest layer
+  double lora_inputs_per_token = 0;   // Σ over one layer's seven projections of their input widths
+};
+
+RankSizes rank_sizes(const ModelConfig& full, int rank, int tp, double b) {
+  const ShardPlan plan = ShardPlan::make(full, rank, tp);
+  RankSizes r;
+  r.local = plan.local_config(full);
+  for (const Weight& w : weights(r.local)) {
+    double n = b;
+    for (int64_t s : w.shape) n *= static_cast<double>(s);
+    r.weights += n;
+    r.largest_tensor = std::max(r.largest_tensor, n);
+    if (w.layer >= 0) r.largest_layer_tensor = std::max(r.largest_layer_tensor, n);
+    if (w.layer >= 0) r.layers += n;
+    if (w.spec->role == Role::embed) r.embed = n;
+    if (w.spec->role == Role::lm_head) r.head = n;
+  }
+  const double d = static_cast<double>(full.hidden);
+  for (int64_t l = 0; l < r.local.n_layers(); ++l) {
+    const double q = static_cast<double>(r.local.n_heads[l] * r.local.head_dim);
+    const double kv = static_cast<double>(r.local.n_kv_heads[l] * r.local.head_dim);
+    const double f = static_cast<double>(r.local.d_ff[l]);
+    r.layer_bytes_per_token = std::max(r.layer_bytes_per_token, b * (4 * d + 5 * q + 5 * kv + 4 * f));
+    r.lora_inputs_per_token = std::max(r.lora_inputs_per_token, 5 * d + q + f);
+  }
+  return r;
+}
+
+// The LM head's loss on N tokens without distillation (Decoder::head_loss_sum).
+double head_bytes(double tokens, double v_local, int tp) {
+  return tp == 1 && tokens * v_local * 4 <= 256 * kMiB ? tokens * v_local * 10 : 2 * 64 * kMiB;
+}
+
+}  // namespace
+
 std::vector<MemoryEstimate> estimate_prune_memory(const ModelConfig& full, const MemoryInputs& in) {
   const double b = static_cast<double>(in.dtype_bytes);
   const double tokens = std::ceil(static_cast<double>(in.samples) / in.dp) * static_cast<double>(in.seq);
+  const double d = static_cast<double>(full.hidden), L = static_cast<double>(full.n_layers());
   std::vector<MemoryEstimate> out;
   for (int rank = 0; rank < in.tp; ++rank) {
-    const ShardPlan plan = ShardPlan::make(full, rank, in.tp);
-    const ModelConfig local = plan.local_config(full);
+    const RankSizes r = rank_sizes(full, rank, in.tp, b);
     MemoryEstimate e;
     e.rank = rank;
-    double largest = 0, embed = 0, head = 0, layers = 0;
-    for (const Weight& w : weights(local)) {
-      double n = b;
-      for (int64_t s : w.shape) n *= static_cast<double>(s);
-      e.weights += n;
-      if (w.layer >= 0) largest = std::max(largest, n);   // what a cut copies (the embedding and head stay whole)
-      if (w.layer >= 0) layers += n;
-      if (w.spec->role == Role::embed) embed = n;
-      if (w.spec->role == Role::lm_head) head = n;
-    }
-    const double d = static_cast<double>(full.hidden), L = static_cast<double>(full.n_layers());
-    double layer = 0;
-    for (int64_t l = 0; l < local.n_layers(); ++l) {
-      const double q = static_cast<double>(local.n_heads[l] * local.head_dim);
-      const double kv = static_cast<double>(local.n_kv_heads[l] * local.head_dim);
-      const double f = static_cast<double>(local.d_ff[l]);
-      layer = std::max(layer, tokens * b * (4 * d + 5 * q + 5 * kv + 4 * f));
-    }
-    const double v_local = static_cast<double>(local.vocab_size);
+    e.weights = r.weights;
+    const double layer = tokens * r.layer_bytes_per_token;
     e.activations = in.recompute ? tokens * b * d * (L + 1) + layer : L * layer;
-    e.head = in.tp == 1 && tokens * v_local * 4 <= 256.0 * (1 << 20) ? tokens * v_local * 10 : 2 * 64.0 * (1 << 20);
+    e.head = head_bytes(tokens, static_cast<double>(r.local.vocab_size), in.tp);
     e.load = in.base_bytes + e.weights;
     if (in.gradients) {
-      const double wide = in.model_wide ? (full.tied_embeddings ? embed : std::max(embed, head)) : 0;
-      e.gradient = wide + in.fisher_buffers * (in.model_wide ? e.weights : layers) * 4 / b;
+      const double wide = in.model_wide ? (full.tied_embeddings ? r.embed : std::max(r.embed, r.head)) : 0;
+      e.gradient = wide + in.fisher_buffers * (in.model_wide ? e.weights : r.layers) * 4 / b;
       e.score = e.load + e.activations + e.head + e.gradient;
     } else {
       e.activations = layer;
-      e.head = 64.0 * (1 << 20);
+      e.head = 64 * kMiB;
       e.score = e.load + e.activations + e.head;
     }
-    e.apply = e.load + largest;
-    e.export_ = in.base_bytes + e.weights * (1 - in.ratio) + 64.0 * (1 << 20);
+    e.apply = e.load + r.largest_layer_tensor;   // what a cut copies (the embedding and head stay whole)
+    e.export_ = in.base_bytes + e.weights * (1 - in.ratio) + 64 * kMiB;
+    out.push_back(e);
+  }
+  return out;
+}
+
+std::vector<RecoveryEstimate> estimate_recovery_memory(const ModelConfig& full, const RecoveryInputs& in) {
+  const double b = static_cast<double>(in.dtype_bytes);
+  const double tokens = static_cast<double>(in.micro_batch * in.seq);
+  const double d = static_cast<double>(full.hidden), L = static_cast<double>(full.n_layers());
+  std::vector<RecoveryEstimate> out;
+  for (int rank = 0; rank < in.tp; ++rank) {
+    const RankSizes r = rank_sizes(full, rank, in.tp, b);
+    const double v_local = static_cast<double>(r.local.vocab_size);
+    RecoveryEstimate e;
+    e.rank = rank;
+    e.weights = r.weights;
+    // This rank's adapters: r · (in + out) of each projection, A whole and B cut for a column-parallel
+    // one (q, k, v, gate, up), the other way round for a row-parallel one (o, down).
+    double lora = 0;
+    for (int64_t l = 0; l < r.local.n_layers(); ++l) {
+      const double q = static_cast<double>(r.local.n_heads[l] * r.local.head_dim);
+      const double kv = static_cast<double>(r.local.n_kv_heads[l] * r.local.head_dim);
+      const double f = static_cast<double>(r.local.d_ff[l]);
+      lora += static_cast<double>(in.lora_rank) * b * ((d + q) * 2 + (d + kv) * 2 + (d + f) * 3);
+    }
+    e.state = in.full ? 2 * e.weights : 4 * lora;
+    e.gradients = in.full ? e.weights : 0;
+    e.activations = L * tokens * r.layer_bytes_per_token;
+    if (!in.full && in.lora_dropout) e.activations += L * tokens * (b + 1) * r.lora_inputs_per_token;
+    if (in.distill) {
+      const double chunk_rows = std::min(tokens, 256.0 * static_cast<double>(in.micro_batch));
+      e.head = tokens * v_local * 12 + chunk_rows * v_local * 20;
+      e.teacher = e.weights + tokens * d * b;
+    } else {
+      e.head = head_bytes(tokens, v_local, in.tp);
+    }
+    e.step = in.full ? 2 * r.largest_tensor : 0;
+    // The forward's graph and the weights' gradients are not held whole at once: the backward frees
+    // each layer's activations as it forms that layer's gradients, and begins with the head's.
+    const double graph = e.activations + e.head + (in.full ? std::max(r.embed, r.head) : 0);
+    e.peak = in.base_bytes + e.weights + e.teacher + e.state + std::max(graph, e.gradients + e.step);
     out.push_back(e);
   }
   return out;

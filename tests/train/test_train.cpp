@@ -20,6 +20,7 @@
 #include "runtime/core/log.h"
 #include "runtime/core/check.h"
 #include "runtime/model/decoder.h"
+#include "runtime/model/memory.h"
 #include "runtime/text/tokenizer.h"
 #include "runtime/train/data.h"
 #include "runtime/train/lora.h"
@@ -114,7 +115,9 @@ void expect_same(bool lora, at::ScalarType dtype, double tol, bool distill = fal
     EXPECT_EQ(grid.heldout[i].first, one.heldout[i].first);
     worst = std::max(worst, std::abs(grid.heldout[i].second / one.heldout[i].second - 1));
   }
-  if (masked) EXPECT_LT(one.heldout.back().second, one.heldout.front().second);   // it generalises
+  if (masked) {
+    EXPECT_LT(one.heldout.back().second, one.heldout.front().second);   // it generalises
+  }
   EXPECT_LE(worst, tol) << "loss curve";
   EXPECT_LT(one.losses.back(), one.losses.front());               // it learns
   const auto plan = model::ShardPlan::make(tiny_llama(), g_grid->tp().rank(), g_grid->tp().size());
@@ -157,6 +160,34 @@ TEST(Lora, FreshAdaptersChangeNothingAndMergingEqualsTheAdapters) {
     whole += 3 * ((d + q) + 2 * (d + kv) + (q + d) + 2 * (d + f) + (f + d));
   }
   EXPECT_EQ(train::lora_parameter_count(c, lo), whole);
+}
+
+// The memory model (runtime/model/memory.h) counts what this rank holds: its weight shards, its
+// adapters (with their gradients and AdamW moments, four copies) and, in full fine-tuning, the
+// weights' two moments and their gradients.
+TEST(MemoryModel, CountsThisRanksWeightsAdaptersAndOptimiserState) {
+  const ModelConfig c = tiny_llama();
+  model::Decoder m = model::Decoder::with_random_weights(c, 3, &g_grid->tp());
+  double weights = 0, adapters = 0;
+  for (const at::Tensor* p : m.parameters()) weights += static_cast<double>(p->nbytes());
+  train::LoraOptions lo;
+  lo.rank = 3;
+  for (const auto& p : train::add_lora(m, lo)) adapters += static_cast<double>(p.tensor->nbytes());
+  model::RecoveryInputs in;
+  in.tp = g_grid->tp_size();
+  in.dtype_bytes = 4;
+  in.lora_rank = 3;
+  const model::RecoveryEstimate lora = model::estimate_recovery_memory(c, in).at(g_grid->tp_rank());
+  EXPECT_DOUBLE_EQ(lora.weights, weights);
+  EXPECT_DOUBLE_EQ(lora.state, 4 * adapters);
+  in.full = true;
+  const model::RecoveryEstimate full = model::estimate_recovery_memory(c, in).at(g_grid->tp_rank());
+  EXPECT_DOUBLE_EQ(full.state, 2 * weights);
+  EXPECT_DOUBLE_EQ(full.gradients, weights);
+  model::MemoryInputs prune;
+  prune.tp = g_grid->tp_size();
+  prune.dtype_bytes = 4;
+  EXPECT_DOUBLE_EQ(model::estimate_prune_memory(c, prune).at(g_grid->tp_rank()).weights, weights);
 }
 
 // A student and a teacher of one vocabulary, sharded on the grid's TP, in float64.

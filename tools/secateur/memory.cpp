@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "pruning/score.h"
+#include "runtime/core/check.h"
 #include "runtime/io/atomic_file.h"
 #include "runtime/io/checkpoint.h"
 #include "runtime/model/memory.h"
@@ -55,12 +56,52 @@ int memory_report(const MemoryOptions& opt) {
                          worst->weights / kGiB, worst->load / kGiB, worst->score / kGiB, worst->apply / kGiB,
                          worst->export_ / kGiB, worst->peak() / kGiB, sum / kGiB);
   }
+  nlohmann::json recover_rows = nlohmann::json::array();
+  if (!opt.recover.empty()) {
+    table += fmt::format("recovery, {} x {} tokens a micro-batch, LoRA rank {}:\n"
+                         "| TP | method | weights / rank | optimiser state | gradients | activations | head | teacher | peak / rank "
+                         "| summed over ranks |\n|---|---|---|---|---|---|---|---|---|---|\n", opt.micro_batch, opt.train_seq, opt.lora_rank);
+  }
+  for (int tp : opt.tp) {
+    for (const std::string& method : opt.recover) {
+      SECATEUR_CHECK(method == "lora" || method == "full" || method == "lora_kd" || method == "full_kd",
+                     "[memory] --recover '{}' (allowed: lora, full, lora_kd, full_kd)", method);
+      model::RecoveryInputs in;
+      in.tp = tp;
+      in.dtype_bytes = static_cast<int64_t>(c10::elementSize(io::parse_dtype(opt.dtype)));
+      in.micro_batch = opt.micro_batch;
+      in.seq = opt.train_seq;
+      in.full = method.rfind("full", 0) == 0;
+      in.distill = method.size() > 3 && method.compare(method.size() - 3, 3, "_kd") == 0;
+      in.lora_rank = opt.lora_rank;
+      in.base_bytes = opt.base_mib * (1 << 20);
+      const auto ranks = model::estimate_recovery_memory(c, in);
+      const model::RecoveryEstimate* worst = &ranks.front();
+      double sum = 0;
+      for (const auto& e : ranks) {
+        sum += e.peak;
+        if (e.peak > worst->peak) worst = &e;
+      }
+      sum *= opt.dp;
+      recover_rows.push_back({{"tp", tp}, {"dp", opt.dp}, {"method", method}, {"rank", worst->rank},
+                              {"weights_bytes", worst->weights}, {"state_bytes", worst->state},
+                              {"gradient_bytes", worst->gradients},
+                              {"activations_bytes", worst->activations}, {"head_bytes", worst->head},
+                              {"teacher_bytes", worst->teacher}, {"step_bytes", worst->step},
+                              {"peak_bytes", worst->peak}, {"peak_bytes_summed", sum}});
+      table += fmt::format("| {} | {} | {:.2f} | {:.2f} | {:.2f} | {:.2f} | {:.2f} | {:.2f} | {:.2f} | {:.2f} |\n", tp,
+                           method, worst->weights / kGiB, worst->state / kGiB, worst->gradients / kGiB,
+                           worst->activations / kGiB, worst->head / kGiB,
+                           worst->teacher / kGiB, worst->peak / kGiB, sum / kGiB);
+    }
+  }
   table += "(GiB; the process baseline of " + fmt::format("{:.0f}", opt.base_mib) + " MiB per rank included)\n";
   std::cout << table;
   if (!opt.out.empty()) {
     const nlohmann::json j = {{"shape", opt.shape}, {"params", c.n_params()}, {"dtype", opt.dtype},
                               {"criterion", opt.criterion}, {"samples", opt.samples}, {"seq", opt.seq}, {"recompute", opt.recompute},
-                              {"base_mib", opt.base_mib}, {"rows", rows}};
+                              {"base_mib", opt.base_mib}, {"rows", rows}, {"micro_batch", opt.micro_batch},
+                              {"train_seq", opt.train_seq}, {"lora_rank", opt.lora_rank}, {"recover_rows", recover_rows}};
     io::write_file_atomic(opt.out, j.dump(2) + "\n");
   }
   return 0;
