@@ -22,6 +22,10 @@ double seconds_since(std::chrono::steady_clock::time_point t) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
 }
 
+void synchronize(const at::Device& device) {
+  if (device.is_cuda()) (void)at::zeros({1}, at::TensorOptions(device)).cpu();
+}
+
 double macs_per_token(const model::ModelConfig& c, double context) {
   double macs = static_cast<double>(c.hidden) * static_cast<double>(c.vocab_size);                // LM head
   for (const model::Weight& w : model::weights(c)) {                // every projection's matmul

@@ -32,6 +32,9 @@ struct SpeedResult {
 // The median of repeated measurements (the upper one of an even count), as every benchmark reports them.
 double median(std::vector<double> v);
 double seconds_since(std::chrono::steady_clock::time_point t);
+// Waits until the device has finished the work queued on it (nothing to wait for on the CPU), so a
+// timer read after it counts that work.
+void synchronize(const at::Device& device);
 
 double macs_per_token(const model::ModelConfig& config, double context);
 SpeedResult measure_speed(const model::Decoder& model, const SpeedOptions& opt);

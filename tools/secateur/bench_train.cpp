@@ -34,20 +34,16 @@ model::Decoder load(const std::string& spec, at::Device device, at::ScalarType d
   return io::load_decoder(spec, device, dtype, tp);
 }
 
-void sync(at::Device device) {
-  if (device.is_cuda()) (void)at::zeros({1}, at::TensorOptions(device)).cpu();
-}
-
 // FLOP/s of a square matrix product of this dtype on this device: the best of 5 after a warm-up.
 double matmul_peak(int64_t n, at::Device device, at::ScalarType dtype) {
   const auto o = at::TensorOptions(device).dtype(dtype);
   const at::Tensor a = at::randn({n, n}, o), b = at::randn({n, n}, o);
   double best = 0;
   for (int i = 0; i < 6; ++i) {
-    sync(device);
+    eval::synchronize(device);
     const auto t0 = std::chrono::steady_clock::now();
     const at::Tensor c = at::mm(a, b);
-    sync(device);
+    eval::synchronize(device);
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (i > 0) best = std::max(best, 2.0 * static_cast<double>(n * n * n) / s);
   }

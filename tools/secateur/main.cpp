@@ -14,6 +14,7 @@
 #include "parallel/bench_comm.h"
 #include "parallel/device.h"
 #include "parallel/grid.h"
+#include "runtime/config/choices.h"
 #include "runtime/core/check.h"
 #include "runtime/core/log.h"
 #include "runtime/io/atomic_file.h"
@@ -131,6 +132,7 @@ class Cli {
   tools::BenchForwardOptions bf_;
   tools::BenchPruneOptions bp_;
   parallel::BenchCommOptions bc_;
+  std::string bc_device_ = "cpu";
   tools::BenchTrainOptions bt_;
   tools::InitOptions init_opt_;
   tools::MemoryOptions mem_;
@@ -173,7 +175,7 @@ void Cli::add_init() {
   init_->add_option("--tokenizer", init_opt_.tokenizer, "an HF directory or .gguf whose tokenizer to include");
   init_->add_option("--seed", init_opt_.seed, "seed of the random weights");
 
-  memory_ = app_.add_subcommand("memory", "the predicted peak memory per rank of a prune, per TP size");
+  memory_ = app_.add_subcommand("memory", "the predicted peak memory per rank of a prune (and a recovery), per TP size");
   memory_->add_option("--shape", mem_.shape, "a config.json, a model, or one of: " + model::shape_names())->required();
   memory_->add_option("--tp", mem_.tp, "tensor-parallel sizes");
   memory_->add_option("--dp", mem_.dp, "data-parallel size (the calibration samples are split over it)");
@@ -184,6 +186,10 @@ void Cli::add_init() {
   memory_->add_option("--ratio", mem_.ratio, "prune.ratio");
   memory_->add_option("--criterion", mem_.criterion, "prune.criterion");
   memory_->add_option("--scope", mem_.scope, "prune.scope");
+  memory_->add_option("--recover", mem_.recover, "also recovery after the prune: lora | full | lora_kd | full_kd");
+  memory_->add_option("--micro-batch", mem_.micro_batch, "recover.micro_batch");
+  memory_->add_option("--train-seq", mem_.train_seq, "recover.seq_len");
+  memory_->add_option("--lora-rank", mem_.lora_rank, "recover.lora_rank");
   memory_->add_option("--base-mib", mem_.base_mib, "the process's own resident memory before a model is loaded");
   memory_->add_option("--out", mem_.out, "JSON file to write");
 }
@@ -199,6 +205,7 @@ void Cli::add_benches() {
   bench_fwd_->add_option("--decode", bf_.decode, "also time this many greedy KV-cached steps after a prefill");
   bench_fwd_->add_option("--threads", bf_.threads, "intra-op threads (0 = all cores)");
   bench_fwd_->add_option("--dtype", bf_.dtype, "float32 | bfloat16");
+  bench_fwd_->add_option("--device", bf_.device, "cpu | cuda");
   bench_fwd_->add_option("--out", bf_.out, "JSON file to write");
   bench_fwd_->add_flag("--backward", bf_.backward, "also run backward of the summed NLL (weights require grad)");
 
@@ -215,6 +222,7 @@ void Cli::add_benches() {
   bench_comm_->add_option("--iters", bc_.iters, "timed iterations per size");
   bench_comm_->add_option("--tp", bc_.tp, "tensor-parallel size of the grid");
   bench_comm_->add_option("--out", bc_.out, "JSON file to write (rank 0)");
+  bench_comm_->add_option("--device", bc_device_, "cpu (MPI) | cuda (NCCL)");
 
   bench_train_ = bench->add_subcommand("train", "recovery-training tokens/s and MFU: LoRA, LoRA + KD, full");
   bench_train_->add_option("--model", bt_.model, "a .gguf file, an HF directory, or random:<shape> (" + model::shape_names() + ")")->required();
@@ -298,7 +306,9 @@ int Cli::dispatch(int* argc, char*** argv) {
     return run_pipeline(cfg, name, stages, argc, argv);
   }
   if (*bench_comm_) {
-    return on_grid(bc_.tp, c10::DeviceType::CPU, argc, argv, [&](parallel::Grid& g) { return parallel::bench_comm(g, bc_); });
+    config::check_choice(config::choices::device, "--device", bc_device_);
+    return on_grid(bc_.tp, bc_device_ == "cuda" ? c10::DeviceType::CUDA : c10::DeviceType::CPU, argc, argv,
+                   [&](parallel::Grid& g) { return parallel::bench_comm(g, bc_); });
   }
   if (*bench_train_) {
     return on_grid(bt_.tp, bt_.device == "cuda" ? c10::DeviceType::CUDA : c10::DeviceType::CPU, argc, argv,
