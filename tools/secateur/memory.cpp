@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 
 #include <iostream>
+#include <utility>
 #include <nlohmann/json.hpp>
 
 #include "pruning/score.h"
@@ -15,6 +16,22 @@
 #include "tools/secateur/init.h"
 
 namespace secateur::tools {
+
+namespace {
+
+// The rank with the largest peak, and the peaks summed over every rank of the DP x TP grid.
+template <class Estimate, class Peak>
+std::pair<const Estimate*, double> worst_rank(const std::vector<Estimate>& ranks, int dp, const Peak& peak) {
+  const Estimate* worst = &ranks.front();
+  double sum = 0;
+  for (const Estimate& e : ranks) {
+    sum += peak(e);
+    if (peak(e) > peak(*worst)) worst = &e;
+  }
+  return {worst, sum * dp};
+}
+
+}  // namespace
 
 int memory_report(const MemoryOptions& opt) {
   const model::ModelConfig c = shape_config(opt.shape);
@@ -40,13 +57,7 @@ int memory_report(const MemoryOptions& opt) {
     in.ratio = opt.ratio;
     in.base_bytes = opt.base_mib * (1 << 20);
     const auto ranks = model::estimate_prune_memory(c, in);
-    const model::MemoryEstimate* worst = &ranks.front();
-    double sum = 0;
-    for (const auto& e : ranks) {
-      sum += e.peak();
-      if (e.peak() > worst->peak()) worst = &e;
-    }
-    sum *= opt.dp;
+    const auto [worst, sum] = worst_rank(ranks, opt.dp, [](const model::MemoryEstimate& e) { return e.peak(); });
     rows.push_back({{"tp", tp}, {"dp", opt.dp}, {"rank", worst->rank}, {"weights_bytes", worst->weights},
                     {"activations_bytes", worst->activations}, {"head_bytes", worst->head},
                     {"gradient_bytes", worst->gradient}, {"load_bytes", worst->load}, {"score_bytes", worst->score},
@@ -76,13 +87,7 @@ int memory_report(const MemoryOptions& opt) {
       in.lora_rank = opt.lora_rank;
       in.base_bytes = opt.base_mib * (1 << 20);
       const auto ranks = model::estimate_recovery_memory(c, in);
-      const model::RecoveryEstimate* worst = &ranks.front();
-      double sum = 0;
-      for (const auto& e : ranks) {
-        sum += e.peak;
-        if (e.peak > worst->peak) worst = &e;
-      }
-      sum *= opt.dp;
+      const auto [worst, sum] = worst_rank(ranks, opt.dp, [](const model::RecoveryEstimate& e) { return e.peak; });
       recover_rows.push_back({{"tp", tp}, {"dp", opt.dp}, {"method", method}, {"rank", worst->rank},
                               {"weights_bytes", worst->weights}, {"state_bytes", worst->state},
                               {"gradient_bytes", worst->gradients},
