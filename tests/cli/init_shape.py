@@ -7,6 +7,9 @@
 * The prune path on the LLaMA one: calibration.recompute=true (a layer's forward again in the backward)
   gives the decision of the plain backward (float32), and the export is written in model.dtype
   (convert.dtype auto): BF16 tensors for a bfloat16 run.
+* `secateur memory` of the LLaMA one: its TP-1 weights are the checkpoint's tensor bytes exactly, a TP-2
+  rank holds half and the norms, full fine-tuning needs more than LoRA; an unknown --recover method
+  is one error line.
 * Bad input, one error line each, non-zero exit, no directory left: a head count that does not divide
   the hidden size (naming num_attention_heads), kv-heads that do not divide the heads (naming
   num_key_value_heads), an unknown shape name (listing the known ones).
@@ -108,6 +111,28 @@ def main():
     rc, log = run([a.secateur, "prune", f"model.path={llama}", f"run.dir={bf16}", "run.threads=1", "model.dtype=bfloat16",
                    "calibration.samples=4", "prune.keep_first=0", "prune.keep_last=0", "prune.ratio=0.03"])
     check(rc == 0 and header_dtypes(os.path.join(bf16, "pruned")) == {"BF16"}, "a bfloat16 prune exports BF16 (convert.dtype auto)")
+
+    # secateur memory reads the same shape: its weights at TP 1 are the checkpoint's tensor bytes exactly;
+    # at TP 2 each rank holds half of them and what it keeps whole (the norms); full fine-tuning needs more than LoRA.
+    tensor_bytes = 0
+    for f in shards:
+        with open(f, "rb") as fh:
+            n = struct.unpack("<Q", fh.read(8))[0]
+            tensor_bytes += sum(v["data_offsets"][1] - v["data_offsets"][0]
+                                for k, v in json.loads(fh.read(n)).items() if k != "__metadata__")
+    mem = os.path.join(a.tmp, "memory.json")
+    rc, log = run([a.secateur, "memory", "--shape", llama, "--tp", "1", "2", "--dtype", "bfloat16",
+                   "--recover", "lora", "full", "--out", mem])
+    j = json.load(open(mem)) if rc == 0 else {"rows": [], "recover_rows": []}
+    w = {r["tp"]: r["weights_bytes"] for r in j["rows"]}
+    peaks = {(r["tp"], r["method"]): r["peak_bytes"] for r in j["recover_rows"]}
+    check(w.get(1) == tensor_bytes and tensor_bytes / 2 <= w.get(2, 0) < 0.55 * tensor_bytes,
+          f"secateur memory: weights per rank {w} of a {tensor_bytes}-byte checkpoint")
+    check(len(peaks) == 4 and all(peaks[(tp, "full")] > peaks[(tp, "lora")] for tp in (1, 2)),
+          f"secateur memory --recover: full above LoRA at TP 1 and 2 {peaks}")
+    rc, log = run([a.secateur, "memory", "--shape", llama, "--recover", "lorax"])
+    lines = [l for l in log.splitlines() if "error" in l]
+    check(rc != 0 and len(lines) == 1 and "lorax" in lines[0], f"secateur memory --recover lorax: {lines}")
 
     for label, shape, needle in [
             ("7 heads of a hidden size of 128", config("bad_heads", dict(LLAMA, num_attention_heads=7)), "num_attention_heads"),
