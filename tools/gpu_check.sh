@@ -97,6 +97,8 @@ step scale "$py" tools/bench/scale.py --secateur "$sec" --model "$large_hf" --de
 "$py" - "$out" "$device" <<'EOF' || failed=1
 """summary.json from the steps and their run directories; asserts the parity and fidelity bounds."""
 import json, os, sys
+sys.path.insert(0, "tools/bench")
+from scale import removed_groups
 out, device = sys.argv[1], sys.argv[2]
 steps = {s["step"]: s for s in map(json.loads, open(os.path.join(out, "steps.jsonl")))}
 
@@ -108,16 +110,10 @@ def ppl(run):
     return next((m["ppl"] for m in metrics(run) if m.get("stage") == "eval" and m.get("metric") == "perplexity"), None)
 
 def decision(run):
-    path = os.path.join(out, run, "decision.json")
-    if not os.path.exists(path):
+    if not os.path.exists(os.path.join(out, run, "decision.json")):
         return None, set()
-    d = json.load(open(path))
-    units = {("hidden", -1, i) for i in d.get("removed_hidden_channels") or []}
-    for layer in d["layers"]:
-        for k, v in layer.items():
-            if k.startswith("removed_"):
-                units |= {(k, layer["layer"], i) for i in (v if isinstance(v, list) else [v])}
-    return d["hash"], units
+    groups, h = removed_groups(os.path.join(out, run))
+    return h, groups
 
 checks = []
 def check(name, ok, **numbers):

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "runtime/model/shard.h"
 #include "runtime/model/spec.h"
@@ -20,13 +21,23 @@ struct RankSizes {
   ModelConfig local;
   double weights = 0, largest_layer_tensor = 0, largest_tensor = 0, embed = 0, head = 0, layers = 0;
   double layer_bytes_per_token = 0;   // A_layer / N: what autograd keeps of the widest layer
-  double lora_inputs_per_token = 0;   // Σ over one layer's seven projections of their input widths
+  double lora_inputs_per_token = 0;   // the widest layer's Σ of its projections' local input widths
+  double lora_elements_per_rank = 0;  // Σ over every projection of (in + out) of its local shape
 };
+
+// Whether a weight is one of the projections LoRA adapts (the spec's q, k, v, o, gate, up, down).
+bool is_projection(const ModelConfig& c, const Weight& w) {
+  for (int p = 0; p < kProjCount; ++p) {
+    if (w.spec == proj_spec(c, static_cast<Proj>(p))) return true;
+  }
+  return false;
+}
 
 RankSizes rank_sizes(const ModelConfig& full, int rank, int tp, double b) {
   const ShardPlan plan = ShardPlan::make(full, rank, tp);
   RankSizes r;
   r.local = plan.local_config(full);
+  std::vector<double> lora_inputs(static_cast<size_t>(r.local.n_layers()), 0.0);
   for (const Weight& w : weights(r.local)) {
     double n = b;
     for (int64_t s : w.shape) n *= static_cast<double>(s);
@@ -36,14 +47,20 @@ RankSizes rank_sizes(const ModelConfig& full, int rank, int tp, double b) {
     if (w.layer >= 0) r.layers += n;
     if (w.spec->role == Role::embed) r.embed = n;
     if (w.spec->role == Role::lm_head) r.head = n;
+    // An adapter's A is [r, in] and B [out, r] of the local shape: A whole and B cut for a
+    // column-parallel projection, the other way round for a row-parallel one.
+    if (w.layer >= 0 && is_projection(r.local, w)) {
+      r.lora_elements_per_rank += static_cast<double>(w.shape[0] + w.shape[1]);
+      lora_inputs[static_cast<size_t>(w.layer)] += static_cast<double>(w.shape[1]);
+    }
   }
+  for (double in : lora_inputs) r.lora_inputs_per_token = std::max(r.lora_inputs_per_token, in);
   const double d = static_cast<double>(full.hidden);
   for (int64_t l = 0; l < r.local.n_layers(); ++l) {
     const double q = static_cast<double>(r.local.n_heads[l] * r.local.head_dim);
     const double kv = static_cast<double>(r.local.n_kv_heads[l] * r.local.head_dim);
     const double f = static_cast<double>(r.local.d_ff[l]);
     r.layer_bytes_per_token = std::max(r.layer_bytes_per_token, b * (4 * d + 5 * q + 5 * kv + 4 * f));
-    r.lora_inputs_per_token = std::max(r.lora_inputs_per_token, 5 * d + q + f);
   }
   return r;
 }
@@ -96,15 +113,7 @@ std::vector<RecoveryEstimate> estimate_recovery_memory(const ModelConfig& full, 
     RecoveryEstimate e;
     e.rank = rank;
     e.weights = r.weights;
-    // This rank's adapters: r · (in + out) of each projection, A whole and B cut for a column-parallel
-    // one (q, k, v, gate, up), the other way round for a row-parallel one (o, down).
-    double lora = 0;
-    for (int64_t l = 0; l < r.local.n_layers(); ++l) {
-      const double q = static_cast<double>(r.local.n_heads[l] * r.local.head_dim);
-      const double kv = static_cast<double>(r.local.n_kv_heads[l] * r.local.head_dim);
-      const double f = static_cast<double>(r.local.d_ff[l]);
-      lora += static_cast<double>(in.lora_rank) * b * ((d + q) * 2 + (d + kv) * 2 + (d + f) * 3);
-    }
+    const double lora = static_cast<double>(in.lora_rank) * b * r.lora_elements_per_rank;   // this rank's adapters
     e.state = in.full ? 2 * e.weights : 4 * lora;
     e.gradients = in.full ? e.weights : 0;
     e.activations = L * tokens * r.layer_bytes_per_token;
